@@ -1,0 +1,19 @@
+"""citerag's answer pipeline: types, config, prompting, generator backends, citations, CLI.
+
+Importing this package is cheap: torch, faiss, vllm and transformers are imported lazily by
+the modules that need them (see ``tests/test_imports.py``).
+"""
+
+from pipeline.errors import CiteragError
+from pipeline.types import AttributedAnswer, Citation, Generation, GenerationParams, Passage, Sentence
+
+__all__ = [
+    "AttributedAnswer",
+    "Citation",
+    "CiteragError",
+    "Generation",
+    "GenerationParams",
+    "Passage",
+    "Sentence",
+]
+__version__ = "0.1.0"

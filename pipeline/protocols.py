@@ -1,0 +1,52 @@
+"""Interfaces between components. Everything takes its dependencies as constructor
+arguments typed by these protocols, so tests can pass fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from pipeline.types import Generation, GenerationParams, Passage
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: Any function from a batch of texts to a float matrix of shape (len(texts), dim).
+Embedder = Callable[[list[str]], "np.ndarray"]
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
+        """Top-``k`` passages for each query, best first (batched)."""
+        ...
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """The generator's tokenizer, as far as prompting needs it."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
+        """The chat-formatted prompt (generation prompt appended), or None without a template."""
+        ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    #: Context window in tokens (prompt + generated).
+    max_context: int
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
+        """One generation per prompt (``params.n`` == 1) in input order (batched)."""
+        ...
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        """Log-probability of every token of ``continuations[i]`` after ``prompts[i]``."""
+        ...

@@ -1,0 +1,146 @@
+"""Central value types. Frozen dataclasses; pydantic is used only at the edges."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A span of a source document: ``text == document[start:end]``."""
+
+    doc_id: str
+    text: str
+    title: str = ""
+    score: float = 0.0
+    start: int = 0
+    end: int = 0
+    #: Stable id of the passage inside an index ("<doc_id>#<ordinal>"), or "" when unindexed.
+    pid: str = ""
+
+    def with_score(self, score: float) -> Passage:
+        return Passage(self.doc_id, self.text, self.title, float(score), self.start, self.end, self.pid)
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """Identity of the span, independent of score."""
+        return (self.doc_id, self.start, self.end)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Citation number ``n`` (as shown to the generator) resolved to the passage shown."""
+
+    n: int
+    passage: Passage
+    #: Support of the citing sentence by the passage, when measured (similarity or judge).
+    support: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.passage
+        return {
+            "n": self.n,
+            "doc_id": p.doc_id,
+            "title": p.title,
+            "text": p.text,
+            "start": p.start,
+            "end": p.end,
+            "score": p.score,
+        }
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A sentence of the answer; ``start``/``end`` are offsets into the answer text."""
+
+    text: str
+    start: int
+    end: int
+    citations: tuple[int, ...] = ()
+    #: True when no valid marker was written and the citation was attached after generation.
+    post_hoc: bool = False
+    #: Numbers the generator wrote that point at no passage it was shown (dropped).
+    dropped: tuple[int, ...] = ()
+    support: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "text": self.text,
+            "start": self.start,
+            "end": self.end,
+            "citations": list(self.citations),
+            "post_hoc": self.post_hoc,
+        }
+        if self.dropped:
+            d["dropped_citations"] = list(self.dropped)
+        if self.support is not None:
+            d["support"] = self.support
+        return d
+
+
+@dataclass(frozen=True)
+class AttributedAnswer:
+    question: str
+    text: str
+    sentences: tuple[Sentence, ...]
+    #: Every passage shown to the generator, numbered from 1 in the order shown.
+    passages: tuple[Passage, ...]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def cited_numbers(self) -> list[int]:
+        seen: list[int] = []
+        for s in self.sentences:
+            for n in s.citations:
+                if n not in seen:
+                    seen.append(n)
+        return sorted(seen)
+
+    def citation(self, n: int) -> Citation:
+        return Citation(n, self.passages[n - 1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "sentences": [s.to_dict() for s in self.sentences],
+            "citations": [self.citation(n).to_dict() for n in self.cited_numbers()],
+            "passages": [dict(n=i + 1, **_passage_public(p)) for i, p in enumerate(self.passages)],
+            **self.report,
+        }
+
+
+def _passage_public(p: Passage) -> dict[str, Any]:
+    return {"doc_id": p.doc_id, "title": p.title, "text": p.text, "start": p.start, "end": p.end, "score": p.score}
+
+
+@dataclass(frozen=True)
+class Revision:
+    original: str
+    revised: str
+    edits: tuple[dict[str, Any], ...] = ()
+    evidence: tuple[Passage, ...] = ()
+    preservation: float = 1.0
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Decoding parameters. Deterministic by default (greedy, fixed seed)."""
+
+    max_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    #: Token ids of the generated text when the backend reports them.
+    token_ids: tuple[int, ...] = ()
+    finish_reason: Literal["stop", "length", "abort", ""] | str = ""
