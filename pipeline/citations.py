@@ -1,0 +1,169 @@
+"""Sentence splitting and citation parsing of generated answers.
+
+Markers ``[1]``, ``[1][2]``, ``[1, 2]`` are parsed; markers that trail a sentence's full stop
+("Paris is the capital. [1] It ...") belong to that sentence. Numbers are resolved against
+the passages that were shown to the generator; a number that points at no shown passage is
+dropped and reported, never output as a citation. Sentences left without a citation can be
+given the best supporting shown passage post hoc (``PostHocCiter``), flagged ``post_hoc``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pipeline.types import Passage, Sentence
+
+if TYPE_CHECKING:
+    from pipeline.protocols import Embedder
+
+#: One bracket group of citation numbers: [3], [1, 2], [1;2].
+_GROUP = r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]"
+MARKER_RE = re.compile(_GROUP)
+_TRAILING_MARKERS = re.compile(rf"(?:\s*{_GROUP})+")
+# A sentence ends at . ! ? (possibly repeated, possibly followed by closing quotes or brackets
+# and by citation groups) when whitespace or the end of the text follows.
+_END_RE = re.compile(rf"[.!?]+[\"'\u201d\u2019)]*(?:\s*{_GROUP})*(?=\s|$)")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs etc e.g i.e fig no vol al approx dept est inc ltd co corp jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k".split()
+)
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of ``text`` (whitespace trimmed, markers attached)."""
+    spans: list[tuple[int, int]] = []
+    for block in re.finditer(r"[^\n]+", text):
+        b_start, chunk = block.start(), block.group()
+        cut = 0
+        for m in _END_RE.finditer(chunk):
+            if _is_abbreviation(chunk, m.start()):
+                continue
+            spans.append((b_start + cut, b_start + m.end()))
+            cut = m.end()
+        spans.append((b_start + cut, b_start + len(chunk)))
+    trimmed = [_trim(text, s, e) for s, e in spans]
+    out: list[tuple[int, int]] = []
+    for s, e in trimmed:
+        if s >= e:
+            continue
+        lead = _TRAILING_MARKERS.match(text, s, e)
+        if lead and out:
+            # "... full stop.\n[2] Next" : the markers belong to the previous sentence.
+            ps, _ = out[-1]
+            out[-1] = (ps, lead.end())
+            s, e = _trim(text, lead.end(), e)
+            if s >= e:
+                continue
+        out.append((s, e))
+    return out
+
+
+def _trim(text: str, s: int, e: int) -> tuple[int, int]:
+    while s < e and text[s].isspace():
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    return s, e
+
+
+def _is_abbreviation(chunk: str, dot: int) -> bool:
+    if chunk[dot] != ".":
+        return False
+    word = re.search(r"([A-Za-z.]+)$", chunk[:dot])
+    if not word:
+        # A number followed by a dot ("in 1937. It") ends a sentence; "3.5" never matches here.
+        return False
+    w = word.group(1).lower().rstrip(".")
+    if w in _ABBREVIATIONS:
+        return True
+    # Initials: "J. Strauss", "U.S."
+    return len(w.replace(".", "")) == 1 and w.isalpha() and chunk[dot + 1 : dot + 3].strip()[:1].isupper()
+
+
+def parse_markers(text: str) -> list[int]:
+    """Citation numbers in order of first appearance (duplicates removed)."""
+    nums: list[int] = []
+    for m in MARKER_RE.finditer(text):
+        for part in re.findall(r"\d+", m.group()):
+            n = int(part)
+            if n not in nums:
+                nums.append(n)
+    return nums
+
+
+def strip_markers(text: str) -> str:
+    """The text without citation markers, spaces before punctuation tidied."""
+    out = MARKER_RE.sub("", text)
+    out = re.sub(r"\s+([.,;:!?])", r"\1", out)
+    return re.sub(r"[ \t]{2,}", " ", out).strip()
+
+
+class PostHocCiter(Protocol):
+    def best(self, sentences: Sequence[str], passages: Sequence[Passage]) -> list[tuple[int | None, float]]:
+        """For each sentence, the 0-based index of the passage that best supports it (or None)."""
+        ...
+
+
+@dataclass
+class EmbeddingPostHocCiter:
+    """Attach the shown passage most similar to the sentence (cosine of normalised embeddings)."""
+
+    embedder: Embedder
+    min_similarity: float = 0.3
+
+    def best(self, sentences: Sequence[str], passages: Sequence[Passage]) -> list[tuple[int | None, float]]:
+        import numpy as np
+
+        if not sentences or not passages:
+            return [(None, 0.0) for _ in sentences]
+        vecs = np.asarray(self.embedder(list(sentences) + [_passage_text(p) for p in passages]), dtype=np.float32)
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        sims = vecs[: len(sentences)] @ vecs[len(sentences) :].T
+        out: list[tuple[int | None, float]] = []
+        for row in sims:
+            j = int(np.argmax(row))
+            score = float(row[j])
+            out.append((j if score >= self.min_similarity else None, score))
+        return out
+
+
+def _passage_text(p: Passage) -> str:
+    return f"{p.title}: {p.text}" if p.title else p.text
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    sentences: tuple[Sentence, ...]
+    #: Every out-of-range number the generator wrote, in order.
+    dropped: tuple[int, ...]
+    post_hoc_count: int
+
+
+def cite_answer(
+    text: str,
+    shown: Sequence[Passage],
+    post_hoc: PostHocCiter | None = None,
+) -> ParsedAnswer:
+    """Split ``text`` into sentences and resolve their markers against ``shown`` (numbered from 1)."""
+    sentences: list[Sentence] = []
+    dropped: list[int] = []
+    for s, e in sentence_spans(text):
+        seg = text[s:e]
+        nums = parse_markers(seg)
+        valid = tuple(n for n in nums if 1 <= n <= len(shown))
+        bad = tuple(n for n in nums if not 1 <= n <= len(shown))
+        dropped.extend(bad)
+        sentences.append(Sentence(text=seg, start=s, end=e, citations=valid, dropped=bad))
+    uncited = [i for i, st in enumerate(sentences) if not st.citations and strip_markers(st.text)]
+    count = 0
+    if post_hoc is not None and uncited and shown:
+        picks = post_hoc.best([strip_markers(sentences[i].text) for i in uncited], shown)
+        for i, (j, score) in zip(uncited, picks):
+            if j is None:
+                continue
+            st = sentences[i]
+            sentences[i] = Sentence(st.text, st.start, st.end, (j + 1,), True, st.dropped, score)
+            count += 1
+    return ParsedAnswer(tuple(sentences), tuple(dropped), count)

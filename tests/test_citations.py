@@ -1,0 +1,101 @@
+"""Citation parsing: sentence spans, marker forms, out-of-range numbers, post-hoc citing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.citations import cite_answer, parse_markers, sentence_spans, strip_markers
+from pipeline.types import Passage
+
+SHOWN = tuple(Passage(doc_id=f"d{i}", text=f"passage {i}", start=0, end=9) for i in range(1, 4))
+
+
+def texts(text: str) -> list[str]:
+    return [text[s:e] for s, e in sentence_spans(text)]
+
+
+def test_marker_forms() -> None:
+    assert parse_markers("a [1] b") == [1]
+    assert parse_markers("a [1][2] b") == [1, 2]
+    assert parse_markers("a [1, 2] and [3;1]") == [1, 2, 3]
+    assert parse_markers("no markers [x] [] (1)") == []
+
+
+def test_markers_after_full_stop_stay_with_their_sentence() -> None:
+    text = "The bridge opened in 1937. [1] It is orange.[2][3] Fog is common [1, 3]."
+    assert texts(text) == ["The bridge opened in 1937. [1]", "It is orange.[2][3]", "Fog is common [1, 3]."]
+
+
+def test_markers_on_next_line_attach_to_previous_sentence() -> None:
+    text = "Paris is the capital.\n[2] Lyon is smaller."
+    assert texts(text) == ["Paris is the capital.\n[2]", "Lyon is smaller."]
+
+
+def test_abbreviations_and_initials_do_not_split() -> None:
+    text = "Dr. Curie worked with J. Strauss in the U.S. in 1900. It went well."
+    assert texts(text) == ["Dr. Curie worked with J. Strauss in the U.S. in 1900.", "It went well."]
+
+
+def test_decimals_and_question_marks() -> None:
+    assert texts("It is 3.5 km long? Yes! Done") == ["It is 3.5 km long?", "Yes!", "Done"]
+
+
+def test_out_of_range_numbers_are_dropped_and_reported() -> None:
+    parsed = cite_answer("A claim [1][7]. Another [0].", SHOWN)
+    assert [s.citations for s in parsed.sentences] == [(1,), ()]
+    assert parsed.dropped == (7, 0)
+    assert parsed.sentences[0].dropped == (7,)
+
+
+class FixedCiter:
+    def __init__(self, picks: list[tuple[int | None, float]]) -> None:
+        self.picks = picks
+        self.seen: list[str] = []
+
+    def best(self, sentences: Sequence[str], passages: Sequence[Passage]) -> list[tuple[int | None, float]]:
+        self.seen.extend(sentences)
+        return self.picks[: len(sentences)]
+
+
+def test_post_hoc_only_for_uncited_sentences() -> None:
+    citer = FixedCiter([(2, 0.8), (None, 0.1)])
+    parsed = cite_answer("Cited [1]. Uncited one. Uncited two.", SHOWN, citer)
+    s = parsed.sentences
+    assert s[0].citations == (1,) and not s[0].post_hoc
+    assert s[1].citations == (3,) and s[1].post_hoc and s[1].support == 0.8
+    assert s[2].citations == () and not s[2].post_hoc
+    assert citer.seen == ["Uncited one.", "Uncited two."]
+    assert parsed.post_hoc_count == 1
+
+
+def test_strip_markers() -> None:
+    assert strip_markers("Paris is big [1][2]. Yes [3] .") == "Paris is big. Yes."
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(alphabet="abc XY.!?\n,", min_size=0, max_size=12),
+            st.integers(min_value=-3, max_value=12).map(lambda n: f"[{n}]"),
+            st.lists(st.integers(0, 12), min_size=1, max_size=3).map(lambda ns: "[" + ", ".join(map(str, ns)) + "]"),
+        ),
+        max_size=12,
+    ),
+    st.integers(min_value=0, max_value=5),
+)
+def test_citations_never_point_outside_shown_passages(parts: list[str], n_shown: int) -> None:
+    text = "".join(parts)
+    shown = SHOWN[:n_shown] if n_shown <= 3 else SHOWN + SHOWN[: n_shown - 3]
+    parsed = cite_answer(text, shown, FixedCiter([(0, 1.0)] * 50) if shown else None)
+    for s in parsed.sentences:
+        assert text[s.start : s.end] == s.text
+        for n in s.citations:
+            assert 1 <= n <= len(shown)
+    # Every written number is either kept or reported as dropped.
+    for s in parsed.sentences:
+        if not s.post_hoc:
+            assert sorted(set(s.citations) | set(s.dropped)) == sorted(parse_markers(s.text))
