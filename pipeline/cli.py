@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -59,6 +60,218 @@ def models_prepare(force: bool) -> None:
     path = prepare_default_generator(force=force)
     click.echo(f"generator: {path}")
     click.echo(f"embedder:  {default_embedder_path()}")
+
+
+
+# -- index ------------------------------------------------------------------------------
+
+
+@cli.command("index")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--index", "index_dir", required=True, type=click.Path(path_type=str), help="Index directory to write.")
+@click.option("--embedder", default="all-MiniLM-L6-v2", show_default=True, help="sentence-transformers model: name, local path or hub id.")
+@click.option("--chunk-by", type=click.Choice(["sentences", "tokens"]), default="sentences", show_default=True)
+@click.option("--chunk-size", type=int, default=100, show_default=True, help="Words per passage (at most).")
+@click.option("--overlap", type=int, default=None, help="Overlap: words (tokens mode, default 20) or sentences (sentences mode, default 1).")
+@click.option("--faiss", "faiss_kind", type=click.Choice(["flat", "ivf", "hnsw"]), default="flat", show_default=True, help="flat is exact; ivf/hnsw are approximate, for large corpora.")
+@_handle_errors
+def index_cmd(path: str, index_dir: str, embedder: str, chunk_by: str, chunk_size: int, overlap: int | None, faiss_kind: str) -> None:
+    """Split the documents under PATH into passages and write a BM25 + FAISS index.
+
+    PATH is a file or folder of .txt, .md, .html and .jsonl ({"id", "title", "text"} per
+    line). Writing is atomic: an existing index is replaced only once the new one is complete.
+    """
+    from retrievers.index import build_index
+
+    if overlap is None:
+        overlap = 20 if chunk_by == "tokens" else 1
+    manifest = build_index(
+        path, index_dir, embedder_name=embedder, mode=chunk_by, size=chunk_size, overlap=overlap,
+        faiss_kind=faiss_kind, progress=True,
+    )
+    counts = manifest.get("counts", {})
+    click.echo(
+        f"indexed {counts.get('documents', '?')} documents as {counts.get('passages', '?')} passages into {index_dir}"
+    )
+
+
+# -- ask --------------------------------------------------------------------------------
+
+
+def _settings_options(fn: F) -> F:
+    opts = [
+        click.option("--index", "index_dir", required=True, type=click.Path(path_type=str), help="Index built by `citerag index`."),
+        click.option("--retriever", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid", show_default=True),
+        click.option("-k", "--k", type=int, default=5, show_default=True, help="Passages shown to the generator."),
+        click.option("--reranker", default=None, help="Cross-encoder name or path to rerank the retrieved passages."),
+        click.option("--backend", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True, help="In-process generator (ignored with --llm-url)."),
+        click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Generator: the embedded default, a local path or a hub id."),
+        click.option("--llm-url", default=None, envvar="CITERAG_LLM_URL", help="OpenAI-compatible server (e.g. `citerag llm serve`), instead of an in-process engine."),
+        click.option("--api-key", default=None, envvar="CITERAG_LLM_API_KEY", help="Bearer token for --llm-url."),
+        click.option("--max-tokens", type=int, default=128, show_default=True, help="Answer length limit in tokens."),
+        click.option("--max-model-len", type=int, default=2048, show_default=True, help="Context window of the in-process engine."),
+        click.option("--no-post-hoc", is_flag=True, help="Do not attach citations to uncited sentences after generation."),
+        click.option("--iterative", is_flag=True, help="Re-retrieve during generation (In-Context RALM's iterative mode)."),
+        click.option("--stride", type=int, default=32, show_default=True, help="Iterative mode: tokens generated between retrievals."),
+        click.option("--query-tokens", type=int, default=32, show_default=True, help="Iterative mode: last tokens used as the query."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _settings(kw: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    from pipeline.config import Settings
+    from pipeline.errors import ConfigError
+
+    try:
+        return Settings(
+            index=kw["index_dir"], retriever=kw["retriever"], k=kw["k"], reranker=kw["reranker"],
+            backend=kw["backend"], model=kw["model"], llm_url=kw["llm_url"], api_key=kw["api_key"],
+            max_tokens=kw["max_tokens"], max_model_len=kw["max_model_len"], post_hoc=not kw["no_post_hoc"],
+            iterative=kw["iterative"], stride=kw["stride"], query_tokens=kw["query_tokens"],
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
+
+
+@cli.command("ask")
+@click.argument("question", required=False)
+@click.option("--questions", "questions_file", type=click.Path(path_type=str), help="Batch mode: JSONL of {\"question\": ...} (or JSON strings).")
+@click.option("--out", "out_file", type=click.Path(path_type=str), help="Batch mode: JSONL answers, one per question.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@_settings_options
+@_handle_errors
+def ask_cmd(question: str | None, questions_file: str | None, out_file: str | None, as_json: bool, **kw: Any) -> None:
+    """Answer QUESTION from the index, with citations to the passages shown to the generator."""
+    from pipeline.errors import InputError
+    from pipeline.io import read_questions, write_jsonl_atomic
+    from pipeline.prompting import validate_question
+
+    if bool(question) == bool(questions_file):
+        if question is not None and not question.strip():
+            validate_question(question)
+        raise InputError("give either a QUESTION or --questions FILE.jsonl (with --out FILE.jsonl)")
+    if questions_file and not out_file:
+        raise InputError("--questions needs --out FILE.jsonl for the answers")
+    settings = _settings(kw)
+    if question is not None:
+        question = validate_question(question)
+    else:
+        records = read_questions(questions_file)  # validated before any model is loaded
+    pipe = _build(settings)
+    if question is not None:
+        answer = pipe.ask(question)
+        click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2) if as_json else format_answer(answer))
+        return
+    results = pipe.ask_many([r["question"] for r in records], progress=True)
+    rows, failed = [], 0
+    for rec, res in zip(records, results):
+        if isinstance(res, CiteragError):
+            failed += 1
+            rows.append({**rec, "error": str(res)})
+        else:
+            rows.append({**{k: v for k, v in rec.items() if k != "question"}, **res.to_dict()})
+    write_jsonl_atomic(out_file, rows)
+    click.echo(f"wrote {len(rows) - failed} answers to {out_file}" + (f" ({failed} questions failed, see their 'error')" if failed else ""))
+    if failed == len(rows):
+        sys.exit(2)
+
+
+def _build(settings: Any) -> Any:
+    from pipeline.factory import build_pipeline
+
+    return build_pipeline(settings)
+
+
+def format_answer(answer: Any) -> str:
+    """The answer and a numbered reference list, for people."""
+    from pipeline.citations import strip_markers
+
+    lines, post_hoc = [], False
+    body = []
+    for s in answer.sentences:
+        marks = "".join(f"[{n}]" for n in s.citations)
+        if s.post_hoc:
+            marks += "*"
+            post_hoc = True
+        body.append(f"{strip_markers(s.text)} {marks}".rstrip())
+    lines.append(" ".join(body) if body else "(no answer)")
+    cited = answer.cited_numbers()
+    if cited:
+        lines += ["", "References:"]
+        for n in cited:
+            p = answer.passages[n - 1]
+            title = f"{p.title} " if p.title else ""
+            snippet = " ".join(p.text.split())
+            snippet = snippet if len(snippet) <= 200 else snippet[:197] + "..."
+            lines.append(f"[{n}] {title}({p.doc_id}, characters {p.start}-{p.end})")
+            lines.append(f"    \"{snippet}\"")
+    if post_hoc:
+        lines += ["", "* citation attached after generation: the sentence had none; this is the shown passage most similar to it."]
+    dropped = answer.report.get("dropped_citations") or []
+    if dropped:
+        lines.append(f"note: dropped citation numbers that matched no shown document: {sorted(set(dropped))}")
+    return "\n".join(lines)
+
+
+# -- llm --------------------------------------------------------------------------------
+
+
+@cli.group()
+def llm() -> None:
+    """Run the generator as a local OpenAI-compatible vLLM server."""
+
+
+@llm.command("serve")
+@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="The embedded default, a local path or a hub id.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--max-model-len", type=int, default=2048, show_default=True)
+@click.option("--dtype", default="float32", show_default=True, help="float32 keeps scores comparable with transformers; bfloat16 is faster.")
+@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait for the server to become healthy.")
+@_handle_errors
+def llm_serve(model: str, host: str, port: int, max_model_len: int, dtype: str, timeout: float) -> None:
+    """Start vLLM's OpenAI server, wait until it is healthy, and keep it running (Ctrl-C stops)."""
+    from pipeline.generators.server import start_vllm_server
+    from pipeline.models import resolve_generator
+
+    handle = start_vllm_server(resolve_generator(model), host=host, port=port, dtype=dtype, max_model_len=max_model_len)
+    try:
+        handle.wait_healthy(timeout)
+        click.echo(f"vLLM server ready at {handle.url} (use --llm-url {handle.url}); Ctrl-C to stop", err=True)
+        handle.wait()
+    finally:
+        handle.stop()
+
+
+# -- demo -------------------------------------------------------------------------------
+
+DEMO_QUESTION = "When did the Golden Gate Bridge open?"
+
+
+@cli.command("demo")
+@click.option("--question", default=DEMO_QUESTION, show_default=True)
+@click.option("--index", "index_dir", default=None, help="Where to write the sample index (default: the cache dir).")
+@_handle_errors
+def demo_cmd(question: str, index_dir: str | None) -> None:
+    """Index the bundled sample corpus and answer a question with the embedded models."""
+    from pathlib import Path
+
+    from pipeline.config import Settings
+    from pipeline.models import cache_dir
+    from retrievers.index import build_index
+
+    corpus = Path(__file__).parent / "sample_corpus"
+    target = Path(index_dir) if index_dir else cache_dir() / "sample-index"
+    click.echo(f"indexing the sample corpus ({corpus}) into {target}", err=True)
+    build_index(str(corpus), str(target), progress=True)
+    click.echo(f"asking: {question}", err=True)
+    pipe = _build(Settings(index=target))
+    click.echo(format_answer(pipe.ask(question)))
 
 
 def main() -> None:

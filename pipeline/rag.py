@@ -1,0 +1,198 @@
+"""The answer pipeline: retrieve, prompt (In-Context RALM), generate, cite.
+
+``RAGPipeline.ask_batch`` batches retrieval and generation across questions. The iterative
+mode of In-Context RALM re-retrieves every ``stride`` generated tokens, using the last
+``query_tokens`` tokens (question + answer so far) as the query; passages keep one number
+for the whole answer, so every ``[n]`` refers to a passage the generator was shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pipeline.citations import PostHocCiter, cite_answer
+from pipeline.errors import CiteragError, InputError
+from pipeline.progress import progress_bar
+from pipeline.prompting import BuiltPrompt, PromptConfig, build_prompt, validate_question
+from pipeline.protocols import Generator, Retriever
+from pipeline.types import AttributedAnswer, GenerationParams, Passage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IterativeConfig:
+    """Re-retrieve every ``stride`` tokens with the last ``query_tokens`` tokens as query."""
+
+    stride: int = 32
+    query_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        if self.stride < 1 or self.query_tokens < 1:
+            raise InputError("--stride and --query-tokens must be positive integers")
+
+
+@dataclass
+class RAGPipeline:
+    retriever: Retriever
+    generator: Generator
+    k: int = 5
+    params: GenerationParams = field(default_factory=GenerationParams)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    post_hoc: PostHocCiter | None = None
+    iterative: IterativeConfig | None = None
+    #: Prompts sent to the generator per call (also the progress-bar step).
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise InputError(f"k must be at least 1 (got {self.k})")
+
+    def ask(self, question: str) -> AttributedAnswer:
+        return self.ask_batch([question], progress=False)[0]
+
+    def ask_batch(self, questions: Sequence[str], progress: bool = True) -> list[AttributedAnswer]:
+        """Answer every question; raises on the first invalid one (see ``ask_many``)."""
+        qs = [validate_question(q) for q in questions]
+        if self.iterative is not None:
+            return self._ask_iterative(qs, progress)
+        t0 = time.perf_counter()
+        retrieved = self.retriever.retrieve(qs, self.k)
+        t1 = time.perf_counter()
+        prompts = [self._build(q, ps) for q, ps in zip(qs, retrieved)]
+        t2 = time.perf_counter()
+        gens = []
+        with progress_bar(total=len(prompts), desc="answering", enabled=progress, unit="q") as bar:
+            for i in range(0, len(prompts), self.batch_size):
+                chunk = prompts[i : i + self.batch_size]
+                gens.extend(self.generator.generate([p.text for p in chunk], self.params))
+                bar.update(len(chunk))
+        t3 = time.perf_counter()
+        answers = [
+            self._finish(q, g.text.strip(), p.shown, retrieved=len(ps), prompt_tokens=p.n_tokens)
+            for q, g, p, ps in zip(qs, gens, prompts, retrieved)
+        ]
+        t4 = time.perf_counter()
+        timings = {
+            "retrieve_s": t1 - t0,
+            "prompt_s": t2 - t1,
+            "generate_s": t3 - t2,
+            "cite_s": t4 - t3,
+            "total_s": t4 - t0,
+            "batch_size": len(qs),
+        }
+        return [_with_report(a, timings=timings) for a in answers]
+
+    def ask_many(self, questions: Sequence[str], progress: bool = True) -> list[AttributedAnswer | CiteragError]:
+        """Like ``ask_batch`` but an invalid question yields its error in place of an answer."""
+        results: list[AttributedAnswer | CiteragError | None] = [None] * len(questions)
+        good: list[int] = []
+        for i, q in enumerate(questions):
+            try:
+                validate_question(q)
+                good.append(i)
+            except CiteragError as exc:
+                results[i] = exc
+        if good:
+            try:
+                answers = self.ask_batch([questions[i] for i in good], progress)
+            except CiteragError:
+                if len(good) == 1:
+                    raise
+                # Find the offending question(s) one by one rather than failing the batch.
+                answers = []
+                for i in good:
+                    try:
+                        answers.append(self.ask_batch([questions[i]], progress=False)[0])
+                    except CiteragError as exc:
+                        answers.append(exc)  # type: ignore[arg-type]
+            for i, a in zip(good, answers):
+                results[i] = a
+        return [r for r in results if r is not None]
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _build(self, question: str, passages: Sequence[Passage], **kw: object) -> BuiltPrompt:
+        return build_prompt(
+            question,
+            passages,
+            self.generator.tokenizer,
+            max_context=self.generator.max_context,
+            max_new_tokens=self.params.max_tokens,
+            cfg=self.prompt,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def _finish(self, question: str, text: str, shown: Sequence[Passage], **report: object) -> AttributedAnswer:
+        parsed = cite_answer(text, shown, self.post_hoc)
+        rep: dict[str, object] = {"dropped_citations": list(parsed.dropped), "post_hoc_citations": parsed.post_hoc_count}
+        rep.update(report)
+        return AttributedAnswer(question, text, parsed.sentences, tuple(shown), rep)
+
+    def _ask_iterative(self, qs: list[str], progress: bool) -> list[AttributedAnswer]:
+        assert self.iterative is not None
+        cfg, tok = self.iterative, self.generator.tokenizer
+        t0 = time.perf_counter()
+        registry: list[list[Passage]] = [[] for _ in qs]  # number n -> registry[i][n - 1]
+        answers = ["" for _ in qs]
+        done = [False] * len(qs)
+        used = [0] * len(qs)
+        rounds = 0
+        with progress_bar(total=len(qs), desc="answering (iterative)", enabled=progress, unit="q") as bar:
+            while not all(done):
+                active = [i for i in range(len(qs)) if not done[i]]
+                queries = []
+                for i in active:
+                    ids = tok.encode(f"{qs[i]} {answers[i]}".strip())
+                    queries.append(tok.decode(ids[-cfg.query_tokens :]) if answers[i] else qs[i])
+                retrieved = self.retriever.retrieve(queries, self.k)
+                prompts = []
+                for i, ps in zip(active, retrieved):
+                    prompts.append(self._iterative_prompt(qs[i], ps, registry[i], answers[i]))
+                step = min(cfg.stride, self.params.max_tokens)
+                params = GenerationParams(
+                    max_tokens=step,
+                    temperature=self.params.temperature,
+                    top_p=self.params.top_p,
+                    stop=self.params.stop,
+                    seed=self.params.seed,
+                )
+                gens = self.generator.generate([p.text for p in prompts], params)
+                for i, g in zip(active, gens):
+                    answers[i] += g.text
+                    used[i] += len(g.token_ids) if g.token_ids else len(tok.encode(g.text))
+                    if g.finish_reason != "length" or used[i] >= self.params.max_tokens or not g.text:
+                        done[i] = True
+                        bar.update(1)
+                rounds += 1
+        t1 = time.perf_counter()
+        out = [
+            self._finish(q, a.strip(), reg, rounds=rounds, generated_tokens=u)
+            for q, a, reg, u in zip(qs, answers, registry, used)
+        ]
+        timings = {"total_s": time.perf_counter() - t0, "generate_s": t1 - t0, "batch_size": len(qs)}
+        return [_with_report(a, timings=timings) for a in out]
+
+    def _iterative_prompt(self, question: str, retrieved: Sequence[Passage], reg: list[Passage], prefix: str) -> BuiltPrompt:
+        known = {p.key: n for n, p in enumerate(reg, start=1)}
+        numbers, nxt = [], len(reg) + 1
+        for p in retrieved:
+            if p.key in known:
+                numbers.append(known[p.key])
+            else:
+                numbers.append(nxt)
+                nxt += 1
+        built = self._build(question, retrieved, numbers=numbers, answer_prefix=prefix)
+        # Register newly shown passages. Dropped documents are a suffix of the list, so
+        # their tentative numbers are the largest of this round and numbering stays dense.
+        for n, p in zip(built.numbers, built.shown):
+            if n == len(reg) + 1:
+                reg.append(p)
+        return built
+
+
+def _with_report(a: AttributedAnswer, **extra: object) -> AttributedAnswer:
+    return AttributedAnswer(a.question, a.text, a.sentences, a.passages, {**a.report, **extra})
