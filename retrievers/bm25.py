@@ -1,0 +1,176 @@
+"""Sparse retrieval with bm25s (English stopwords, Snowball stemmer from PyStemmer)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.errors import IndexIncompatibleError, InputError
+from pipeline.types import Passage
+
+if TYPE_CHECKING:
+    import bm25s
+
+log = logging.getLogger(__name__)
+
+_SETTINGS_FILE = "citerag_bm25.json"
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores, best first; ties broken by lower index."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k < len(scores):
+        # Keep every candidate tied with the k-th score, then sort stably.
+        kth = np.partition(-scores, k - 1)[k - 1]
+        cand = np.flatnonzero(-scores <= kth)
+    else:
+        cand = np.arange(len(scores))
+    order = np.lexsort((cand, -scores[cand]))
+    return cand[order][:k]
+
+
+class BM25Retriever:
+    """BM25 over passages. Build with :meth:`build`; persist with :meth:`save`/:meth:`load`.
+
+    ``save`` writes only the bm25s index (plus tokenizer settings); the passages are stored
+    by the caller (the index folder keeps them in ``passages.jsonl``) and given back to
+    ``load`` in the same order.
+
+    ``retrieve`` returns ``min(k, len(passages))`` passages, including passages that share
+    no term with the query (score 0, in corpus order) unless ``matched_only`` is set; the
+    index's hybrid retriever sets it, so unmatched passages do not get RRF credit.
+    """
+
+    def __init__(
+        self,
+        passages: Sequence[Passage],
+        model: bm25s.BM25,
+        *,
+        language: str = "english",
+        stopwords: str = "en",
+        matched_only: bool = False,
+    ) -> None:
+        n = int(model.scores["num_docs"])
+        if n != len(passages):
+            raise IndexIncompatibleError(
+                f"the BM25 index holds {n} passages but {len(passages)} were given: "
+                "rebuild the index with `citerag index`"
+            )
+        self.passages = list(passages)
+        self.model = model
+        self.language = language
+        self.stopwords = stopwords
+        self.matched_only = matched_only
+        self._stemmer: Any = None
+
+    def view(self, *, matched_only: bool) -> BM25Retriever:
+        """The same index with another ``matched_only`` setting (shares the model)."""
+        out = BM25Retriever(
+            self.passages, self.model, language=self.language, stopwords=self.stopwords, matched_only=matched_only
+        )
+        out._stemmer = self._stemmer
+        return out
+
+    @classmethod
+    def build(
+        cls,
+        passages: Sequence[Passage],
+        *,
+        language: str = "english",
+        stopwords: str = "en",
+        k1: float = 1.5,
+        b: float = 0.75,
+        progress: bool = False,
+    ) -> BM25Retriever:
+        """Index ``passages`` (their ``title`` is indexed with the text)."""
+        import bm25s
+
+        if not passages:
+            raise InputError("cannot build a BM25 index over zero passages: add documents to the corpus")
+        stemmer = _stemmer(language)
+        texts = [_indexed_text(p) for p in passages]
+        tokens = bm25s.tokenize(texts, stopwords=stopwords, stemmer=stemmer, show_progress=progress)
+        model = bm25s.BM25(k1=k1, b=b)
+        model.index(tokens, show_progress=progress)
+        out = cls(passages, model, language=language, stopwords=stopwords)
+        out._stemmer = stemmer
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write the bm25s index and tokenizer settings into folder ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save(str(path), show_progress=False)
+        (path / _SETTINGS_FILE).write_text(
+            json.dumps({"language": self.language, "stopwords": self.stopwords}), encoding="utf-8"
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, passages: Sequence[Passage]) -> BM25Retriever:
+        """Load what :meth:`save` wrote; ``passages`` must be the ones it was built from."""
+        import bm25s
+
+        path = Path(path)
+        settings_file = path / _SETTINGS_FILE
+        if not settings_file.is_file():
+            raise IndexIncompatibleError(
+                f"no BM25 index in {path}: rebuild the index with `citerag index`"
+            )
+        settings = json.loads(settings_file.read_text(encoding="utf-8"))
+        model = bm25s.BM25.load(str(path), show_progress=False)
+        return cls(passages, model, language=settings["language"], stopwords=settings["stopwords"])
+
+    def _tokenize_queries(self, queries: Sequence[str]) -> list[list[str]]:
+        import bm25s
+
+        if self._stemmer is None:
+            self._stemmer = _stemmer(self.language)
+        out = bm25s.tokenize(
+            list(queries),
+            stopwords=self.stopwords,
+            stemmer=self._stemmer,
+            return_ids=False,
+            show_progress=False,
+        )
+        return [[t for t in toks if t] for toks in out]
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every passage for one query."""
+        return self._scores(self._tokenize_queries([query])[0])
+
+    def _scores(self, tokens: list[str]) -> np.ndarray:
+        vocab = self.model.vocab_dict
+        ids = [vocab[t] for t in tokens if t in vocab]
+        if not ids:
+            return np.zeros(len(self.passages), dtype=np.float32)
+        return np.asarray(self.model.get_scores_from_ids(ids), dtype=np.float32)
+
+    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
+        """Top-``k`` passages per query by BM25 score, best first."""
+        if not queries:
+            return []
+        results: list[list[Passage]] = []
+        for tokens in self._tokenize_queries(queries):
+            scores = self._scores(tokens)
+            best = top_k(scores, k)
+            if self.matched_only:
+                best = best[scores[best] > 0]
+            results.append([self.passages[i].with_score(scores[i]) for i in best])
+        return results
+
+
+def _indexed_text(p: Passage) -> str:
+    return f"{p.title}\n{p.text}" if p.title else p.text
+
+
+def _stemmer(language: str) -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer(language)

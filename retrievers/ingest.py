@@ -1,0 +1,283 @@
+"""Read a corpus (a file or a folder) into :class:`Document` objects.
+
+Supported: ``.txt``, ``.md``, ``.html``/``.htm`` and ``.jsonl`` (one ``{"id", "title",
+"text"}`` object per line). Folders are walked recursively in sorted order, so the same
+folder always gives the same documents in the same order. Hidden files and folders (names
+starting with ``.``) are left out.
+
+For HTML the document text is the *visible text* extracted with :mod:`html.parser`
+(script/style dropped, each block element on its own line); passage spans
+(``Passage.start``/``end``) refer to that extracted text, not to the HTML source.
+For ``.txt``/``.md`` the text is the file's decoded content, unchanged.
+
+Unreadable inputs never crash ingestion: binary files (NUL bytes), files that are not UTF-8,
+empty documents and malformed jsonl lines come back in the ``skipped`` list as
+``(path, reason)`` (jsonl lines as ``"file:line"``). Other extensions are ignored silently
+and only counted in a debug log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from pipeline.errors import CorpusError
+
+log = logging.getLogger(__name__)
+
+#: File extensions that are read, by kind.
+SUPPORTED_EXTENSIONS: dict[str, str] = {
+    ".txt": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".jsonl": "jsonl",
+}
+
+Skipped = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One source document. ``source`` is the file it came from (``file:line`` for jsonl)."""
+
+    doc_id: str
+    title: str
+    text: str
+    source: str
+
+
+def load_documents(
+    path: str | Path, *, exclude: Iterable[str | Path] = ()
+) -> tuple[list[Document], list[Skipped]]:
+    """Read every supported document under ``path``; return ``(documents, skipped)``.
+
+    ``exclude`` lists files or folders to leave out (for example an index folder that lives
+    inside the corpus folder). Raises :class:`CorpusError` when ``path`` does not exist.
+    """
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise CorpusError(f"corpus path does not exist: {root}: pass an existing file or folder")
+    excluded = [Path(p).expanduser().resolve() for p in exclude]
+    docs: list[Document] = []
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
+    ignored: Counter[str] = Counter()
+
+    if root.is_file():
+        files = [(root, root.name)]
+        base = root.parent
+    else:
+        base = root
+        files = [(f, f.relative_to(root).as_posix()) for f in _walk(root, excluded)]
+        files.sort(key=lambda item: item[1])
+
+    for file, rel in files:
+        kind = SUPPORTED_EXTENSIONS.get(file.suffix.lower())
+        if kind is None:
+            ignored[file.suffix.lower() or "(none)"] += 1
+            continue
+        for item in _read_file(file, rel, kind):
+            if isinstance(item, Document):
+                if item.doc_id in seen:
+                    skipped.append((item.source, f"duplicate document id {item.doc_id!r}"))
+                    continue
+                seen.add(item.doc_id)
+                docs.append(item)
+            else:
+                skipped.append(item)
+
+    if ignored:
+        log.debug(
+            "ignored %d file(s) with unsupported extensions under %s: %s",
+            sum(ignored.values()),
+            base,
+            ", ".join(f"{ext}={n}" for ext, n in sorted(ignored.items())),
+        )
+    log.debug("read %d document(s), skipped %d, from %s", len(docs), len(skipped), root)
+    return docs, skipped
+
+
+def _walk(root: Path, excluded: list[Path]) -> Iterator[Path]:
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if excluded and entry.resolve() in excluded:
+            continue
+        if entry.is_dir():
+            yield from _walk(entry, excluded)
+        elif entry.is_file():
+            yield entry
+
+
+def _decode(file: Path, rel: str) -> str | Skipped:
+    try:
+        raw = file.read_bytes()
+    except OSError as e:
+        return (rel, f"unreadable: {e.strerror or e}")
+    if b"\x00" in raw:
+        return (rel, "binary file (contains NUL bytes)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return (rel, "not UTF-8 text: re-encode the file as UTF-8")
+
+
+def _read_file(file: Path, rel: str, kind: str) -> Iterator[Document | Skipped]:
+    text = _decode(file, rel)
+    if isinstance(text, tuple):
+        yield text
+        return
+    if kind == "jsonl":
+        yield from _read_jsonl(text, rel)
+        return
+    if kind == "html":
+        title, body = html_to_text(text)
+        title = title or file.stem
+    elif kind == "markdown":
+        body = text
+        title = markdown_title(text) or file.stem
+    else:
+        body = text
+        title = file.stem
+    if not body.strip():
+        yield (rel, "empty document")
+        return
+    yield Document(doc_id=rel, title=title, text=body, source=rel)
+
+
+def _read_jsonl(text: str, rel: str) -> Iterator[Document | Skipped]:
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        where = f"{rel}:{lineno}"
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield (where, f"invalid JSON: {e.msg}")
+            continue
+        if not isinstance(obj, dict):
+            yield (where, 'not a JSON object: expected {"id", "title", "text"}')
+            continue
+        doc_id, body = obj.get("id"), obj.get("text")
+        if doc_id is None or isinstance(doc_id, (dict, list, bool)) or str(doc_id) == "":
+            yield (where, 'missing "id"')
+            continue
+        if not isinstance(body, str):
+            yield (where, 'missing "text" (a string)')
+            continue
+        if not body.strip():
+            yield (where, "empty document")
+            continue
+        title = obj.get("title")
+        yield Document(
+            doc_id=str(doc_id),
+            title=title if isinstance(title, str) else "",
+            text=body,
+            source=where,
+        )
+
+
+_MD_H1 = re.compile(r"^ {0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def markdown_title(text: str) -> str:
+    """The first ``# heading`` of a Markdown text (outside code fences), or ""."""
+    in_fence = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        m = _MD_H1.match(line)
+        if m:
+            return m.group(1).strip()
+    return ""
+
+
+_BLOCK_TAGS = frozenset(
+    "address article aside blockquote br dd details div dl dt fieldset figcaption figure "
+    "footer form h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section summary table "
+    "tbody thead tfoot tr td th ul caption".split()
+)
+_SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "title"})
+
+
+class _TextExtractor(HTMLParser):
+    """Visible text of an HTML page; block elements become newlines."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title_parts: list[str] = []
+        self.h1_parts: list[str] = []
+        self._skip_depth = 0
+        self._in_title = False
+        self._in_h1 = False
+        self._h1_done = False
+        self._pre_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS:
+            self._skip_depth += 1
+            self._in_title = self._in_title or tag == "title"
+            return
+        if tag == "h1" and not self._h1_done:
+            self._in_h1 = True
+        if tag == "pre":
+            self._pre_depth += 1
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self._skip_depth = max(0, self._skip_depth - 1)
+            if tag == "title":
+                self._in_title = False
+            return
+        if tag == "h1" and self._in_h1:
+            self._in_h1 = False
+            self._h1_done = True
+        if tag == "pre":
+            self._pre_depth = max(0, self._pre_depth - 1)
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title_parts.append(data)
+        if self._skip_depth:
+            return
+        if self._in_h1:
+            self.h1_parts.append(data)
+        if self._pre_depth:
+            self.parts.append(data)
+        else:
+            self.parts.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """``(title, visible_text)`` of an HTML page: ``<title>`` or the first ``<h1>``."""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    text = "".join(parser.parts)
+    text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)  # no spaces around line breaks
+    text = re.sub(r"\n{2,}", "\n", text).strip()
+    title = " ".join("".join(parser.title_parts).split())
+    if not title:
+        title = " ".join("".join(parser.h1_parts).split())
+    return title, text
