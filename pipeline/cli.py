@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -42,7 +43,21 @@ def cli(verbose: int, quiet: bool) -> None:
     """Answer questions with checked citations, revise text against evidence, score attribution."""
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)  # libraries that set their own loggers to DEBUG stay quiet
     logging.getLogger("citerag").setLevel(level)
+    _quiet_libraries(level)
+
+
+def _quiet_libraries(level: int) -> None:
+    """Libraries log and draw progress bars on their own; follow our level instead."""
+    if level > logging.INFO:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING" if level <= logging.WARNING else "ERROR")
+    # bm25s sets its own logger to DEBUG at import time.
+    for name in ("bm25s", "sentence_transformers", "faiss", "httpx"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 @cli.group()

@@ -146,7 +146,7 @@ def _read_file(file: Path, rel: str, kind: str) -> Iterator[Document | Skipped]:
         title = markdown_title(text) or file.stem
     else:
         body = text
-        title = file.stem
+        title = text_title(text) or file.stem
     if not body.strip():
         yield (rel, "empty document")
         return
@@ -187,6 +187,15 @@ def _read_jsonl(text: str, rel: str) -> Iterator[Document | Skipped]:
 
 _MD_H1 = re.compile(r"^ {0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def text_title(text: str) -> str:
+    """A plain-text file's title: a short first line, not a sentence, then a blank line; else ""."""
+    head = text.lstrip("\ufeff").split("\n", 2)
+    first = head[0].strip()
+    if len(head) >= 2 and not head[1].strip() and 0 < len(first) <= 120 and first[-1] not in ".!?:;,":
+        return first
+    return ""
 
 
 def markdown_title(text: str) -> str:

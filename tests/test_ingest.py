@@ -128,3 +128,12 @@ def test_exclude_leaves_out_a_subfolder(tmp_path: Path) -> None:
 def test_missing_path_is_a_corpus_error(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="does not exist"):
         load_documents(tmp_path / "nope")
+
+
+def test_plain_text_title_from_a_short_first_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from retrievers.ingest import load_documents
+
+    (tmp_path / "a.txt").write_text("The printing press\n\nGutenberg built a press.\n")
+    (tmp_path / "b_notes.txt").write_text("No title line here, just a long first sentence that runs on.\nMore.\n")
+    docs, _ = load_documents(str(tmp_path))
+    assert [(d.doc_id, d.title) for d in docs] == [("a.txt", "The printing press"), ("b_notes.txt", "b_notes")]
