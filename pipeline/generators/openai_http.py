@@ -1,0 +1,359 @@
+"""Generator over an OpenAI-compatible HTTP server (vLLM's ``api_server`` first of all).
+
+Prompts are sent as token ids (``/v1/completions`` accepts a list of token-id lists), so the
+server sees exactly the tokens the in-process backends would. ``score`` uses vLLM's
+``prompt_logprobs`` extension. Each ``choices[i].prompt_logprobs`` in vLLM 0.32's answer is
+a list with one entry per prompt token: ``null`` for the first, then
+``{"<token id>": {"logprob": float, "rank": int, "decoded_token": str}}``; with
+``prompt_logprobs=0`` the dict holds just the actual token (keys are strings).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, GeneratorUnavailableError, InputError, ModelNotFoundError
+from pipeline.generators.base import (
+    HFTokenizer,
+    check_params,
+    check_prompts,
+    check_score_inputs,
+    fit_max_tokens,
+    score_ids,
+)
+from pipeline.protocols import Tokenizer
+from pipeline.types import Generation, GenerationParams
+
+log = logging.getLogger(__name__)
+
+_HINT = "start one with `citerag llm serve` or fix --llm-url"
+
+
+def normalize_base_url(url: str) -> str:
+    """``http://host:port`` from any of ``host:port``, ``http://host:port/``, ``.../v1``."""
+    u = url.strip().rstrip("/")
+    if not u:
+        raise ConfigError("the LLM server URL is empty: pass --llm-url http://HOST:PORT")
+    if "://" not in u:
+        u = "http://" + u
+    if u.endswith("/v1"):
+        u = u[: -len("/v1")]
+    return u
+
+
+class RemoteTokenizer:
+    """The ``Tokenizer`` protocol over vLLM's ``/tokenize`` and ``/detokenize`` endpoints.
+
+    One HTTP request per call: a fallback for when the served model's tokenizer cannot be
+    loaded locally.
+    """
+
+    def __init__(self, client: OpenAIGenerator) -> None:
+        self._client = client
+        self._prefix: list[int] | None = None
+
+    def _tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
+        body = {"model": self._client.model, "prompt": text, "add_special_tokens": add_special_tokens}
+        return [int(t) for t in self._client._post("/tokenize", body)["tokens"]]
+
+    def encode(self, text: str) -> list[int]:
+        return self._tokenize(text, False)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Like :meth:`HFTokenizer.encode_prompt`: special prefix tokens unless already there."""
+        if self._prefix is None:
+            self._prefix = self._tokenize("", True)
+        ids = self.encode(text)
+        p = self._prefix
+        if p and ids[: len(p)] != p:
+            ids = p + ids
+        return ids
+
+    @property
+    def bos_token_id(self) -> int | None:
+        if self._prefix is None:
+            self._prefix = self._tokenize("", True)
+        return self._prefix[0] if self._prefix else None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        body = {"model": self._client.model, "tokens": [int(i) for i in ids]}
+        return str(self._client._post("/detokenize", body)["prompt"])
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
+        body = {"model": self._client.model, "messages": messages, "add_generation_prompt": True}
+        try:
+            ids = self._client._post("/tokenize", body)["tokens"]
+        except InputError:
+            # vLLM answers 400 when the model has no chat template.
+            return None
+        return self.decode(ids)
+
+
+class OpenAIGenerator:
+    """A ``Generator`` over an OpenAI-compatible server at ``base_url``.
+
+    Nothing is sent until first use: the served model id (when ``model`` is None), the
+    context window and the tokenizer are discovered from ``/v1/models`` then. ``tokenizer``
+    may be a ``Tokenizer`` object, a local path or a hub id available offline; by default the
+    served model's own path is tried, then the server's ``/tokenize`` endpoints.
+    Unreachable servers raise :class:`GeneratorUnavailableError`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        tokenizer: str | Tokenizer | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        import httpx
+
+        self.base_url = normalize_base_url(base_url)
+        self._model = model
+        self._tokenizer_spec = tokenizer
+        self._tokenizer: Tokenizer | None = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else None
+        self._max_context: int | None = None
+        self._model_info: dict[str, Any] | None = None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
+        )
+
+    # -- HTTP ---------------------------------------------------------------------------
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        url = f"{self.base_url}{path}"
+        try:
+            r = self._http.request(method, path, json=body)
+        except httpx.TimeoutException as exc:
+            raise GeneratorUnavailableError(
+                f"the LLM server at {self.base_url} did not answer {path} in time ({exc.__class__.__name__}); "
+                f"check that it is running and not overloaded, or {_HINT}"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise GeneratorUnavailableError(
+                f"cannot reach the LLM server at {self.base_url} ({exc.__class__.__name__}: {exc}); {_HINT}"
+            ) from exc
+        if r.status_code >= 500:
+            raise GeneratorUnavailableError(
+                f"the LLM server at {self.base_url} failed on {path} (HTTP {r.status_code}: {_error_text(r)}); "
+                f"check its log, or {_HINT}"
+            )
+        if r.status_code in (401, 403):
+            raise ConfigError(f"the LLM server at {url} refused the request (HTTP {r.status_code}): check --llm-api-key")
+        if r.status_code == 404:
+            msg = _error_text(r)
+            if "model" in msg.lower():
+                raise ModelNotFoundError(f"the LLM server at {self.base_url} does not serve that model: {msg}")
+            raise GeneratorUnavailableError(
+                f"{url} does not exist (HTTP 404): is {self.base_url} an OpenAI-compatible server? {_HINT}"
+            )
+        if r.status_code >= 400:
+            raise InputError(f"the LLM server at {self.base_url} rejected {path} (HTTP {r.status_code}): {_error_text(r)}")
+        try:
+            return r.json()
+        except ValueError as exc:
+            raise GeneratorUnavailableError(f"{url} answered something that is not JSON; {_HINT}") from exc
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._request("POST", path, body)
+
+    def health(self) -> bool:
+        """True when the server answers ``/health`` (or ``/v1/models``) with 200; never raises."""
+        import httpx
+
+        for path in ("/health", "/v1/models"):
+            try:
+                if self._http.get(path, timeout=5.0).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                return False
+        return False
+
+    # -- discovery ----------------------------------------------------------------------
+    def _discover(self) -> dict[str, Any]:
+        if self._model_info is None:
+            data = self._request("GET", "/v1/models").get("data") or []
+            if not data:
+                raise GeneratorUnavailableError(f"the LLM server at {self.base_url} serves no model; {_HINT}")
+            if self._model is None:
+                info = data[0]
+                if len(data) > 1:
+                    log.warning("%s serves %d models; using %s", self.base_url, len(data), info.get("id"))
+            else:
+                matches = [d for d in data if d.get("id") == self._model]
+                if not matches:
+                    ids = ", ".join(str(d.get("id")) for d in data)
+                    raise ModelNotFoundError(
+                        f"the LLM server at {self.base_url} does not serve {self._model!r}; it serves: {ids}"
+                    )
+                info = matches[0]
+            self._model_info = info
+        return self._model_info
+
+    def connect(self) -> OpenAIGenerator:
+        """Contact the server now (model id, context window); return self."""
+        self._discover()
+        return self
+
+    @property
+    def model(self) -> str:
+        """The served model id requests are sent to."""
+        return self._model or str(self._discover()["id"])
+
+    @property
+    def is_vllm(self) -> bool:
+        return self._discover().get("owned_by") == "vllm"
+
+    @property
+    def max_context(self) -> int:  # type: ignore[override]
+        if self._max_context is None:
+            n = self._discover().get("max_model_len")
+            if n is None:
+                log.warning("%s does not report max_model_len; assuming 2048 tokens", self.base_url)
+                n = 2048
+            self._max_context = int(n)
+        return self._max_context
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = self._load_tokenizer()
+        return self._tokenizer
+
+    def _load_tokenizer(self) -> Tokenizer:
+        spec = self._tokenizer_spec
+        if isinstance(spec, str):
+            return HFTokenizer.from_pretrained(spec)
+        info = self._discover()
+        for cand in (info.get("root"), info.get("id")):
+            if cand and Path(str(cand)).expanduser().is_dir():
+                try:
+                    return HFTokenizer.from_pretrained(str(cand))
+                except ModelNotFoundError:
+                    log.debug("cannot load a local tokenizer from %s", cand, exc_info=True)
+            elif cand:
+                tok = _cached_hub_tokenizer(str(cand))
+                if tok is not None:
+                    return tok
+        log.info("using the tokenizer endpoints of %s (the model's tokenizer is not available here)", self.base_url)
+        return RemoteTokenizer(self)
+
+    # -- Generator protocol -------------------------------------------------------------
+    def _prompt_ids(self, text: str) -> list[int]:
+        tok = self.tokenizer
+        encode = getattr(tok, "encode_prompt", tok.encode)
+        return list(encode(text))
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
+        """One generation per prompt, in input order; one request per distinct token budget."""
+        check_params(params)
+        texts = check_prompts(prompts)
+        if not texts:
+            return []
+        ids = [self._prompt_ids(t) for t in texts]
+        budgets = [fit_max_tokens(len(p), params.max_tokens, self.max_context, index=i) for i, p in enumerate(ids)]
+        results: list[Generation | None] = [None] * len(texts)
+        for budget in sorted(set(budgets)):
+            idx = [i for i, b in enumerate(budgets) if b == budget]
+            body: dict[str, Any] = {
+                "model": self.model,
+                "prompt": [ids[i] for i in idx],
+                "max_tokens": budget,
+                "temperature": params.temperature,
+                "top_p": params.top_p if params.temperature > 0 else 1.0,
+                "n": 1,
+                "seed": params.seed,
+            }
+            stop = [s for s in params.stop if s]
+            if stop:
+                body["stop"] = stop
+            if self.is_vllm:
+                body["return_token_ids"] = True
+            choices = self._post("/v1/completions", body).get("choices") or []
+            if len(choices) != len(idx):
+                raise GeneratorUnavailableError(
+                    f"the LLM server at {self.base_url} returned {len(choices)} completions for {len(idx)} prompts"
+                )
+            for ch in choices:
+                i = idx[int(ch["index"])]
+                results[i] = Generation(
+                    text=ch.get("text") or "",
+                    token_ids=tuple(int(t) for t in (ch.get("token_ids") or ())),
+                    finish_reason=ch.get("finish_reason") or "",
+                )
+        return [g if g is not None else Generation("") for g in results]
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        """Log-prob of each continuation token, from vLLM's ``prompt_logprobs`` in one request."""
+        ps, cs = check_score_inputs(prompts, continuations)
+        tok = self.tokenizer
+        spans, todo, seqs = [], [], []
+        for i, (p, c) in enumerate(zip(ps, cs)):
+            p_ids, c_ids = score_ids(tok, p, c)
+            fit_max_tokens(len(p_ids) + len(c_ids), 1, self.max_context, index=i)
+            spans.append((len(p_ids), c_ids))
+            if c_ids:
+                todo.append(i)
+                seqs.append(p_ids + c_ids)
+        result: list[list[float]] = [[] for _ in ps]
+        if not todo:
+            return result
+        body = {"model": self.model, "prompt": seqs, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+        choices = self._post("/v1/completions", body).get("choices") or []
+        if len(choices) != len(todo):
+            raise GeneratorUnavailableError(
+                f"the LLM server at {self.base_url} returned {len(choices)} results for {len(todo)} prompts"
+            )
+        for ch in choices:
+            i = todo[int(ch["index"])]
+            plp = ch.get("prompt_logprobs")
+            if plp is None:
+                raise GeneratorUnavailableError(
+                    f"the LLM server at {self.base_url} returned no prompt_logprobs: score needs a vLLM server "
+                    "(the prompt_logprobs extension)"
+                )
+            start, c_ids = spans[i]
+            result[i] = [float(plp[start + j][str(t)]["logprob"]) for j, t in enumerate(c_ids)]
+        return result
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> OpenAIGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _error_text(r: Any) -> str:
+    try:
+        data = r.json()
+    except ValueError:
+        return (r.text or "").strip()[:300]
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            return str(err.get("message") or err)[:300]
+        return str(err)[:300]
+    return str(data)[:300]
+
+
+def _cached_hub_tokenizer(name: str) -> HFTokenizer | None:
+    """A hub tokenizer from the local HF cache only (never a download), or None."""
+    try:
+        from transformers import AutoTokenizer
+
+        return HFTokenizer(AutoTokenizer.from_pretrained(name, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure means "not available here"
+        return None
