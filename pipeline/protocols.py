@@ -50,3 +50,14 @@ class Generator(Protocol):
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
         """Log-probability of every token of ``continuations[i]`` after ``prompts[i]``."""
         ...
+
+
+#: (premise / evidence, hypothesis / claim)
+Pair = tuple[str, str]
+
+
+@runtime_checkable
+class SupportJudge(Protocol):
+    def judge(self, pairs: Sequence[Pair]) -> list[float]:
+        """Probability that each evidence text supports (entails) its claim (batched)."""
+        ...
