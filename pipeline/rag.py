@@ -127,7 +127,7 @@ class RAGPipeline:
         )
 
     def _finish(self, question: str, text: str, shown: Sequence[Passage], **report: object) -> AttributedAnswer:
-        parsed = cite_answer(text, shown, self.post_hoc)
+        parsed = cite_answer(text, shown, self.post_hoc, question)
         rep: dict[str, object] = {"dropped_citations": list(parsed.dropped), "post_hoc_citations": parsed.post_hoc_count}
         rep.update(report)
         return AttributedAnswer(question, text, parsed.sentences, tuple(shown), rep)

@@ -55,7 +55,9 @@ class FixedCiter:
         self.picks = picks
         self.seen: list[str] = []
 
-    def best(self, sentences: Sequence[str], passages: Sequence[Passage]) -> list[tuple[int | None, float]]:
+    def best(
+        self, sentences: Sequence[str], passages: Sequence[Passage], question: str = ""
+    ) -> list[tuple[int | None, float]]:
         self.seen.extend(sentences)
         return self.picks[: len(sentences)]
 
@@ -99,3 +101,32 @@ def test_citations_never_point_outside_shown_passages(parts: list[str], n_shown:
     for s in parsed.sentences:
         if not s.post_hoc:
             assert sorted(set(s.citations) | set(s.dropped)) == sorted(parse_markers(s.text))
+
+
+class BagOfWords:
+    """A deterministic embedder: counts of a fixed vocabulary."""
+
+    VOCAB = ("bridge", "opened", "1937", "curie", "nobel", "prize", "everest", "climbed", "when", "who")
+
+    def __call__(self, texts: list[str]):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        return np.array([[t.lower().count(w) for w in self.VOCAB] for t in texts], dtype=np.float32)
+
+
+def test_embedding_citer_reads_the_sentence_in_the_question_context() -> None:
+    from pipeline.citations import EmbeddingPostHocCiter
+
+    passages = [
+        Passage("curie", "Curie won the Nobel prize."),
+        Passage("bridge", "The bridge opened in 1937."),
+        Passage("everest", "Everest was climbed."),
+    ]
+    citer = EmbeddingPostHocCiter(BagOfWords(), min_similarity=0.3)
+    # "In 1937." alone matches the bridge passage; with the question it still does.
+    assert citer.best(["In 1937."], passages, "When was the bridge opened?")[0][0] == 1
+    # A bare name says nothing; the question decides.
+    pick, score = citer.best(["Yes."], passages, "Who won the Nobel prize?")[0]
+    assert pick == 0 and score > 0.3
+    # Nothing similar enough: no citation rather than a wrong one.
+    assert citer.best(["Hello there."], passages)[0][0] is None

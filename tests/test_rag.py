@@ -87,7 +87,7 @@ def test_invalid_citation_never_reaches_output() -> None:
 
 def test_post_hoc_citation_is_marked() -> None:
     class First:
-        def best(self, sentences, passages):  # type: ignore[no-untyped-def]
+        def best(self, sentences, passages, question=""):  # type: ignore[no-untyped-def]
             return [(0, 0.9) for _ in sentences]
 
     gen = ScriptedGenerator(lambda p, _: Generation("It opened in 1937.", finish_reason="stop"))
