@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from pipeline.citations import MARKER_RE
 from pipeline.errors import ContextBudgetError, InputError
 from pipeline.protocols import Tokenizer
 from pipeline.types import Passage
@@ -75,9 +76,18 @@ def truncate_passage(p: Passage, tokenizer: Tokenizer, max_tokens: int) -> Passa
     return replace(p, text=text, end=p.start + len(text))
 
 
+def quote_document_text(text: str) -> str:
+    """Document text as data: one line, and ``[n]`` groups shown as ``(n)``.
+
+    A document cannot then pose as another numbered document ("Document [9]: ...") or
+    write a citation marker into the prompt; the passage itself (and its span) is unchanged.
+    """
+    return MARKER_RE.sub(lambda m: "(" + m.group()[1:-1] + ")", " ".join(text.split()))
+
+
 def format_document(n: int, p: Passage) -> str:
-    title = p.title.replace("\n", " ").strip()
-    body = " ".join(p.text.split())
+    title = quote_document_text(p.title)
+    body = quote_document_text(p.text)
     return f"Document [{n}] (Title: {title}): {body}" if title else f"Document [{n}]: {body}"
 
 

@@ -66,6 +66,8 @@ class Sentence:
     #: Numbers the generator wrote that point at no passage it was shown (dropped).
     dropped: tuple[int, ...] = ()
     support: float | None = None
+    #: Set by verification (``ask --verify``): True when the sentence's text was edited.
+    revised: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -79,6 +81,8 @@ class Sentence:
             d["dropped_citations"] = list(self.dropped)
         if self.support is not None:
             d["support"] = self.support
+        if self.revised is not None:
+            d["revised"] = self.revised
         return d
 
 

@@ -1,0 +1,122 @@
+"""Question generation: what would a fact-checker search for to verify this claim?
+
+RARR asks an LLM, with a few-shot prompt, for several verification questions per claim.
+Here each claim gets ``samples`` completions of one few-shot prompt (temperature > 0, one
+fixed seed per sample, so runs are repeatable; at temperature 0 one sample is taken), the
+questions are parsed from the ``- ...?`` lines and de-duplicated, and the claim itself is
+added as a query, so that a small model that writes no usable question still retrieves.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.protocols import Generator
+from pipeline.types import GenerationParams
+
+INSTRUCTION = (
+    "You are a fact-checker. For each claim, write the questions you would search for to "
+    "check every fact in it (names, dates, numbers, places). One question per line."
+)
+
+#: (claim, questions) examples for the few-shot prompt. Written for citerag; not from RARR.
+FEW_SHOT: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "The Eiffel Tower, finished in 1889, is about 330 metres tall.",
+        ("When was the Eiffel Tower finished?", "How tall is the Eiffel Tower?"),
+    ),
+    (
+        "Penicillin was discovered by Alexander Fleming in London.",
+        ("Who discovered penicillin?", "Where was penicillin discovered?"),
+    ),
+    (
+        "Lake Baikal in Siberia is the deepest lake in the world.",
+        ("Where is Lake Baikal?", "Which lake is the deepest in the world?"),
+    ),
+)
+
+
+class QuestionGenerator(Protocol):
+    def questions(self, claims: Sequence[str]) -> list[list[str]]:
+        """Verification questions for each claim (batched), de-duplicated, claim excluded."""
+        ...
+
+
+def build_question_prompt(claim: str) -> str:
+    """A plain few-shot completion prompt ending in ``Questions:\\n-``."""
+    parts = [INSTRUCTION, ""]
+    for c, qs in FEW_SHOT:
+        parts.append(f"Claim: {_one_line(c)}")
+        parts.append("Questions:")
+        parts.extend(f"- {q}" for q in qs)
+        parts.append("")
+    parts.append(f"Claim: {_one_line(claim)}")
+    parts.append("Questions:")
+    return "\n".join(parts) + "\n-"
+
+
+def parse_questions(completion: str) -> list[str]:
+    """The questions in a completion of :func:`build_question_prompt` (lines ending in "?")."""
+    out = []
+    for line in ("-" + completion).splitlines():
+        line = line.strip()
+        if not line:
+            break  # a blank line ends the list
+        line = line.lstrip("-*0123456789.) ").strip()
+        if line.lower().startswith("claim:"):
+            break
+        if line.endswith("?") and len(line) > 3 and re.search(r"\w", line):
+            out.append(line)
+    return out
+
+
+def question_key(q: str) -> str:
+    """Normalised form used for de-duplication (case, punctuation and spacing ignored)."""
+    q = q.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(q.split())
+
+
+def dedupe(questions: Sequence[str], exclude: Sequence[str] = ()) -> list[str]:
+    seen = {question_key(e) for e in exclude}
+    out = []
+    for q in questions:
+        k = question_key(q)
+        if k and k not in seen:
+            seen.add(k)
+            out.append(q)
+    return out
+
+
+@dataclass
+class LLMQuestionGenerator:
+    """Few-shot question generation through any ``Generator`` (batched over claims and samples)."""
+
+    generator: Generator
+    samples: int = 3
+    temperature: float = 0.7
+    seed: int = 0
+    max_tokens: int = 64
+    #: At most this many questions are kept per claim.
+    max_questions: int = 6
+
+    def questions(self, claims: Sequence[str]) -> list[list[str]]:
+        if not claims:
+            return []
+        samples = self.samples if self.temperature > 0 else 1
+        prompts = [build_question_prompt(c) for c in claims]
+        raw: list[list[str]] = [[] for _ in claims]
+        for s in range(max(samples, 1)):
+            params = GenerationParams(
+                max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed + s, stop=("\n\n", "Claim:")
+            )
+            for i, g in enumerate(self.generator.generate(prompts, params)):
+                raw[i].extend(parse_questions(g.text))
+        return [dedupe(qs, exclude=[c])[: self.max_questions] for c, qs in zip(claims, raw)]
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())
