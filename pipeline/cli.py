@@ -158,9 +158,11 @@ def _settings(kw: dict[str, Any]) -> Any:
 @click.option("--questions", "questions_file", type=click.Path(path_type=str), help="Batch mode: JSONL of {\"question\": ...} (or JSON strings).")
 @click.option("--out", "out_file", type=click.Path(path_type=str), help="Batch mode: JSONL answers, one per question.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.option("--verify", is_flag=True, help="Judge each sentence against its citations; re-cite or revise (RARR) what they do not support.")
+@click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge for --verify: a name or a path.")
 @_settings_options
 @_handle_errors
-def ask_cmd(question: str | None, questions_file: str | None, out_file: str | None, as_json: bool, **kw: Any) -> None:
+def ask_cmd(question: str | None, questions_file: str | None, out_file: str | None, as_json: bool, verify: bool, judge_name: str, **kw: Any) -> None:
     """Answer QUESTION from the index, with citations to the passages shown to the generator."""
     from pipeline.errors import InputError
     from pipeline.io import read_questions, write_jsonl_atomic
@@ -180,9 +182,17 @@ def ask_cmd(question: str | None, questions_file: str | None, out_file: str | No
     pipe = _build(settings)
     if question is not None:
         answer = pipe.ask(question)
+        if verify:
+            from verifiers.verify import verify_with_pipeline
+
+            answer = verify_with_pipeline(pipe, [answer], judge_name)[0]
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2) if as_json else format_answer(answer))
         return
     results = pipe.ask_many([r["question"] for r in records], progress=True)
+    if verify:
+        from verifiers.verify import verify_with_pipeline
+
+        results = verify_with_pipeline(pipe, results, judge_name)
     rows, failed = [], 0
     for rec, res in zip(records, results):
         if isinstance(res, CiteragError):
@@ -287,6 +297,11 @@ def demo_cmd(question: str, index_dir: str | None) -> None:
     click.echo(f"asking: {question}", err=True)
     pipe = _build(Settings(index=target))
     click.echo(format_answer(pipe.ask(question)))
+
+
+from verifiers.cli_revise import revise as _revise_cmd  # noqa: E402
+
+cli.add_command(_revise_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,184 @@
+"""``citerag revise``: RARR-style post-editing of any text against an index."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _handle_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pipeline.errors import CiteragError
+
+        try:
+            return fn(*args, **kwargs)
+        except CiteragError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def read_texts(path: str) -> list[dict[str, Any]]:
+    """Rows of ``{"text": ...}`` (or bare JSON strings) from JSONL; errors name the line."""
+    import json
+    from pathlib import Path
+
+    from pipeline.errors import InputError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"input file not found: {p}")
+    rows: list[dict[str, Any]] = []
+    with p.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{p}:{lineno}: not valid JSON ({exc.msg}); expected {{\"text\": \"...\"}}") from None
+            if isinstance(obj, str):
+                obj = {"text": obj}
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise InputError(f"{p}:{lineno}: expected an object with a string \"text\" field")
+            rows.append(obj)
+    if not rows:
+        raise InputError(f"{p} holds no texts")
+    return rows
+
+
+@click.command("revise")
+@click.option("--text", "text", default=None, help="The text to check and revise.")
+@click.option("--input", "input_file", type=click.Path(path_type=str), help="Batch mode: JSONL of {\"text\": ...}.")
+@click.option("--out", "out_file", type=click.Path(path_type=str), help="Batch mode: JSONL results, one per input line.")
+@click.option("--index", "index_dir", required=True, type=click.Path(path_type=str), help="Index built by `citerag index`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge: a name or a path (see `citerag judge`).")
+@click.option("--threshold", type=float, default=None, help="Support threshold (default: the judge's calibrated one).")
+@click.option("--policy", type=click.Choice(["mark", "remove"]), default="mark", show_default=True, help="What to do with a claim no accepted edit fixes.")
+@click.option("--min-preservation", type=float, default=0.5, show_default=True, help="An edit must keep at least this share of the claim (1 - Lev/len).")
+@click.option("--evidence", "evidence_count", type=int, default=3, show_default=True, help="Evidence passages kept per claim.")
+@click.option("--select-by", type=click.Choice(["judge", "retrieval"]), default="judge", show_default=True, help="Rank the pooled evidence by the judge or by retrieval score.")
+@click.option("--samples", type=int, default=3, show_default=True, help="Question-generation samples per claim (0: the claim alone is the query).")
+@click.option("--llm-gate", is_flag=True, help="Also ask the generator whether the evidence agrees (both must agree).")
+@click.option("--retriever", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid", show_default=True)
+@click.option("-k", "--k", type=int, default=3, show_default=True, help="Passages retrieved per query.")
+@click.option("--backend", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True, help="In-process generator (ignored with --llm-url).")
+@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Generator: the embedded default, a local path or a hub id.")
+@click.option("--llm-url", default=None, envvar="CITERAG_LLM_URL", help="OpenAI-compatible server instead of an in-process engine.")
+@click.option("--api-key", default=None, envvar="CITERAG_LLM_API_KEY", help="Bearer token for --llm-url.")
+@click.option("--max-model-len", type=int, default=2048, show_default=True, help="Context window of the in-process engine.")
+@_handle_errors
+def revise(text: str | None, input_file: str | None, out_file: str | None, index_dir: str, as_json: bool, judge_name: str,
+           threshold: float | None, policy: str, min_preservation: float, evidence_count: int, select_by: str,
+           samples: int, llm_gate: bool, retriever: str, k: int, backend: str, model: str, llm_url: str | None,
+           api_key: str | None, max_model_len: int) -> None:
+    """Check every claim of a text against the index and edit only what the evidence contradicts.
+
+    Supported claims are left exactly as written and cited; a contradicted claim is edited
+    when the judge finds the edit supported and enough of it is preserved, else marked
+    unsupported (or removed with --policy remove). Prints the revised text, the edits with
+    their evidence, and references (or JSON with --json, including the attribution report).
+    """
+    import json
+
+    from pydantic import ValidationError
+
+    from pipeline.config import Settings
+    from pipeline.errors import ConfigError, InputError
+    from pipeline.io import write_jsonl_atomic
+    from verifiers.rarr import RARRConfig
+
+    if (text is None) == (input_file is None):
+        raise InputError("give either --text TEXT or --input FILE.jsonl (with --out FILE.jsonl)")
+    if input_file and not out_file:
+        raise InputError("--input needs --out FILE.jsonl for the results")
+    if text is not None and not text.strip():
+        raise InputError("the text is empty: pass --text \"...\" with the text to revise")
+    if samples < 0:
+        raise ConfigError(f"--samples must be 0 or more (got {samples})")
+    config = RARRConfig(k=k, evidence_count=evidence_count, select_by=select_by, threshold=threshold,  # type: ignore[arg-type]
+                        min_preservation=min_preservation, policy=policy, questions=samples > 0)  # type: ignore[arg-type]
+    rows = read_texts(input_file) if input_file else [{"text": text}]
+    try:
+        settings = Settings(index=index_dir, retriever=retriever, k=k, backend=backend, model=model, llm_url=llm_url,
+                            api_key=api_key, max_model_len=max_model_len, post_hoc=False)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
+
+    from pipeline.factory import build_pipeline
+    from verifiers.judges import load_judge
+    from verifiers.rarr import build_reviser
+
+    judge = load_judge(judge_name)
+    pipe = build_pipeline(settings)
+    reviser = build_reviser(pipe.retriever, pipe.generator, judge, config, samples=max(samples, 1), llm_gate=llm_gate)
+    results = reviser.revise_batch([r["text"] for r in rows])
+    if input_file:
+        write_jsonl_atomic(out_file, [{**{k2: v for k2, v in r.items() if k2 != "text"}, **res.to_dict()} for r, res in zip(rows, results)])
+        n_claims = sum(len(res.claims) for res in results)
+        n_edits = sum(len(res.revision.edits) for res in results)
+        click.echo(f"revised {len(results)} texts ({n_claims} claims, {n_edits} edits) into {out_file}")
+        return
+    result = results[0]
+    click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) if as_json else format_revision(result))
+
+
+def format_revision(result: Any) -> str:
+    """The revised text with citation numbers, the edits with their evidence, and references."""
+    from verifiers.claims import join_claims, split_claims
+
+    refs: dict[tuple[str, int, int], tuple[int, dict[str, Any]]] = {}
+
+    def ref(c: dict[str, Any]) -> int:
+        key = (c["doc_id"], c["start"], c["end"])
+        if key not in refs:
+            refs[key] = (len(refs) + 1, c)
+        return refs[key][0]
+
+    claims = split_claims(result.original)
+    by_start = {c["start"]: c for c in result.claims}
+    replacements: dict[int, str | None] = {}
+    for i, cl in enumerate(claims):
+        info = by_start.get(cl.start)
+        if info is None:
+            continue
+        if info["status"] == "removed":
+            replacements[i] = None
+            continue
+        marks = "".join(f"[{ref(c)}]" for c in info["citations"])
+        flag = "" if info["supported"] else " [unsupported]"
+        replacements[i] = f"{info['text']}{' ' + marks if marks else ''}{flag}"
+    lines = [join_claims(result.original, claims, replacements) if replacements else result.original]
+    edits = result.revision.edits
+    if edits:
+        lines += ["", "Edits:"]
+        for e in edits:
+            lines.append(f"- {e['original_text']}")
+            lines.append(f"+ {e['revised_text']}" if e["revised_text"] else "+ (removed)")
+            for ev in e["evidence"][:2]:
+                lines.append(f"    evidence [{ref(ev)}] (support {ev['score']:.2f})")
+    else:
+        lines += ["", "No edits: every claim was kept as written."]
+    if refs:
+        lines += ["", "References:"]
+        for n, c in sorted(refs.values(), key=lambda t: t[0]):
+            title = f"{c['title']} " if c["title"] else ""
+            snippet = " ".join(c["text"].split())
+            snippet = snippet if len(snippet) <= 200 else snippet[:197] + "..."
+            lines.append(f"[{n}] {title}({c['doc_id']}, characters {c['start']}-{c['end']})")
+            lines.append(f"    \"{snippet}\"")
+    lines.append(f"\npreservation: {result.revision.preservation:.3f}")
+    return "\n".join(lines)
