@@ -114,6 +114,9 @@ def test_questions_sampled_with_fixed_seeds_and_deduplicated() -> None:
     LLMQuestionGenerator(greedy, samples=3, temperature=0.0).questions(["c", "d"])
     assert len(greedy.calls) == 1 and len(greedy.prompts) == 2  # one batched call, no pointless repeats
     assert dedupe(["A b?", "a  B", "c?"], exclude=["C"]) == ["A b?"]
+    two = iter([" Who is A?\n- Who is B?", " Who is C?\n- Who is D?"])
+    capped = LLMQuestionGenerator(FakeGenerator(lambda p: next(two)), samples=2, max_questions=2).questions(["x"])
+    assert capped == [["Who is A?", "Who is C?"]]  # every sample contributes before the cap
 
 
 def test_claim_itself_is_a_query_even_without_questions() -> None:

@@ -122,8 +122,10 @@ def revise(text: str | None, input_file: str | None, out_file: str | None, index
     from verifiers.judges import load_judge
     from verifiers.rarr import build_reviser
 
-    judge = load_judge(judge_name)
+    judge = load_judge(judge_name) if judge_name != "llm" else None  # a missing judge fails before vLLM starts
     pipe = build_pipeline(settings)
+    if judge is None:
+        judge = load_judge(judge_name, generator=pipe.generator)
     reviser = build_reviser(pipe.retriever, pipe.generator, judge, config, samples=max(samples, 1), llm_gate=llm_gate)
     results = reviser.revise_batch([r["text"] for r in rows])
     if input_file:

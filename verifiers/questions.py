@@ -13,6 +13,7 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from typing import Protocol
 
 from pipeline.protocols import Generator
@@ -99,23 +100,29 @@ class LLMQuestionGenerator:
     samples: int = 3
     temperature: float = 0.7
     seed: int = 0
-    max_tokens: int = 64
-    #: At most this many questions are kept per claim.
-    max_questions: int = 6
+    #: Tokens per sample: enough for three or four short questions.
+    max_tokens: int = 48
+    #: At most this many questions are kept per claim (earlier samples first).
+    max_questions: int = 4
 
     def questions(self, claims: Sequence[str]) -> list[list[str]]:
         if not claims:
             return []
         samples = self.samples if self.temperature > 0 else 1
         prompts = [build_question_prompt(c) for c in claims]
-        raw: list[list[str]] = [[] for _ in claims]
+        per_sample: list[list[list[str]]] = []  # [sample][claim] -> questions
         for s in range(max(samples, 1)):
             params = GenerationParams(
                 max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed + s, stop=("\n\n", "Claim:")
             )
-            for i, g in enumerate(self.generator.generate(prompts, params)):
-                raw[i].extend(parse_questions(g.text))
-        return [dedupe(qs, exclude=[c])[: self.max_questions] for c, qs in zip(claims, raw)]
+            per_sample.append([parse_questions(g.text) for g in self.generator.generate(prompts, params)])
+        out = []
+        for i, claim in enumerate(claims):
+            # Round-robin over samples, so that every sample contributes before the cap.
+            lists = [sample[i] for sample in per_sample]
+            merged = [q for row in zip_longest(*lists) for q in row if q is not None]
+            out.append(dedupe(merged, exclude=[claim])[: self.max_questions])
+        return out
 
 
 def _one_line(s: str) -> str:

@@ -208,7 +208,7 @@ def verify_with_pipeline(pipe: Any, results: Sequence[Any], judge: SupportJudge 
     if isinstance(judge, str):
         from verifiers.judges import load_judge
 
-        judge = load_judge(judge)
+        judge = load_judge(judge, generator=pipe.generator)
     reviser = build_reviser(pipe.retriever, pipe.generator, judge)
     idx = [i for i, r in enumerate(results) if isinstance(r, AttributedAnswer)]
     verified = verify_answers([results[i] for i in idx], judge, reviser)
