@@ -136,7 +136,7 @@ def _rebuild(
         prev_end = s.end
         plan = plans.get((ai, si))
         if plan is None:  # nothing to check (a stray marker or symbol)
-            pieces.append((gap, s))
+            pieces.append((gap, replace(s, support=0.0, revised=False)))
             continue
         status, support, revised = plan["status"], float(plan["support"]), False
         text, nums, post_hoc = s.text, s.citations, s.post_hoc
