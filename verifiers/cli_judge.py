@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -49,12 +50,13 @@ def judge() -> None:
 @click.option("--seed", type=int, default=13, show_default=True)
 @click.option("--lr", type=float, default=3e-5, show_default=True)
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps.")
+@click.option("--threads", type=int, default=None, help="torch threads (1 is fastest on a busy shared CPU).")
 @click.option("--max-minutes", type=float, default=None,
               help="Stop after this much wall time (the learning rate decays over it), then save.")
 @_handle_errors
 def train_cmd(data: tuple[str, ...], out: str, base: str | None, max_pairs: int | None, epochs: float,
               batch_size: int, max_length: int, seed: int, lr: float, max_steps: int | None,
-              max_minutes: float | None) -> None:
+              threads: int | None, max_minutes: float | None) -> None:
     """Fine-tune a binary support cross-encoder and save it (fp16 safetensors + card)."""
     import logging
 
@@ -65,8 +67,8 @@ def train_cmd(data: tuple[str, ...], out: str, base: str | None, max_pairs: int 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = TrainConfig(
         data=list(data), out=out, base=base, max_pairs=max_pairs, epochs=epochs, batch_size=batch_size,
-        max_length=max_length, seed=seed, lr=lr, max_steps=max_steps, max_minutes=max_minutes,
-        extra_card={"command": "citerag judge train " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else ""},
+        max_length=max_length, seed=seed, lr=lr, max_steps=max_steps, max_minutes=max_minutes, threads=threads,
+        extra_card={"command": "citerag " + " ".join(shlex.quote(a) for a in sys.argv[1:])},
     )
     path = train_judge(cfg)
     click.echo(str(path))

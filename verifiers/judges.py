@@ -91,7 +91,7 @@ def window_spans(n_tokens: int, size: int, overlap: int) -> list[tuple[int, int]
     ranges sharing ``overlap`` tokens (one empty range for empty text)."""
     if size < 1:
         raise ValueError(f"window size must be positive (got {size})")
-    overlap = max(0, min(overlap, size - 1))
+    overlap = max(0, min(overlap, size // 2))  # consecutive windows advance by at least half a window
     if n_tokens <= size:
         return [(0, n_tokens)]
     step = size - overlap
@@ -171,9 +171,12 @@ class WindowedJudge(ABC):
             for w in self.windows(evidence, claim):
                 flat.append((w, claim))
                 owner.append(u)
-        scores: list[float] = []
-        for batch in _chunks(flat, self.batch_size):
-            scores.extend(self.score_windows(batch))
+        # Batch windows of similar length together (less padding), then restore the order.
+        order = sorted(range(len(flat)), key=lambda i: len(flat[i][0]) + len(flat[i][1]))
+        scores = [0.0] * len(flat)
+        for batch in _chunks(order, self.batch_size):
+            for i, s in zip(batch, self.score_windows([flat[i] for i in batch])):
+                scores[i] = s
         best = [0.0] * len(unique)
         for u, s in zip(owner, scores):
             best[u] = max(best[u], float(s))
@@ -189,7 +192,7 @@ class _HFWindowsMixin:
     tokenizer: Any
 
     def split_evidence(self, evidence: str, size: int) -> list[str]:
-        enc = self.tokenizer(evidence, add_special_tokens=False, return_offsets_mapping=True)
+        enc = self.tokenizer(evidence, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
         spans = window_spans(len(offsets), size, self.window_stride)  # type: ignore[attr-defined]
         if len(spans) == 1:
@@ -197,7 +200,7 @@ class _HFWindowsMixin:
         return [evidence[offsets[a][0] : offsets[b - 1][1]] for a, b in spans]
 
     def _n_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def _torch_device(device: str | None) -> str:
