@@ -51,8 +51,9 @@ class RARRConfig:
     #: An edit must preserve at least this much of the claim (character-level Levenshtein).
     min_preservation: float = 0.5
     policy: Policy = "mark"
-    #: Passages shown to the editor (the best-supported of the selected evidence).
-    edit_evidence: int = 2
+    #: Passages shown to the editor, best-supported first (RARR edits against one at a time;
+    #: SmolLM2-135M copied the claim unchanged when shown a second, unrelated passage).
+    edit_evidence: int = 1
     #: At most this many citations per claim.
     max_citations: int = 2
     #: Generate verification questions (False: the claim alone is the query).
