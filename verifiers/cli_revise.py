@@ -173,7 +173,15 @@ def format_revision(result: Any) -> str:
             for ev in e["evidence"][:2]:
                 lines.append(f"    evidence [{ref(ev)}] (support {ev['score']:.2f})")
     else:
-        lines += ["", "No edits: every claim was kept as written."]
+        lines += ["", "No edits."]
+    attempts = {e["original_text"]: e for e in result.report.get("edits", [])}
+    marked = [(cl, info) for cl in claims if (info := by_start.get(cl.start)) and info["status"] == "marked"]
+    if marked:
+        lines += ["", "Unsupported (kept as written):"]
+        for cl, _ in marked:
+            attempt = attempts.get(cl.text)
+            why = f"edit rejected: {attempt['reason']}" if attempt else "no evidence found"
+            lines.append(f"! {cl.sentence}  ({why})")
     if refs:
         lines += ["", "References:"]
         for n, c in sorted(refs.values(), key=lambda t: t[0]):
