@@ -1,0 +1,404 @@
+"""Support judges: windowing, de-duplication, label order, thresholds, training formats,
+calibration, the tiny-model code paths (BERT cross-encoder, T5 seq2seq, vLLM LLM judge) and
+the real committed default judge on clear pairs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError, InputError, ModelNotFoundError
+from pipeline.protocols import Pair, SupportJudge
+from verifiers.judge_eval import binary_scores, calibrate_threshold, evaluate_judge
+from verifiers.judge_train import (
+    LabelledPair,
+    TrainConfig,
+    detect_format,
+    pairs_from_row,
+    parse_data_spec,
+    read_pairs,
+    train_judge,
+)
+from verifiers.judges import (
+    CARD_NAME,
+    WindowedJudge,
+    read_card,
+    save_threshold,
+    support_index,
+    window_spans,
+    write_card,
+)
+
+WORDS = (
+    "the a bridge opened in 1931 1975 city river paris france capital is was of and cat dog sat on mat "
+    "moon earth orbits sun water boils at degrees sea level golden gate san francisco year built "
+    "not red blue green tower iron 1 0 premise : hypothesis . , claim evidence"
+).split()
+
+
+# ------------------------------------------------------------------ fakes
+
+
+class WordJudge(WindowedJudge):
+    """Splits on spaces; support = 1 when every claim word is in the window, else 0.1.
+    Records every scored batch so tests can see windows and batching."""
+
+    def __init__(self, max_words: int = 8, stride: int = 2, batch_size: int = 4) -> None:
+        self.max_words = max_words
+        self.window_stride = stride
+        self.batch_size = batch_size
+        self.batches: list[list[Pair]] = []
+
+    def evidence_budget(self, claim: str) -> int:
+        return self.max_words
+
+    def split_evidence(self, evidence: str, size: int) -> list[str]:
+        words = evidence.split()
+        return [" ".join(words[a:b]) for a, b in window_spans(len(words), size, self.window_stride)]
+
+    def score_windows(self, pairs: Sequence[Pair]) -> list[float]:
+        self.batches.append(list(pairs))
+        return [1.0 if set(c.split()) <= set(e.split()) else 0.1 for e, c in pairs]
+
+
+def test_window_spans_cover_with_overlap() -> None:
+    assert window_spans(5, 8, 2) == [(0, 5)]
+    assert window_spans(0, 8, 2) == [(0, 0)]
+    spans = window_spans(20, 8, 2)
+    assert spans == [(0, 8), (6, 14), (12, 20)]
+    covered = set()
+    for a, b in spans:
+        assert b - a <= 8
+        covered |= set(range(a, b))
+    assert covered == set(range(20))
+
+
+def test_long_evidence_takes_the_max_over_windows() -> None:
+    judge = WordJudge(max_words=8, stride=2)
+    filler = " ".join(f"w{i}" for i in range(30))
+    evidence = f"{filler} the bridge opened in 1931 {filler}"
+    [score] = judge.judge([(evidence, "bridge opened 1931")])
+    assert score == 1.0  # found in a middle window, not cut off
+    assert sum(len(b) for b in judge.batches) > 5  # it really was windowed
+    [miss] = judge.judge([(evidence, "bridge opened 1975")])
+    assert miss == pytest.approx(0.1)
+
+
+def test_identical_pairs_are_judged_once_and_batched() -> None:
+    judge = WordJudge(max_words=100, batch_size=4)
+    pairs = [("a b c", "a"), ("a b c", "z"), ("a b c", "a"), ("x y", "x"), ("a b c", "a"), ("p", "q")]
+    scores = judge.judge(pairs)
+    assert scores == [1.0, 0.1, 1.0, 1.0, 1.0, 0.1]
+    scored = [p for b in judge.batches for p in b]
+    assert len(scored) == 4  # four distinct pairs
+    assert [len(b) for b in judge.batches] == [4]  # one batch of at most batch_size
+
+
+def test_judge_rejects_a_bare_pair() -> None:
+    with pytest.raises(InputError):
+        WordJudge().judge(("evidence", "claim"))  # type: ignore[arg-type]
+
+
+def test_fake_satisfies_the_protocol() -> None:
+    assert isinstance(WordJudge(), SupportJudge)
+
+
+def test_support_index_reads_names_not_positions() -> None:
+    assert support_index({0: "contradiction", 1: "neutral", 2: "entailment"}) == 2
+    assert support_index({0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"}) == 0
+    assert support_index({0: "not_entailment", 1: "entailment"}) == 1
+    assert support_index({"0": "not attributable", "1": "attributable"}) == 1
+    with pytest.raises(ConfigError, match="LABEL_0"):
+        support_index({0: "LABEL_0", 1: "LABEL_1"})
+
+
+def test_threshold_card_round_trip(tmp_path: Path) -> None:
+    assert read_card(tmp_path) == {}
+    write_card(tmp_path, {"threshold": 0.5, "labels": {"0": "not_entailment", "1": "entailment"}})
+    save_threshold(tmp_path, 0.37, data=["x.jsonl"], macro_f1=0.7)
+    card = json.loads((tmp_path / CARD_NAME).read_text())
+    assert card["threshold"] == pytest.approx(0.37)
+    assert card["labels"]["1"] == "entailment"  # the rest of the card is kept
+    assert card["calibration"]["macro_f1"] == 0.7
+
+
+# ------------------------------------------------------------------ training data formats
+
+SNLI = {"premise": "A cat sat on the mat.", "hypothesis": "A cat sat.", "label": "entailment"}
+NLI = {"premise": "Paris is in France.", "hypothesis": "Paris is in Spain.", "label": "not_supported", "source": "rte_glue"}
+WICE = {
+    "claim": "The bridge opened in 1931.",
+    "evidence": ["Intro.", "The bridge opened in 1931.", "It is red.", "Built by many."],
+    "label": "supported",
+    "supporting_sentences": [[1], [1, 2]],
+}
+AB = {
+    "claim": "The bridge opened in 1931.",
+    "references": ["Title: Bridge\n\nThe bridge opened in 1975."],
+    "attribution_label": "not attributable",
+    "src_dataset": "ExpertQA",
+}
+
+
+def test_format_detection() -> None:
+    assert detect_format(SNLI) == "snli"
+    assert detect_format(NLI) == "nli"
+    assert detect_format(WICE) == "wice"
+    assert detect_format(AB) == "attributionbench"
+    with pytest.raises(InputError, match="attributionbench"):
+        detect_format({"text": "x"})
+
+
+def test_pairs_from_each_format() -> None:
+    assert pairs_from_row(SNLI) == [LabelledPair("A cat sat on the mat.", "A cat sat.", 1, "snli")]
+    assert pairs_from_row({**SNLI, "label": "-"}) == []
+    assert pairs_from_row(NLI)[0].label == 0
+    wice = pairs_from_row(WICE)
+    assert wice[0] == LabelledPair(" ".join(WICE["evidence"]), WICE["claim"], 1, "wice")
+    assert [p.evidence for p in wice[1:]] == ["The bridge opened in 1931.", "The bridge opened in 1931. It is red."]
+    assert all(p.label == 1 for p in wice)
+    assert len(pairs_from_row(WICE, extra=False)) == 1
+    partial = pairs_from_row({**WICE, "label": "partially_supported"})
+    assert [p.label for p in partial] == [0]  # no extra positives from a partial claim
+    [ab] = pairs_from_row(AB)
+    assert ab.label == 0 and ab.source == "ExpertQA" and "1975" in ab.evidence
+
+
+def test_read_pairs_mixed_file_and_sampling(tmp_path: Path) -> None:
+    f = tmp_path / "mixed.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in (SNLI, NLI, WICE, AB)) + "\n\n")
+    pairs = read_pairs(f)
+    assert len(pairs) == 1 + 1 + 3 + 1
+    assert len(read_pairs(f, max_pairs=2, seed=1)) == 2
+    assert read_pairs(f, max_pairs=2, seed=1) == read_pairs(f, max_pairs=2, seed=1)
+    assert parse_data_spec(f"{f}@2") == (str(f), 2)
+    assert parse_data_spec(str(f)) == (str(f), None)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"premise": "a", "hypothesis": "b", "label": "maybe"}\n')
+    with pytest.raises(InputError, match="bad.jsonl:1"):
+        read_pairs(bad)
+
+
+# ------------------------------------------------------------------ calibration and evaluation
+
+
+def test_calibration_picks_the_separating_threshold() -> None:
+    labels = [0, 0, 0, 1, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.35, 0.6, 0.9]
+    t, f1 = calibrate_threshold(labels, scores)
+    assert 0.3 < t <= 0.35 and f1 == 1.0
+    assert binary_scores(labels, [s >= 0.5 for s in scores]).macro_f1 < 1.0
+
+
+def test_evaluate_judge_per_source_and_threshold() -> None:
+    pairs = [
+        LabelledPair("a b", "a", 1, "S1"),
+        LabelledPair("a b", "z", 0, "S1"),
+        LabelledPair("c d", "c", 1, "S2"),
+        LabelledPair("c d", "q", 0, "S2"),
+    ]
+    res = evaluate_judge(WordJudge(), pairs)
+    assert res["n"] == 4 and res["accuracy"] == 1.0 and res["macro_f1"] == 1.0
+    assert res["threshold"] == 0.5 and set(res["per_source"]) == {"S1", "S2"}
+    res_hi = evaluate_judge(WordJudge(), pairs, threshold=1.5)  # nothing passes
+    assert res_hi["macro_f1"] < 1.0
+    res_cal = evaluate_judge(WordJudge(), pairs, calibrate=True)
+    assert res_cal["macro_f1"] == 1.0 and 0.1 < res_cal["threshold"] <= 1.0
+
+
+# ------------------------------------------------------------------ tiny real models
+
+
+def _write_wordpiece(dirpath: Path) -> Path:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
+    (dirpath / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return dirpath / "vocab.txt"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-label BertForSequenceClassification whose support label is at index 0."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    tok = BertTokenizerFast(vocab_file=str(_write_wordpiece(d)), do_lower_case=True)
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, num_labels=2,
+        id2label={0: "entailment", 1: "not_entailment"}, label2id={"entailment": 0, "not_entailment": 1},
+    )
+    BertForSequenceClassification(cfg).save_pretrained(d)
+    return d
+
+
+def test_cross_encoder_reads_id2label_and_windows(tiny_bert_dir: Path) -> None:
+    import torch
+
+    from verifiers.judges import CrossEncoderJudge, load_judge
+
+    judge = CrossEncoderJudge(str(tiny_bert_dir), batch_size=3, max_length=24, window_stride=4)
+    assert judge.support_id == 0  # read from the permuted id2label, not assumed to be last
+    short = ("the cat sat on the mat", "the cat sat")
+    long_ev = " ".join(["the river is blue and the tower is red ."] * 6) + " the bridge opened in 1931"
+    assert len(judge.windows(long_ev, "the bridge opened in 1931")) > 2
+    got = judge.judge([short, (long_ev, "the bridge opened in 1931"), short])
+    assert got[0] == got[2] and all(0.0 <= s <= 1.0 for s in got)
+    # The long pair's score is the max over its windows, each scored on its own.
+    windows = judge.windows(long_ev, "the bridge opened in 1931")
+    per_window = judge.score_windows([(w, "the bridge opened in 1931") for w in windows])
+    assert got[1] == pytest.approx(max(per_window), abs=1e-5)
+    # Support is the softmax probability of the entailment label (index 0).
+    feats = judge.tokenizer([short[0]], [short[1]], return_tensors="pt")
+    with torch.inference_mode():
+        p = torch.softmax(judge.model(**feats).logits, -1)[0, 0].item()
+    assert got[0] == pytest.approx(p, abs=1e-5)
+    assert isinstance(load_judge(str(tiny_bert_dir)), CrossEncoderJudge)
+
+
+def test_tiny_training_run_saves_a_loadable_judge(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from verifiers.judges import CrossEncoderJudge
+
+    rows = []
+    for i in range(10):
+        rows += [
+            {"premise": f"the bridge opened in 1931 {i}", "hypothesis": "the bridge opened in 1931", "label": "entailment"},
+            {"premise": f"the cat sat on the mat {i}", "hypothesis": "the dog sat", "label": "contradiction", "source": "x"},
+            {"claim": "the moon orbits the earth", "evidence": ["the moon orbits the earth .", "the sun"],
+             "label": "supported", "supporting_sentences": [[0]]},
+            {"claim": "water boils at 0 degrees", "references": ["water boils at 1 degrees"],
+             "attribution_label": "not attributable", "src_dataset": "S"},
+        ]
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "judge"
+    cfg = TrainConfig(data=[str(data)], out=str(out), base=str(tiny_bert_dir), batch_size=8, max_steps=2,
+                      max_length=32, seed=3, progress=False)
+    train_judge(cfg)
+    card = read_card(out)
+    assert card["training"]["steps"] == 2 and card["training"]["seed"] == 3
+    assert card["threshold"] == 0.5 and card["labels"] == {"0": "not_entailment", "1": "entailment"}
+    assert (out / "model.safetensors").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        name = next(iter(f.keys()))
+        assert str(f.get_tensor(name).dtype) == "torch.float16"
+    judge = CrossEncoderJudge(str(out))
+    assert judge.support_id == 1 and judge.max_length == 32
+    [s] = judge.judge([("the bridge opened in 1931", "the bridge opened in 1931")])
+    assert 0.0 <= s <= 1.0
+
+
+def test_seq2seq_judge_on_a_tiny_t5(tmp_path: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    from verifiers.judges import Seq2SeqNLIJudge, load_judge
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *sorted(set(WORDS))])}
+    wl = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    wl.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok = PreTrainedTokenizerFast(tokenizer_object=wl, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    tok.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=len(vocab), d_model=16, d_kv=8, num_heads=2, num_layers=1, d_ff=32,
+                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    T5ForConditionalGeneration(cfg).save_pretrained(tmp_path)
+
+    judge = load_judge(str(tmp_path))
+    assert isinstance(judge, Seq2SeqNLIJudge)
+    assert judge.yes_id == vocab["1"] and judge.no_id == vocab["0"]
+    judge.max_length = 24
+    long_ev = " ".join(["the river is blue and the tower is red ."] * 5)
+    assert len(judge.windows(long_ev, "the tower is red")) > 1
+    scores = judge.judge([("the cat sat on the mat", "the cat sat"), (long_ev, "the tower is red")])
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_llm_judge_with_the_fake_generator_reads_logprobs() -> None:
+    from pipeline.generators.fake import FakeGenerator
+    from verifiers.judges import LLMJudge, load_judge
+
+    gen = FakeGenerator()
+    judge = load_judge("llm", generator=gen)
+    assert isinstance(judge, LLMJudge)
+    scores = judge.judge([("The bridge opened in 1931.", "The bridge opened in 1931."), ("x", "y")])
+    assert all(0.0 < s < 1.0 for s in scores)
+    conts = {c for _, c in gen.scored}
+    assert conts == {"Yes", "No"}  # the chat template ends the prompt at the assistant turn
+    assert all(p.rstrip().endswith("assistant:") for p, _ in gen.scored)
+    with pytest.raises(ConfigError, match="generator"):
+        load_judge("llm")
+
+
+@pytest.mark.slow
+def test_llm_judge_through_tiny_vllm(tiny_vllm: object) -> None:
+    from verifiers.judges import LLMJudge
+
+    judge = LLMJudge(tiny_vllm, window_tokens=64)  # type: ignore[arg-type]
+    long_ev = "The river is blue and the tower is red. " * 40
+    scores = judge.judge([("The bridge opened in 1931.", "The bridge opened in 1931."), (long_ev, "The tower is red.")])
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_unknown_judge_names_are_listed(tmp_path: Path) -> None:
+    from verifiers.judges import load_judge
+
+    with pytest.raises(ModelNotFoundError, match="default, llm"):
+        load_judge(str(tmp_path / "nope"))
+
+
+# ------------------------------------------------------------------ the real default judge
+
+CLEAR = {
+    "verbatim": (
+        "The Golden Gate Bridge is a suspension bridge in San Francisco. It opened to traffic in 1937 "
+        "and was the longest suspension bridge in the world at the time.",
+        "The Golden Gate Bridge opened in 1937.",
+    ),
+    "contradiction": (
+        "The Golden Gate Bridge is a suspension bridge in San Francisco. It opened to traffic in 1937.",
+        "The Golden Gate Bridge has never been opened to traffic.",
+    ),
+    "unrelated": (
+        "Water boils at 100 degrees Celsius at sea level; at high altitude it boils at a lower temperature.",
+        "Marie Curie won two Nobel Prizes.",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def default_judge() -> SupportJudge:
+    from verifiers.judges import load_judge
+
+    return load_judge("default")
+
+
+def test_default_judge_is_committed_small_and_calibrated() -> None:
+    from verifiers.judges import DEFAULT_JUDGE_DIR
+
+    weights = DEFAULT_JUDGE_DIR / "model.safetensors"
+    assert weights.is_file() and weights.stat().st_size <= 50 * 1024 * 1024
+    card = read_card(DEFAULT_JUDGE_DIR)
+    assert 0.0 < card["threshold"] < 1.0 and "calibration" in card
+    assert card["training"]["seed"] is not None and card["training"]["steps"] > 0
+
+
+def test_default_judge_on_clear_pairs(default_judge: SupportJudge) -> None:
+    names = list(CLEAR)
+    scores = dict(zip(names, default_judge.judge([CLEAR[n] for n in names])))
+    [copied] = default_judge.judge([(CLEAR["verbatim"][1], CLEAR["verbatim"][1])])
+    threshold = getattr(default_judge, "threshold", 0.5)
+    assert scores["verbatim"] > 0.5 and copied > 0.5
+    # The threshold calibrated on AttributionBench (long web evidence) sits high; clear
+    # failures fall below both it and 0.5.
+    assert scores["contradiction"] < 0.5 and scores["contradiction"] < threshold
+    assert scores["unrelated"] < 0.5 and scores["unrelated"] < threshold
+    assert scores["verbatim"] > scores["contradiction"] and scores["verbatim"] > scores["unrelated"]
