@@ -228,7 +228,8 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
     base = resolve_embedder(cfg.base)
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}
+        base, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
+        dtype=torch.float32,  # train in fp32 even from an fp16 judge (e.g. --base verifiers/default_judge)
     )
     if cfg.freeze_embeddings:
         for name, param in model.named_parameters():
