@@ -111,8 +111,11 @@ def test_questions_sampled_with_fixed_seeds_and_deduplicated() -> None:
     assert qs == [["When did the bridge open?", "Where is the bridge?", "Who built it?"]]  # the claim itself excluded
     assert [c.seed for c in gen.calls] == [5, 6, 7] and all(c.temperature == 0.7 for c in gen.calls)
     greedy = FakeGenerator([" Q?"])
-    LLMQuestionGenerator(greedy, samples=3, temperature=0.0).questions(["c", "d"])
-    assert len(greedy.calls) == 1 and len(greedy.prompts) == 2  # one batched call, no pointless repeats
+    LLMQuestionGenerator(greedy, samples=3).questions(["c", "d"])  # greedy by default: prompt variants
+    assert len(greedy.calls) == 3 and all(c.temperature == 0.0 for c in greedy.calls)
+    assert greedy.prompts[0] != greedy.prompts[2] and greedy.prompts[2].endswith("Claim: c\nQuestions:\n-")  # [c, d] per variant
+    variants = [build_question_prompt("c", v) for v in range(3)]
+    assert len(set(variants)) == 3 and all(v.endswith("Claim: c\nQuestions:\n-") for v in variants)
     assert dedupe(["A b?", "a  B", "c?"], exclude=["C"]) == ["A b?"]
     two = iter([" Who is A?\n- Who is B?", " Who is C?\n- Who is D?"])
     capped = LLMQuestionGenerator(FakeGenerator(lambda p: next(two)), samples=2, max_questions=2).questions(["x"])

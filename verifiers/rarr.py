@@ -322,7 +322,7 @@ def build_reviser(
     config: RARRConfig | None = None,
     *,
     samples: int = 3,
-    temperature: float = 0.7,
+    temperature: float = 0.0,
     seed: int = 0,
     llm_gate: bool = False,
 ) -> RARRReviser:
