@@ -218,11 +218,19 @@ def format_answer(answer: Any) -> str:
 
     lines, post_hoc = [], False
     body = []
+    verification = answer.report.get("verification") or {}
+    threshold = verification.get("threshold")
+    flagged = 0
     for s in answer.sentences:
         marks = "".join(f"[{n}]" for n in s.citations)
         if s.post_hoc:
             marks += "*"
             post_hoc = True
+        if threshold is not None and s.support is not None and s.support < threshold:
+            marks += "(unsupported)"
+            flagged += 1
+        elif s.revised:
+            marks += "(revised)"
         body.append(f"{strip_markers(s.text)} {marks}".rstrip())
     lines.append(" ".join(body) if body else "(no answer)")
     cited = answer.cited_numbers()
@@ -237,6 +245,12 @@ def format_answer(answer: Any) -> str:
             lines.append(f"    \"{snippet}\"")
     if post_hoc:
         lines += ["", "* citation attached after generation: the sentence had none; this is the shown passage most similar to it."]
+    if verification:
+        lines.append(
+            f"verified: {verification.get('supported_after', 0)} of {verification.get('checked', 0)} sentences "
+            f"supported by their citations (judge threshold {threshold:.2f})"
+            + (f"; {flagged} marked (unsupported)" if flagged else "")
+        )
     dropped = answer.report.get("dropped_citations") or []
     if dropped:
         lines.append(f"note: dropped citation numbers that matched no shown document: {sorted(set(dropped))}")

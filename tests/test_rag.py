@@ -148,3 +148,19 @@ def test_iterative_mode_reretrieves_and_keeps_numbers_stable() -> None:
 def test_k_must_be_positive() -> None:
     with pytest.raises(InputError):
         RAGPipeline(KeywordRetriever(), ScriptedGenerator(lambda p, _: Generation("")), k=0)
+
+
+def test_text_output_marks_post_hoc_and_unsupported_sentences() -> None:
+    from pipeline.cli import format_answer
+    from pipeline.types import AttributedAnswer, Sentence
+
+    a = AttributedAnswer(
+        "q", "A [1]. B.",
+        (Sentence("A [1].", 0, 6, (1,), support=0.9), Sentence("B.", 7, 9, (2,), post_hoc=True, support=0.2)),
+        (CORPUS[0], CORPUS[1]),
+        {"verification": {"threshold": 0.5, "supported_after": 1, "checked": 2}},
+    )
+    out = format_answer(a)
+    assert out.startswith("A. [1] B. [2]*(unsupported)")
+    assert "[2] Curie (curie.txt, characters 10-43)" in out
+    assert "verified: 1 of 2 sentences" in out and "1 marked (unsupported)" in out
