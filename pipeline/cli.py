@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -12,27 +11,12 @@ from typing import Any, TypeVar
 
 import click
 
+from pipeline.cli_errors import handle_errors
+
 from pipeline.errors import CiteragError
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("citerag")
-
-
-def _handle_errors(fn: F) -> F:
-    """Turn citerag errors into one line on stderr and the error's exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CiteragError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,7 +51,7 @@ def models() -> None:
 
 @models.command("prepare")
 @click.option("--force", is_flag=True, help="Convert again even if the folder exists.")
-@_handle_errors
+@handle_errors
 def models_prepare(force: bool) -> None:
     """Convert the packaged SmolLM2 GGUF into a transformers folder in the cache (once)."""
     from pipeline.models import default_embedder_path, prepare_default_generator
@@ -75,7 +59,6 @@ def models_prepare(force: bool) -> None:
     path = prepare_default_generator(force=force)
     click.echo(f"generator: {path}")
     click.echo(f"embedder:  {default_embedder_path()}")
-
 
 
 # -- index ------------------------------------------------------------------------------
@@ -89,7 +72,7 @@ def models_prepare(force: bool) -> None:
 @click.option("--chunk-size", type=int, default=100, show_default=True, help="Words per passage (at most).")
 @click.option("--overlap", type=int, default=None, help="Overlap: words (tokens mode, default 20) or sentences (sentences mode, default 1).")
 @click.option("--faiss", "faiss_kind", type=click.Choice(["flat", "ivf", "hnsw"]), default="flat", show_default=True, help="flat is exact; ivf/hnsw are approximate, for large corpora.")
-@_handle_errors
+@handle_errors
 def index_cmd(path: str, index_dir: str, embedder: str, chunk_by: str, chunk_size: int, overlap: int | None, faiss_kind: str) -> None:
     """Split the documents under PATH into passages and write a BM25 + FAISS index.
 
@@ -161,7 +144,7 @@ def _settings(kw: dict[str, Any]) -> Any:
 @click.option("--verify", is_flag=True, help="Judge each sentence against its citations; re-cite or revise (RARR) what they do not support.")
 @click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge for --verify: a name or a path.")
 @_settings_options
-@_handle_errors
+@handle_errors
 def ask_cmd(question: str | None, questions_file: str | None, out_file: str | None, as_json: bool, verify: bool, judge_name: str, **kw: Any) -> None:
     """Answer QUESTION from the index, with citations to the passages shown to the generator."""
     from pipeline.errors import InputError
@@ -272,7 +255,7 @@ def llm() -> None:
 @click.option("--max-model-len", type=int, default=2048, show_default=True)
 @click.option("--dtype", default="float32", show_default=True, help="float32 keeps scores comparable with transformers; bfloat16 is faster.")
 @click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait for the server to become healthy.")
-@_handle_errors
+@handle_errors
 def llm_serve(model: str, host: str, port: int, max_model_len: int, dtype: str, timeout: float) -> None:
     """Start vLLM's OpenAI server, wait until it is healthy, and keep it running (Ctrl-C stops)."""
     from pipeline.generators.server import start_vllm_server
@@ -295,7 +278,7 @@ DEMO_QUESTION = "When did the Golden Gate Bridge open?"
 @cli.command("demo")
 @click.option("--question", default=DEMO_QUESTION, show_default=True)
 @click.option("--index", "index_dir", default=None, help="Where to write the sample index (default: the cache dir).")
-@_handle_errors
+@handle_errors
 def demo_cmd(question: str, index_dir: str | None) -> None:
     """Index the bundled sample corpus and answer a question with the embedded models."""
     from pathlib import Path

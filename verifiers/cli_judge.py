@@ -3,33 +3,14 @@ so ``citerag --help`` stays fast (heavy imports happen inside the commands)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import shlex
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _handle_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pipeline.errors import CiteragError
-
-        try:
-            return fn(*args, **kwargs)
-        except CiteragError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
+from pipeline.cli_errors import handle_errors
 
 
 @click.group("judge")
@@ -53,7 +34,7 @@ def judge() -> None:
 @click.option("--threads", type=int, default=None, help="torch threads (1 is fastest on a busy shared CPU).")
 @click.option("--max-minutes", type=float, default=None,
               help="Stop after this much wall time (the learning rate decays over it), then save.")
-@_handle_errors
+@handle_errors
 def train_cmd(data: tuple[str, ...], out: str, base: str | None, max_pairs: int | None, epochs: float,
               batch_size: int, max_length: int, seed: int, lr: float, max_steps: int | None,
               threads: int | None, max_minutes: float | None) -> None:
@@ -85,7 +66,7 @@ def train_cmd(data: tuple[str, ...], out: str, base: str | None, max_pairs: int 
 @click.option("--limit", type=int, default=None, help="At most N pairs per file (seeded sample).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--model", default=None, help="Generator for --judge llm (default: the configured one).")
-@_handle_errors
+@handle_errors
 def eval_cmd(data: tuple[str, ...], judge_name: str, as_json: bool, calibrate: bool, threshold: float | None,
              limit: int | None, batch_size: int | None, model: str | None) -> None:
     """Accuracy, macro-F1 and per-source figures of a judge against human labels."""

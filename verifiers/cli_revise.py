@@ -2,60 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _handle_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pipeline.errors import CiteragError
-
-        try:
-            return fn(*args, **kwargs)
-        except CiteragError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def read_texts(path: str) -> list[dict[str, Any]]:
-    """Rows of ``{"text": ...}`` (or bare JSON strings) from JSONL; errors name the line."""
-    import json
-    from pathlib import Path
-
-    from pipeline.errors import InputError
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"input file not found: {p}")
-    rows: list[dict[str, Any]] = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{p}:{lineno}: not valid JSON ({exc.msg}); expected {{\"text\": \"...\"}}") from None
-            if isinstance(obj, str):
-                obj = {"text": obj}
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise InputError(f"{p}:{lineno}: expected an object with a string \"text\" field")
-            rows.append(obj)
-    if not rows:
-        raise InputError(f"{p} holds no texts")
-    return rows
+from pipeline.cli_errors import handle_errors
 
 
 @click.command("revise")
@@ -79,7 +30,7 @@ def read_texts(path: str) -> list[dict[str, Any]]:
 @click.option("--llm-url", default=None, envvar="CITERAG_LLM_URL", help="OpenAI-compatible server instead of an in-process engine.")
 @click.option("--api-key", default=None, envvar="CITERAG_LLM_API_KEY", help="Bearer token for --llm-url.")
 @click.option("--max-model-len", type=int, default=2048, show_default=True, help="Context window of the in-process engine.")
-@_handle_errors
+@handle_errors
 def revise(text: str | None, input_file: str | None, out_file: str | None, index_dir: str, as_json: bool, judge_name: str,
            threshold: float | None, policy: str, min_preservation: float, evidence_count: int, select_by: str,
            samples: int, llm_gate: bool, retriever: str, k: int, backend: str, model: str, llm_url: str | None,
@@ -97,7 +48,7 @@ def revise(text: str | None, input_file: str | None, out_file: str | None, index
 
     from pipeline.config import Settings
     from pipeline.errors import ConfigError, InputError
-    from pipeline.io import write_jsonl_atomic
+    from pipeline.io import read_records, write_jsonl_atomic
     from verifiers.rarr import RARRConfig
 
     if (text is None) == (input_file is None):
@@ -110,7 +61,7 @@ def revise(text: str | None, input_file: str | None, out_file: str | None, index
         raise ConfigError(f"--samples must be 0 or more (got {samples})")
     config = RARRConfig(k=k, evidence_count=evidence_count, select_by=select_by, threshold=threshold,  # type: ignore[arg-type]
                         min_preservation=min_preservation, policy=policy, questions=samples > 0)  # type: ignore[arg-type]
-    rows = read_texts(input_file) if input_file else [{"text": text}]
+    rows = read_records(input_file, "text") if input_file else [{"text": text}]
     try:
         settings = Settings(index=index_dir, retriever=retriever, k=k, backend=backend, model=model, llm_url=llm_url,
                             api_key=api_key, max_model_len=max_model_len, post_hoc=False)
