@@ -373,3 +373,15 @@ def test_smollm2_vllm_knows_paris(smollm2_dir: str) -> None:
         assert prompt is not None and prompt.endswith("<|im_start|>assistant\n")
         out = gen.generate([prompt], GenerationParams(max_tokens=48))[0]
     assert "Paris" in out.text
+
+
+def test_closing_one_engine_leaves_another_in_process_engine_working(tiny_vllm: Any, tiny_model_dir: Path) -> None:
+    """EngineCore.shutdown tears down vLLM's process-global parallel groups; a second
+    in-process engine closing must not break the first one."""
+    from pipeline.generators.vllm_local import VLLMGenerator
+
+    params = GenerationParams(max_tokens=4)
+    before = tiny_vllm.generate(["hello world"], params)[0].text
+    with VLLMGenerator(str(tiny_model_dir), max_model_len=512) as other:
+        assert other.generate(["hello world"], params)[0].text == before
+    assert tiny_vllm.generate(["hello world"], params)[0].text == before

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,29 @@ def _harden_kernel_scan() -> None:
     dispatcher.hasattr = _safe_hasattr  # type: ignore[attr-defined]
 
 
+@contextlib.contextmanager
+def _keep_parallel_state(keep: bool) -> Iterator[None]:
+    """While other in-process engines live, stop a closing engine from tearing down vLLM's
+    process-global parallel groups (``EngineCore.shutdown`` destroys them unconditionally,
+    which breaks every other engine in the process with "pipeline model parallel group is
+    not initialized")."""
+    if not keep:
+        yield
+        return
+    from vllm.v1.engine import core
+
+    original = core.cleanup_dist_env_and_memory
+    core.cleanup_dist_env_and_memory = gc.collect  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        core.cleanup_dist_env_and_memory = original
+
+
 class VLLMGenerator:
+    #: In-process engines alive in this process (they share vLLM's global parallel state).
+    _live: int = 0
+
     """A ``Generator`` running ``vllm.LLM`` in this process.
 
     Defaults suit a CPU-only machine: fp32 (scores match transformers within 1e-4; bf16 moves
@@ -129,6 +152,7 @@ class VLLMGenerator:
                 ) from exc
             raise
         log.info("vLLM engine ready in %.1f s", time.perf_counter() - t0)
+        VLLMGenerator._live += 1
         self.max_context: int = int(self._llm.llm_engine.model_config.max_model_len)
         self._tokenizer = HFTokenizer(self._llm.get_tokenizer())
 
@@ -204,8 +228,10 @@ class VLLMGenerator:
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is None:
             return
+        VLLMGenerator._live -= 1
         try:
-            llm.llm_engine.engine_core.shutdown()
+            with _keep_parallel_state(VLLMGenerator._live > 0):
+                llm.llm_engine.engine_core.shutdown()
         except Exception:  # noqa: BLE001 - best effort on teardown
             log.debug("vLLM engine shutdown raised", exc_info=True)
         del llm
