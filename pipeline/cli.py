@@ -38,7 +38,8 @@ def _quiet_libraries(level: int) -> None:
     if level > logging.INFO:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING" if level <= logging.WARNING else "ERROR")
+        # vLLM repeats harmless CPU warnings (thread binding) on every step at WARNING.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     # bm25s sets its own logger to DEBUG at import time.
     for name in ("bm25s", "sentence_transformers", "faiss", "httpx"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))

@@ -113,6 +113,10 @@ class VLLMGenerator:
         **llm_kwargs: Any,
     ) -> None:
         vllm_env(model)
+        from pipeline.progress import progress_enabled
+
+        # vLLM draws its own weight-loading bar; follow citerag's progress setting instead.
+        llm_kwargs.setdefault("use_tqdm_on_load", progress_enabled())
         try:
             from vllm import LLM
         except ImportError as exc:
