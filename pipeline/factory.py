@@ -20,8 +20,8 @@ def build_generator(s: Settings) -> Generator:
     from pipeline.generators import make_generator
 
     if s.llm_url:
-        return make_generator("openai", None if s.model == "smollm2-135m-instruct" else s.model,
-                              llm_url=s.llm_url, api_key=s.api_key)
+        # make_generator asks the server for its model id when the default name is given.
+        return make_generator("openai", s.model, llm_url=s.llm_url, api_key=s.api_key)
     return make_generator(s.backend, s.model, llm_url=None, dtype=s.dtype, max_model_len=s.max_model_len, seed=s.seed)
 
 

@@ -34,6 +34,7 @@ from pipeline.errors import (
     InputError,
 )
 from pipeline.models import DEFAULT_EMBEDDER
+from pipeline.progress import progress_enabled
 from pipeline.protocols import Embedder, Retriever
 from pipeline.types import Passage
 from retrievers.bm25 import BM25Retriever
@@ -53,13 +54,6 @@ DENSE_FILE = "dense.faiss"
 RETRIEVER_KINDS: tuple[str, ...] = ("hybrid", "bm25", "dense")
 
 Manifest = dict[str, Any]
-
-
-def progress_enabled(progress: bool = True) -> bool:
-    """Progress bars follow the logger level (house rule in :mod:`pipeline.progress`)."""
-    from pipeline.progress import progress_enabled as enabled
-
-    return enabled(bool(progress))
 
 
 def index_command(index_dir: str | Path, source: str | Path | None = None) -> str:

@@ -191,6 +191,23 @@ class _HFWindowsMixin:
 
     tokenizer: Any
 
+    def _load_hf(self, path: str, auto_class: str, kind: str, device: str | None) -> None:
+        """Set path, card, device, tokenizer and the model (``transformers.<auto_class>``)."""
+        import torch
+        import transformers
+
+        self.path = str(path)
+        self.card = read_card(path) if Path(path).is_dir() else {}
+        self.device = _torch_device(device)
+        self.tokenizer = _load_tokenizer(self.path)
+        try:
+            self.model = getattr(transformers, auto_class).from_pretrained(
+                self.path, dtype=torch.float32 if self.device == "cpu" else "auto"
+            )
+        except OSError as exc:
+            raise ModelNotFoundError(f"cannot load a {kind} judge from {path!r}: {exc}") from exc
+        self.model.to(self.device).eval()
+
     def split_evidence(self, evidence: str, size: int) -> list[str]:
         enc = self.tokenizer(evidence, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
@@ -237,20 +254,7 @@ class CrossEncoderJudge(_HFWindowsMixin, WindowedJudge):
         device: str | None = None,
         threshold: float | None = None,
     ) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification
-
-        self.path = str(path)
-        self.card = read_card(path) if Path(path).is_dir() else {}
-        self.device = _torch_device(device)
-        self.tokenizer = _load_tokenizer(self.path)
-        try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                self.path, dtype=torch.float32 if self.device == "cpu" else "auto"
-            )
-        except OSError as exc:
-            raise ModelNotFoundError(f"cannot load a sequence-classification judge from {path!r}: {exc}") from exc
-        self.model.to(self.device).eval()
+        self._load_hf(path, "AutoModelForSequenceClassification", "sequence-classification", device)
         n_labels = int(self.model.config.num_labels)
         self.support_id: int | None = None if n_labels == 1 else support_index(self.model.config.id2label)
         limits = [
@@ -307,20 +311,7 @@ class Seq2SeqNLIJudge(_HFWindowsMixin, WindowedJudge):
         device: str | None = None,
         threshold: float | None = None,
     ) -> None:
-        import torch
-        from transformers import AutoModelForSeq2SeqLM
-
-        self.path = str(path)
-        self.card = read_card(path) if Path(path).is_dir() else {}
-        self.device = _torch_device(device)
-        self.tokenizer = _load_tokenizer(self.path)
-        try:
-            self.model = AutoModelForSeq2SeqLM.from_pretrained(
-                self.path, dtype=torch.float32 if self.device == "cpu" else "auto"
-            )
-        except OSError as exc:
-            raise ModelNotFoundError(f"cannot load a seq2seq judge from {path!r}: {exc}") from exc
-        self.model.to(self.device).eval()
+        self._load_hf(path, "AutoModelForSeq2SeqLM", "seq2seq", device)
         self.max_length = int(self.card.get("max_length") or max_length)
         self.batch_size = batch_size
         self.window_stride = window_stride
