@@ -12,8 +12,9 @@ import pytest
 
 from pipeline.errors import ConfigError, InputError, ModelNotFoundError
 from pipeline.protocols import Pair, SupportJudge
-from verifiers.judge_eval import binary_scores, calibrate_threshold, evaluate_judge
+from verifiers.judge_eval import binary_scores, calibrate_threshold, evaluate_judge, held_out_macro_f1
 from verifiers.judge_train import (
+    augment_pairs,
     LabelledPair,
     TrainConfig,
     detect_format,
@@ -182,6 +183,34 @@ def test_read_pairs_mixed_file_and_sampling(tmp_path: Path) -> None:
         read_pairs(bad)
 
 
+def test_augmented_pairs_keep_labels_honest() -> None:
+    base = [
+        LabelledPair("The bridge opened in 1937. It spans the strait.", "The bridge opened in 1937.", 1, "x"),
+        LabelledPair("Marie Curie won 2 Nobel prizes. She was born in Warsaw. She studied in Paris.", "Curie won 2 Nobel prizes.", 1, "x"),
+        LabelledPair("A dog runs in a park.", "A cat sleeps.", 0, "x"),
+        LabelledPair("Everest is 8849 metres high.", "Everest is 8849 metres high.", 1, "x"),
+    ]
+    out = augment_pairs(base, seed=3, rate=20)
+    assert len(out) >= 40 and out == augment_pairs(base, seed=3, rate=20)  # seeded
+    kinds = {p.source for p in out}
+    assert kinds == {"aug_number", "aug_passage", "aug_verbatim", "aug_unrelated"}
+    for p in out:
+        if p.source == "aug_number":
+            # the claim's number was changed to one the evidence does not state: unsupported
+            src = next(b for b in base if b.evidence == p.evidence)
+            assert p.label == 0 and p.claim != src.claim
+            assert [w for w in p.claim.split() if w.strip(".").isdigit() and w.strip(".") not in p.evidence]
+        elif p.source == "aug_passage":
+            # the original evidence sits, whole, inside a longer passage; the label is kept
+            src = next(b for b in base if b.evidence in p.evidence and b.claim == p.claim)
+            assert p.label == src.label and len(p.evidence) > len(src.evidence)
+        elif p.source == "aug_verbatim":
+            assert p.label == 1 and p.claim in p.evidence and p.claim != p.evidence
+        else:
+            assert p.label == 0 and not any(b.claim == p.claim and b.evidence == p.evidence for b in base)
+    assert augment_pairs(base[:1]) == []
+
+
 # ------------------------------------------------------------------ calibration and evaluation
 
 
@@ -191,6 +220,23 @@ def test_calibration_picks_the_separating_threshold() -> None:
     t, f1 = calibrate_threshold(labels, scores)
     assert 0.3 < t <= 0.35 and f1 == 1.0
     assert binary_scores(labels, [s >= 0.5 for s in scores]).macro_f1 < 1.0
+
+
+def test_held_out_calibration_is_not_optimistic() -> None:
+    # Separable scores: any fold's threshold separates the other fold too.
+    labels = [0, 1] * 20
+    scores = [0.2 + 0.001 * i if y == 0 else 0.7 + 0.001 * i for i, y in enumerate(labels)]
+    assert held_out_macro_f1(labels, scores) == 1.0
+    # Pure noise: the in-sample calibrated threshold looks better than chance; held out it does not.
+    import random
+
+    rng = random.Random(0)
+    labels = [rng.randint(0, 1) for _ in range(400)]
+    scores = [rng.random() for _ in labels]
+    _, in_sample = calibrate_threshold(labels, scores)
+    assert held_out_macro_f1(labels, scores) < in_sample
+    with pytest.raises(ValueError):
+        held_out_macro_f1([1], [0.5])
 
 
 def test_evaluate_judge_per_source_and_threshold() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -76,6 +77,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_minutes: float | None = None  # stop (and save) after this much wall time; LR decays on time
     threads: int | None = None  # torch intra-op threads (1 is fastest on a busy shared CPU)
+    augment: float = 0.0  # synthetic pairs (augment_pairs) as a fraction of the loaded pairs
     freeze_embeddings: bool = True  # the word-embedding matrix is half of MiniLM; leave it as is
     warmup: float = 0.06
     log_every: int = 25
@@ -180,6 +182,81 @@ def read_pairs(
     return pairs
 
 
+_NUMBER = re.compile(r"(?<![\w.])\d{1,4}(?:[.,]\d+)?(?![\w])")
+_SENT_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _swap_number(text: str, rng: random.Random) -> str | None:
+    """``text`` with one of its numbers changed to a plausible wrong one (a year stays a year),
+    or None when it has no number."""
+    found = list(_NUMBER.finditer(text))
+    if not found:
+        return None
+    m = rng.choice(found)
+    raw = m.group(0)
+    if not raw.isdigit():
+        return None
+    value = int(raw)
+    if 1000 <= value <= 2100:
+        new = value + rng.choice([-1, 1]) * rng.randint(1, 60)
+    else:
+        new = value + rng.choice([-1, 1]) * max(1, rng.randint(1, max(2, value)))
+        new = abs(new) if new != value else value + 1
+    return text[: m.start()] + str(new) + text[m.end() :]
+
+
+def augment_pairs(pairs: Sequence[LabelledPair], *, seed: int = 13, rate: float = 0.5) -> list[LabelledPair]:
+    """Synthetic pairs for what open NLI sets teach badly but attribution needs (``--augment``):
+
+    * ``aug_number``: a supported claim whose number (a year, a count) also appears in its
+      evidence, with that number changed: not supported. Teaches that a wrong date is wrong.
+    * ``aug_passage``: a short supported or unsupported pair with its evidence placed among
+      sentences from unrelated evidence, label unchanged: support can sit in one sentence of a
+      longer passage, and surrounding text does not create support.
+    * ``aug_verbatim``: one sentence of a multi-sentence evidence as the claim: supported.
+    * ``aug_unrelated``: a claim paired with another pair's evidence: not supported.
+
+    About ``rate`` x len(pairs) pairs in all, drawn with ``seed``; derived only from the given
+    (openly licensed) pairs, so the licence of the mix is unchanged."""
+    rng = random.Random(f"augment:{seed}")
+    out: list[LabelledPair] = []
+    if len(pairs) < 2:
+        return out
+    budget = int(len(pairs) * rate)
+    short = [p for p in pairs if len(p.evidence) < 400]
+    positives = [p for p in pairs if p.label == 1]
+    numbered = [p for p in positives if any(m.group(0) in p.evidence for m in _NUMBER.finditer(p.claim))]
+    multi = [p for p in pairs if len(_SENT_END.split(p.evidence.strip())) >= 3]
+    kinds = ["number", "passage", "passage", "verbatim", "unrelated"]
+    tries = 0
+    while len(out) < budget and tries < budget * 4:
+        tries += 1
+        kind = rng.choice(kinds)
+        if kind == "number" and numbered:
+            p = rng.choice(numbered)
+            swapped = _swap_number(p.claim, rng)
+            if swapped and swapped != p.claim:
+                out.append(LabelledPair(p.evidence, swapped, 0, "aug_number"))
+        elif kind == "passage" and short:
+            p = rng.choice(short)
+            fillers = [rng.choice(short).evidence for _ in range(rng.randint(1, 3))]
+            fillers = [f for f in fillers if f != p.evidence]
+            if not fillers:
+                continue
+            pos = rng.randint(0, len(fillers))
+            out.append(LabelledPair(" ".join(fillers[:pos] + [p.evidence] + fillers[pos:]), p.claim, p.label, "aug_passage"))
+        elif kind == "verbatim" and multi:
+            p = rng.choice(multi)
+            sents = [s for s in _SENT_END.split(p.evidence.strip()) if len(s.split()) >= 5 and s[:1].isupper()]
+            if sents:
+                out.append(LabelledPair(p.evidence, rng.choice(sents), 1, "aug_verbatim"))
+        elif kind == "unrelated":
+            a, b = rng.sample(range(len(pairs)), 2)
+            if pairs[a].evidence != pairs[b].evidence:
+                out.append(LabelledPair(pairs[b].evidence, pairs[a].claim, 0, "aug_unrelated"))
+    return out
+
+
 def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Shuffled batches of similar length (sorted within chunks of 50 batches) to cut padding."""
     order = list(range(len(lengths)))
@@ -222,6 +299,10 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
             files[str(spec)] = len(got)
             all_pairs.extend(got)
         pairs = all_pairs
+    if pairs and cfg.augment > 0:
+        extra = augment_pairs(pairs, seed=cfg.seed, rate=cfg.augment)
+        files["(augmented)"] = len(extra)
+        pairs = list(pairs) + extra
     if not pairs:
         raise InputError("no labelled pairs to train on: pass --data FILE (SNLI, WiCE, nli or AttributionBench JSONL)")
 
@@ -346,6 +427,7 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
             "max_minutes": cfg.max_minutes,
             "freeze_embeddings": cfg.freeze_embeddings,
             "threads": cfg.threads,
+            "augment": cfg.augment,
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "max_length": cfg.max_length,
