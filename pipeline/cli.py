@@ -306,6 +306,11 @@ from verifiers.cli_judge import judge as _judge_group  # noqa: E402
 cli.add_command(_judge_group)
 
 
+from eval.cli import eval_cmd as _eval_cmd  # noqa: E402
+
+cli.add_command(_eval_cmd)
+
+
 def main() -> None:
     cli(prog_name="citerag")
 

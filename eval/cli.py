@@ -1,0 +1,131 @@
+"""``citerag eval``: ALCE citation metrics, RARR metrics and answer correctness of a file.
+
+Only click and the standard library are imported at module level, so ``citerag --help``
+stays fast; the scorer and the judge load inside the command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import click
+
+from pipeline.cli_errors import handle_errors
+
+log = logging.getLogger("citerag.eval")
+
+#: Rows of the human-readable table: (section, figure, label, the count of examples behind it).
+TABLE = (
+    ("citation", "recall", "citation recall", "n"),
+    ("citation", "precision", "citation precision", "n"),
+    ("citation", "f1", "citation F1", "n"),
+    ("rarr", "attribution", "attribution", "n"),
+    ("rarr", "attributed", "sentences attributed", "n"),
+    ("rarr", "attribution_original", "attribution before revision", "n_revised"),
+    ("rarr", "preservation", "preservation", "n_revised"),
+    ("rarr", "f1", "attribution-preservation F1", "n_revised"),
+    ("answer", "str_em", "str_em (ASQA)", "n_str_em"),
+    ("answer", "str_hit", "str_hit (ASQA)", "n_str_em"),
+    ("answer", "em", "exact match", "n_answers"),
+    ("answer", "answer_in_output", "answer in output", "n_answers"),
+    ("answer", "qampari_precision", "QAMPARI precision", "n_answers"),
+    ("answer", "qampari_recall", "QAMPARI recall", "n_answers"),
+    ("answer", "qampari_recall_top5", "QAMPARI recall@5", "n_answers"),
+    ("answer", "qampari_f1", "QAMPARI F1", "n_answers"),
+    ("answer", "qampari_f1_top5", "QAMPARI F1@5", "n_answers"),
+)
+
+
+@click.command("eval")
+@click.option("--pred", "pred_file", required=True, type=click.Path(path_type=str),
+              help="Predictions: ALCE result JSON, or JSONL from `citerag ask --out` / `citerag revise --out`.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "alce", "ask", "revise"]), default="auto", show_default=True,
+              help="Format of --pred (auto: detected from the content).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every metric.")
+@click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write a self-contained HTML report (index.html) into this folder.")
+@click.option("--out", "out_file", type=click.Path(path_type=str), help="Write one JSONL row per example with each sentence's decisions.")
+@click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge: default, or a local folder / hub id of an NLI model.")
+@click.option("--threshold", type=float, default=None, help="Support threshold (default: the judge's calibrated one).")
+@click.option("--at-most-citations", type=int, default=3, show_default=True, help="Citations judged per sentence, first ones first (ALCE); 0: all.")
+@click.option("--qampari", is_flag=True, help="ALCE's QAMPARI mode: outputs are comma-separated answer lists.")
+@click.option("--no-truncate", is_flag=True, help="Keep outputs whole (ALCE cuts them at the first newline; numbers are then not comparable).")
+@click.option("--no-attribution", is_flag=True, help="Skip RARR attribution (every sentence against every document).")
+@click.option("--ask-citations", type=click.Choice(["final", "written"]), default="final", show_default=True,
+              help="citerag ask answers: score the citations citerag shows (final) or the generator's markers as written.")
+@click.option("--batch-size", type=int, default=None, help="Judge batch size (default: the judge's own).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@handle_errors
+def eval_cmd(pred_file: str, fmt: str, as_json: bool, report_dir: str | None, out_file: str | None, judge_name: str,
+             threshold: float | None, at_most_citations: int, qampari: bool, no_truncate: bool, no_attribution: bool,
+             ask_citations: str, batch_size: int | None, no_progress: bool) -> None:
+    """Score attributed text: ALCE citation recall / precision / F1, RARR attribution and
+    preservation, and answer correctness (ASQA str_em, NQ exact match, answer in output).
+
+    Every (evidence, sentence) pair of the file is judged once, in batches. Figures are
+    fractions in [0, 1] (ALCE prints them x100).
+    """
+    from pathlib import Path
+
+    from pipeline.errors import ConfigError
+    from pipeline.io import write_jsonl_atomic
+    from pipeline.progress import progress_enabled
+    from eval.formats import read_predictions
+    from eval.scoring import EvalConfig, evaluate
+
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold must be between 0 and 1 (got {threshold})")
+    if at_most_citations < 0:
+        raise ConfigError(f"--at-most-citations must be 0 (all) or more (got {at_most_citations})")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive (got {batch_size})")
+    if judge_name == "llm":
+        raise ConfigError("`citerag eval` cannot use the llm judge (it needs a generator): use --judge default or a model folder")
+    preds = read_predictions(pred_file, fmt, ask_citations=ask_citations)
+    for line in preds.skipped:
+        log.warning("skipped %s", line)
+    if "qampari" in Path(pred_file).name.lower() and not qampari:
+        log.warning("the file name says QAMPARI, where ALCE scores comma-separated lists: add --qampari to do the same")
+
+    from verifiers.judges import load_judge
+
+    judge = load_judge(judge_name, threshold=threshold, batch_size=batch_size)
+    config = EvalConfig(
+        threshold=float(threshold if threshold is not None else getattr(judge, "threshold", 0.5)),
+        at_most_citations=at_most_citations or None,
+        qampari=qampari,
+        truncate=not no_truncate,
+        attribution=not no_attribution,
+    )
+    evaluation = evaluate(preds.examples, judge.judge, config, chunk_size=1024, progress=progress_enabled(not no_progress))
+    metrics = {"file": preds.path, "format": preds.kind, **evaluation.metrics(), "skipped": len(preds.skipped)}
+    metrics["judge"] = {"name": judge_name, **metrics["judge"]}
+    if out_file:
+        write_jsonl_atomic(out_file, evaluation.rows())
+    if report_dir:
+        from eval.report import write_report
+
+        path = write_report(report_dir, evaluation, metrics, title=f"citerag eval: {Path(pred_file).name}")
+        click.echo(f"report: {path}", err=True)
+    click.echo(json.dumps(metrics, ensure_ascii=False, indent=2) if as_json else format_table(metrics))
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The figures that apply, in percent, with the number of examples behind each."""
+    s = metrics["settings"]
+    judge = metrics["judge"]
+    lines = [
+        f"{metrics['file']}: {metrics['n']} {metrics['format']} examples"
+        + (f" ({metrics['skipped']} skipped)" if metrics.get("skipped") else ""),
+        f"judge {judge['name']} (threshold {s['threshold']:.3f}; {judge['pairs']} pairs in {judge['rounds']} round{'' if judge['rounds'] == 1 else 's'})",
+        "",
+        f"{'metric':<30} {'value':>7} {'n':>6}",
+    ]
+    for section, key, label, count in TABLE:
+        figures = metrics.get(section) or {}
+        if figures.get(key) is not None:
+            lines.append(f"{label:<30} {100 * figures[key]:>6.1f}% {figures[count]:>6}")
+    if metrics.get("truncated"):
+        lines.append(f"\n{metrics['truncated']} outputs were cut at their first newline (ALCE's rule; --no-truncate keeps them)")
+    return "\n".join(lines)
