@@ -311,6 +311,11 @@ from eval.cli import eval_cmd as _eval_cmd  # noqa: E402
 cli.add_command(_eval_cmd)
 
 
+from eval.attribute_cli import attribute_cmd as _attribute_cmd  # noqa: E402
+
+cli.add_command(_attribute_cmd)
+
+
 def main() -> None:
     cli(prog_name="citerag")
 
