@@ -316,6 +316,11 @@ from eval.attribute_cli import attribute_cmd as _attribute_cmd  # noqa: E402
 cli.add_command(_attribute_cmd)
 
 
+from serve_app.cli import serve as _serve_cmd  # noqa: E402
+
+cli.add_command(_serve_cmd)
+
+
 def main() -> None:
     cli(prog_name="citerag")
 

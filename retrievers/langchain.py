@@ -1,9 +1,15 @@
-"""Use any LangChain retriever (``langchain_core`` ``BaseRetriever``) as a citerag Retriever."""
+"""Use any LangChain retriever or vector store as a citerag Retriever.
+
+Users with Elasticsearch, Qdrant, pgvector, Chroma, FAISS... stores behind LangChain plug them
+in as they are: ``RAGPipeline(retriever=LangChainRetriever(store), ...)``. The other
+direction (a citerag index as a LangChain retriever) is :mod:`pipeline.langchain_runnable`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,26 +21,70 @@ _ID_KEYS = ("doc_id", "id", "source")
 
 
 class LangChainRetriever:
-    """Wrap ``lc_retriever``; its ``.batch(queries)`` results become Passages.
+    """Wrap a LangChain ``BaseRetriever`` or ``VectorStore``; its documents become Passages.
+
+    A retriever is called with ``.batch(queries)``; it decides how many documents it returns
+    and ``k`` truncates. A vector store (anything with ``similarity_search`` and no
+    ``batch``) is asked for ``k`` documents per query, kept in its order, with its relevance
+    scores (higher is better) when they agree with that order; ``search_kwargs`` (e.g. ``{"filter": ...}``) are
+    passed to every search.
 
     Metadata keys used when present: ``doc_id``/``id``/``source`` (first found), ``title``,
     ``start``, ``end``, ``score``. Otherwise the doc_id is ``"lc-" + sha1(text)[:12]``,
-    ``start=0``, ``end=len(text)`` and the score falls with rank (``1/rank``). The wrapped
-    retriever decides how many documents it returns; ``k`` truncates.
+    ``start=0``, ``end=len(text)`` and the score falls with rank (``1/rank``).
     """
 
-    def __init__(self, lc_retriever: Any) -> None:
+    def __init__(self, lc_retriever: Any, *, search_kwargs: Mapping[str, Any] | None = None) -> None:
         self.lc_retriever = lc_retriever
+        self.search_kwargs = dict(search_kwargs or {})
+        self.is_vector_store = is_vector_store(lc_retriever)
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         if not queries:
             return []
+        if self.is_vector_store:
+            return [self._search(q, k) for q in queries]
         batches = self.lc_retriever.batch(list(queries))
         return [[to_passage(d, rank) for rank, d in enumerate(docs[: max(k, 0)], start=1)] for docs in batches]
 
+    def _search(self, query: str, k: int) -> list[Passage]:
+        """The store's top ``k`` in its own order. Scores: its relevance scores, else its raw
+        scores, else ``1/rank`` -- the first that falls with rank. (Raw scores are distances
+        for some stores, and some relevance functions invert the order, e.g. FAISS with
+        MAX_INNER_PRODUCT in langchain-community; neither may contradict the ranking.)"""
+        if k < 1:
+            return []
+        store = self.lc_retriever
+        hits: list[tuple[Any, Any]] | None = None
+        try:
+            hits = store.similarity_search_with_relevance_scores(query, k=k, **self.search_kwargs)
+        except NotImplementedError:
+            pass
+        if hits is None or not _falling(hits):
+            try:
+                raw = store.similarity_search_with_score(query, k=k, **self.search_kwargs)
+            except NotImplementedError:
+                raw = [(d, None) for d in store.similarity_search(query, k=k, **self.search_kwargs)]
+            hits = raw if _falling(raw) else [(d, 1.0 / rank) for rank, (d, _) in enumerate(raw, start=1)]
+        # The store's score, never a score kept in the metadata (stale for this query).
+        return [to_passage(d, rank, float(score)) for rank, (d, score) in enumerate(hits[:k], start=1)]
 
-def to_passage(doc: Any, rank: int = 1) -> Passage:
-    """A LangChain ``Document`` as a Passage (see :class:`LangChainRetriever`)."""
+
+def _falling(hits: Sequence[tuple[Any, Any]]) -> bool:
+    scores = [s for _, s in hits]
+    if any(not isinstance(s, numbers.Real) for s in scores):
+        return False
+    return all(a >= b for a, b in zip(scores, scores[1:]))
+
+
+def is_vector_store(obj: Any) -> bool:
+    """True for a LangChain ``VectorStore`` (searched directly), False for a retriever."""
+    return callable(getattr(obj, "similarity_search", None)) and not callable(getattr(obj, "batch", None))
+
+
+def to_passage(doc: Any, rank: int = 1, score: float | None = None) -> Passage:
+    """A LangChain ``Document`` as a Passage (see :class:`LangChainRetriever`); ``score``,
+    when given, wins over the metadata's."""
     text: str = doc.page_content
     meta: Mapping[str, Any] = doc.metadata or {}
     doc_id = next((str(meta[key]) for key in _ID_KEYS if meta.get(key) not in (None, "")), None)
@@ -42,8 +92,9 @@ def to_passage(doc: Any, rank: int = 1) -> Passage:
         doc_id = "lc-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
     start = _as_int(meta.get("start"), 0)
     end = _as_int(meta.get("end"), start + len(text))
-    score = meta.get("score")
-    if not isinstance(score, (int, float)) or isinstance(score, bool):
+    if score is None:
+        score = meta.get("score")
+    if not isinstance(score, numbers.Real) or isinstance(score, bool):  # numpy scalars are Real
         score = 1.0 / rank
     return Passage(
         doc_id=doc_id,

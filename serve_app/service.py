@@ -1,0 +1,344 @@
+"""The objects behind the HTTP API: one index, one generator, one judge, shared by every request.
+
+Requests run in worker threads (the pipeline is synchronous). What they share:
+
+* the generator: thread-safe and *not* locked. ``--llm-url`` sends each request to the
+  OpenAI-compatible server, which batches concurrent requests continuously; the embedded
+  default is vLLM's async engine (:class:`~pipeline.generators.vllm_async.AsyncVLLMGenerator`),
+  which does the same in this process;
+* the retrievers, the post-hoc citer and the judge: short CPU work on objects that are not
+  made for concurrent use (tokenizers, FAISS, torch modules), each call behind one lock.
+
+Each request gets its own shallow copy of the pipeline with its ``k``, retriever and token
+budget, so the answer is exactly what ``citerag ask`` prints for the same options.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.errors import CiteragError, ConfigError, GeneratorUnavailableError, InputError
+from pipeline.models import DEFAULT_GENERATOR
+from pipeline.types import GenerationParams, Passage
+
+log = logging.getLogger(__name__)
+
+
+class DocumentNotFoundError(InputError):
+    """A document id that is not in the index."""
+
+    http_status = 404
+
+
+class ServeSettings(BaseModel):
+    """Everything ``citerag serve`` is configured with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: Path
+    retriever: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    k: int = Field(5, ge=1, le=100)
+    reranker: str | None = None
+    #: ``vllm``: vLLM's async engine in this process; ``transformers``: one request at a time.
+    backend: Literal["vllm", "transformers"] = "vllm"
+    model: str = DEFAULT_GENERATOR
+    llm_url: str | None = None
+    llm_api_key: str | None = None
+    max_tokens: int = Field(128, ge=1)
+    max_tokens_limit: int = Field(1024, ge=1)
+    max_model_len: int = Field(2048, ge=64)
+    dtype: str = "float32"
+    #: vLLM's automatic prefix caching in the in-process engine (repeated prompts skip prefill).
+    prefix_caching: bool = True
+    post_hoc: bool = True
+    judge: str = "default"
+    api_key: str | None = None
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_question_chars: int = Field(2000, ge=1)
+    max_text_chars: int = Field(20000, ge=1)
+    request_timeout: float = Field(300.0, gt=0)
+    threads: int = Field(128, ge=1)
+
+
+class _Locked:
+    """Calls to the wrapped object's methods ``names`` hold ``lock``; other attributes pass."""
+
+    def __init__(self, inner: Any, lock: threading.RLock, names: Sequence[str]) -> None:
+        self._inner, self._lock, self._names = inner, lock, frozenset(names)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        value = getattr(self._inner, name)
+        if name in self._names and callable(value):
+
+            def locked(*args: Any, **kwargs: Any) -> Any:
+                with self._lock:
+                    return value(*args, **kwargs)
+
+            return locked
+        return value
+
+
+class CiteragService:
+    """Loads the index and the generator once (:meth:`load`) and answers requests.
+
+    ``generator`` (any ``Generator``) replaces the one the settings describe; ``judge``
+    likewise. Neither is closed by :meth:`close` when passed in.
+    """
+
+    def __init__(self, settings: ServeSettings, *, generator: Any = None, judge: Any = None) -> None:
+        self.settings = settings
+        self._given_generator = generator
+        self.generator: Any = generator
+        self._judge = judge
+        self.index: Any = None
+        self.pipeline: Any = None
+        self.error: CiteragError | None = None
+        self.loaded = threading.Event()
+        self._cpu = threading.RLock()
+        self._build = threading.Lock()
+        self._retrievers: dict[str, Any] = {}
+        self._docs: dict[str, list[Passage]] | None = None
+        self.load_seconds: float | None = None
+
+    # -- loading --------------------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        if self._given_generator is not None:
+            return type(self._given_generator).__name__
+        return "openai" if self.settings.llm_url else self.settings.backend
+
+    def load(self) -> None:
+        """Open the index, load the embedder, start (or connect to) the generator. Idempotent;
+        a failure is kept in ``error`` (and raised)."""
+        if self.loaded.is_set():
+            return
+        t0 = time.perf_counter()
+        try:
+            self._load()
+        except CiteragError as exc:
+            self.error = exc
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz and every request
+            self.error = GeneratorUnavailableError(f"citerag serve failed to start: {exc.__class__.__name__}: {exc}")
+            raise self.error from exc
+        self.error = None
+        self.load_seconds = time.perf_counter() - t0
+        self.loaded.set()
+        log.info("citerag serve loaded in %.1f s", self.load_seconds)
+
+    def _load(self) -> None:
+        from pipeline.citations import EmbeddingPostHocCiter
+        from pipeline.rag import RAGPipeline
+        from retrievers.index import load_index
+
+        s = self.settings
+        index = load_index(s.index)
+        # Every use of the embedder (retrieval, post-hoc citing) happens under the CPU lock.
+        embedder = index.embedder() if (s.retriever != "bm25" or s.post_hoc) else None
+        self._embedder = embedder
+        self.index = index
+        retriever = self.retriever(s.retriever)
+        if self.generator is None:
+            self.generator = self._start_generator()
+        self.pipeline = RAGPipeline(
+            retriever=retriever,
+            generator=self.generator,
+            k=s.k,
+            params=GenerationParams(max_tokens=s.max_tokens),
+            post_hoc=_Locked(EmbeddingPostHocCiter(embedder), self._cpu, ["best"]) if (s.post_hoc and embedder) else None,  # type: ignore[arg-type]
+        )
+
+    def _start_generator(self) -> Any:
+        s = self.settings
+        if s.llm_url:
+            from pipeline.generators import make_generator
+
+            return make_generator("openai", s.model, llm_url=s.llm_url, api_key=s.llm_api_key, timeout=s.request_timeout)
+        from pipeline.models import resolve_generator
+
+        path = resolve_generator(s.model)
+        if s.backend == "transformers":
+            from pipeline.generators.hf import TransformersGenerator
+
+            # transformers' generate is not made for concurrent calls: one request at a time.
+            return _Locked(TransformersGenerator(path), threading.RLock(), ["generate", "score"])
+        from pipeline.generators.vllm_async import AsyncVLLMGenerator
+
+        return AsyncVLLMGenerator(path, dtype=s.dtype, max_model_len=s.max_model_len, enable_prefix_caching=s.prefix_caching)
+
+    def retriever(self, kind: str) -> Any:
+        """The (locked) retriever of ``kind``, built on first use."""
+        with self._build:
+            r = self._retrievers.get(kind)
+            if r is None:
+                if self.index is None:
+                    raise self._not_ready()
+                with self._cpu:
+                    base = self.index.retriever(kind, reranker=self.settings.reranker)
+                r = self._retrievers[kind] = _Locked(base, self._cpu, ["retrieve"])
+            return r
+
+    def judge(self) -> Any:
+        """The support judge (loaded on the first verify or revise request)."""
+        with self._build:
+            if self._judge is None:
+                from verifiers.judges import load_judge
+
+                judge = load_judge(self.settings.judge, generator=self.generator)
+                self._judge = judge if self.settings.judge == "llm" else _Locked(judge, self._cpu, ["judge"])
+            return self._judge
+
+    def close(self) -> None:
+        """Stop the generator this service started."""
+        gen = self.generator
+        if gen is not None and self._given_generator is None:
+            inner = getattr(gen, "_inner", gen)
+            close = getattr(inner, "close", None)
+            if close is not None:
+                close()
+        self.generator = None if self._given_generator is None else self.generator
+
+    # -- state ----------------------------------------------------------------------------
+    def _not_ready(self) -> CiteragError:
+        if self.error is not None:
+            return self.error
+        err = GeneratorUnavailableError("citerag serve is still loading the index and the generator; retry in a few seconds (see /readyz)")
+        return err
+
+    def require_ready(self) -> None:
+        if not self.loaded.is_set():
+            raise self._not_ready()
+
+    def generator_health(self) -> bool:
+        gen = self.generator
+        if gen is None:
+            return False
+        health = getattr(getattr(gen, "_inner", gen), "health", None)
+        return True if health is None else bool(health())
+
+    def readiness(self) -> dict[str, Any]:
+        """``/readyz``: index loaded and generator answering."""
+        gen_info: dict[str, Any] = {"backend": self.backend_name}
+        url = getattr(self.generator, "base_url", None) or self.settings.llm_url
+        if url:
+            gen_info["url"] = url
+        index_info: dict[str, Any] = {"path": str(self.settings.index)}
+        if self.index is not None:
+            index_info["passages"] = len(self.index.passages)
+        if not self.loaded.is_set():
+            msg = str(self.error) if self.error else "loading the index and the generator"
+            return {"ready": False, "index": index_info, "generator": gen_info, "message": msg}
+        ok = self.generator_health()
+        gen_info["answering"] = ok
+        msg = "" if ok else f"the generator{' at ' + url if url else ''} is not answering"
+        return {"ready": ok, "index": index_info, "generator": gen_info, "message": msg}
+
+    # -- requests -------------------------------------------------------------------------
+    def check_length(self, text: str, limit: int, what: str, option: str) -> None:
+        if len(text) > limit:
+            raise InputError(
+                f"the {what} is {len(text)} characters long; this server accepts at most {limit} ({option}): shorten it"
+            )
+
+    def request_pipeline(self, req: Any) -> Any:
+        """The shared pipeline with this request's k, retriever, token budget and post-hoc choice."""
+        self.require_ready()
+        s = self.settings
+        max_tokens = req.max_tokens or s.max_tokens
+        if max_tokens > s.max_tokens_limit:
+            raise InputError(f"max_tokens is {max_tokens}; this server allows at most {s.max_tokens_limit} (--max-tokens-limit)")
+        pipe = self.pipeline
+        changes: dict[str, Any] = {}
+        if req.k is not None and req.k != pipe.k:
+            changes["k"] = req.k
+        kind = req.retriever or s.retriever
+        if kind != s.retriever:
+            changes["retriever"] = self.retriever(kind)
+        if max_tokens != pipe.params.max_tokens:
+            changes["params"] = replace(pipe.params, max_tokens=max_tokens)
+        if req.post_hoc is False and pipe.post_hoc is not None:
+            changes["post_hoc"] = None
+        elif req.post_hoc and pipe.post_hoc is None:
+            from pipeline.citations import EmbeddingPostHocCiter
+
+            if self._embedder is None:
+                raise ConfigError("post_hoc needs the index's embedder, which this server did not load (--retriever bm25 --no-post-hoc)")
+            changes["post_hoc"] = _Locked(EmbeddingPostHocCiter(self._embedder), self._cpu, ["best"])
+        return replace(pipe, **changes) if changes else pipe
+
+    def ask(
+        self,
+        req: Any,
+        on_token: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """``citerag ask --json`` for one request (``on_token``: stream the answer text)."""
+        from pipeline.prompting import validate_question
+
+        self.check_length(req.question, self.settings.max_question_chars, "question", "--max-question-chars")
+        question = validate_question(req.question)
+        pipe = self.request_pipeline(req)
+        if on_token is not None:
+            from pipeline.streaming import ask_streaming
+
+            answer = ask_streaming(pipe, question, on_token, cancelled)
+        else:
+            answer = pipe.ask(question)
+        if req.verify:
+            from verifiers.rarr import build_reviser
+            from verifiers.verify import verify_answers
+
+            judge = self.judge()
+            answer = verify_answers([answer], judge, build_reviser(pipe.retriever, pipe.generator, judge))[0]
+        return answer.to_dict()
+
+    def revise(self, req: Any) -> dict[str, Any]:
+        """``citerag revise --json`` for one request."""
+        from verifiers.rarr import RARRConfig, build_reviser
+
+        self.check_length(req.text, self.settings.max_text_chars, "text", "--max-text-chars")
+        if not req.text.strip():
+            raise InputError("the text is empty: send {\"text\": \"...\"} with the text to revise")
+        self.require_ready()
+        config = RARRConfig(
+            k=req.k, evidence_count=req.evidence, select_by=req.select_by, threshold=req.threshold,
+            min_preservation=req.min_preservation, policy=req.policy, questions=req.samples > 0,
+        )  # fmt: skip
+        retriever = self.retriever(req.retriever or self.settings.retriever)
+        reviser = build_reviser(retriever, self.generator, self.judge(), config, samples=max(req.samples, 1), llm_gate=req.llm_gate)
+        return reviser.revise_batch([req.text])[0].to_dict()
+
+    def document(self, doc_id: str, start: int, end: int, context: int) -> dict[str, Any]:
+        """A window of ``doc_id`` around ``[start, end)``, rebuilt from the index's passages."""
+        self.require_ready()
+        if self._docs is None:
+            docs: dict[str, list[Passage]] = {}
+            for p in self.index.passages:
+                docs.setdefault(p.doc_id, []).append(p)
+            self._docs = docs
+        parts = self._docs.get(doc_id)
+        if not parts:
+            raise DocumentNotFoundError(f"no document {doc_id!r} in the index at {self.settings.index}")
+        if not 0 <= start <= end:
+            raise InputError(f"bad span [{start}, {end}): need 0 <= start <= end")
+        lo, hi = max(0, start - context), end + context
+        length = max(p.end for p in parts)
+        hi = min(hi, length)
+        buf = [" "] * max(0, hi - lo)
+        for p in parts:
+            if p.end <= lo or p.start >= hi:
+                continue
+            for i in range(max(p.start, lo), min(p.end, hi)):
+                buf[i - lo] = p.text[i - p.start]
+        return {"doc_id": doc_id, "title": parts[0].title, "text": "".join(buf), "offset": lo, "start": start, "end": min(end, length)}
+

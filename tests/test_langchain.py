@@ -1,0 +1,177 @@
+"""LangChain integration: a citerag index as a BaseRetriever, LangChain's in-memory and FAISS
+vector stores as citerag retrievers, and the ask pipeline as a Runnable (through real vLLM)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain_core")
+
+from pipeline.types import Passage  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "pipeline" / "sample_corpus"
+BRIDGE = "When did the Golden Gate Bridge open?"
+CURIE = "Who discovered polonium?"
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from retrievers.index import build_index, load_index
+
+    out = tmp_path_factory.mktemp("lc-idx") / "sample"
+    build_index(str(SAMPLE), str(out), progress=False)
+    return load_index(out)
+
+
+@pytest.fixture(scope="module")
+def embeddings(index: Any) -> Any:
+    from pipeline.langchain_runnable import CiteragEmbeddings
+
+    return CiteragEmbeddings(index.embedder())
+
+
+def source_text(doc_id: str) -> str:
+    from retrievers.ingest import load_documents
+
+    docs, _ = load_documents(str(SAMPLE))
+    return next(d.text for d in docs if d.doc_id == doc_id)
+
+
+# -- citerag -> LangChain ------------------------------------------------------------------
+
+
+def test_index_as_langchain_retriever(index: Any) -> None:
+    from langchain_core.retrievers import BaseRetriever
+
+    from pipeline.langchain_runnable import CiteragRetriever
+
+    lc = CiteragRetriever.from_index(index.path, kind="hybrid", k=3)
+    assert isinstance(lc, BaseRetriever)
+    docs = lc.invoke(BRIDGE)
+    assert len(docs) == 3 and docs[0].metadata["doc_id"] == "golden_gate_bridge.md"
+    for d in docs:
+        m = d.metadata
+        assert {"doc_id", "title", "start", "end", "score", "pid"} <= set(m)
+        assert source_text(m["doc_id"])[m["start"] : m["end"]] == d.page_content
+    assert [d.metadata["score"] for d in docs] == sorted((d.metadata["score"] for d in docs), reverse=True)
+    both = lc.batch([BRIDGE, CURIE])
+    assert both[0] == docs and both[1] == lc.invoke(CURIE)
+    assert both[1][0].metadata["doc_id"] == "marie_curie.txt"
+
+
+def test_round_trip_keeps_passages(index: Any) -> None:
+    from pipeline.langchain_runnable import CiteragRetriever
+    from retrievers.langchain import LangChainRetriever
+
+    native = index.retriever("bm25")
+    back = LangChainRetriever(CiteragRetriever(retriever=native, k=4))
+    assert back.retrieve([BRIDGE, CURIE], 4) == native.retrieve([BRIDGE, CURIE], 4)
+
+
+# -- LangChain vector stores -> citerag ------------------------------------------------------
+
+
+def _documents(index: Any) -> list[Any]:
+    from pipeline.langchain_runnable import passage_document
+
+    return [passage_document(p) for p in index.passages]
+
+
+def _check_store(store: Any, index: Any) -> None:
+    from retrievers.langchain import LangChainRetriever
+
+    r = LangChainRetriever(store)
+    assert r.is_vector_store
+    hits = r.retrieve([BRIDGE, CURIE, "How tall is Mount Everest?"], 3)
+    assert [len(h) for h in hits] == [3, 3, 3]
+    assert [h[0].doc_id for h in hits] == ["golden_gate_bridge.md", "marie_curie.txt", "mount_everest.md"]
+    for h in hits:
+        scores = [p.score for p in h]
+        assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1.0
+        for p in h:  # spans survive the trip through the store's metadata
+            assert isinstance(p, Passage) and source_text(p.doc_id)[p.start : p.end] == p.text
+    assert [len(h) for h in r.retrieve([BRIDGE], 1)] == [1]
+    # A store plugs into the answer pipeline like any citerag retriever.
+    from pipeline.generators.fake import FakeGenerator
+    from pipeline.rag import RAGPipeline
+
+    pipe = RAGPipeline(retriever=r, generator=FakeGenerator(["It opened in 1937 [1]."]), k=2)
+    answer = pipe.ask(BRIDGE)
+    assert answer.sentences[0].citations == (1,)
+    assert answer.citation(1).passage.doc_id == "golden_gate_bridge.md"
+
+
+def test_in_memory_vector_store_as_citerag_retriever(index: Any, embeddings: Any) -> None:
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    store = InMemoryVectorStore(embeddings)
+    store.add_documents(_documents(index))
+    _check_store(store, index)
+
+
+def test_faiss_vector_store_as_citerag_retriever(index: Any, embeddings: Any) -> None:
+    pytest.importorskip("langchain_community")
+    from langchain_community.vectorstores import FAISS
+    from langchain_community.vectorstores.utils import DistanceStrategy
+
+    store = FAISS.from_documents(_documents(index), embeddings, distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
+    _check_store(store, index)
+    # Metadata filters pass through to the store.
+    from retrievers.langchain import LangChainRetriever
+
+    only = LangChainRetriever(store, search_kwargs={"filter": {"doc_id": "mount_everest.md"}})
+    assert {p.doc_id for p in only.retrieve([BRIDGE], 2)[0]} == {"mount_everest.md"}
+
+
+# -- the ask pipeline as a Runnable (real vLLM server over the tiny model) ----------------------
+
+
+@pytest.fixture(scope="module")
+def runnable(index: Any, tiny_vllm_server: Any) -> Any:
+    from pipeline.langchain_runnable import CiteragAskRunnable
+
+    r = CiteragAskRunnable.from_index(index.path, llm_url=tiny_vllm_server.url, max_tokens=16, retriever="bm25")
+    yield r
+    r.pipeline.generator.close()
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in ("timings", "token")}
+
+
+def test_runnable_invoke_batch_stream(runnable: Any) -> None:
+    from langchain_core.runnables import Runnable, RunnableLambda
+
+    assert isinstance(runnable, Runnable)
+    one = runnable.invoke(BRIDGE)
+    assert one["question"] == BRIDGE and one["passages"][0]["doc_id"] == "golden_gate_bridge.md"
+    assert _plain(one) == _plain(runnable.pipeline.ask(BRIDGE).to_dict())
+    assert _plain(runnable.invoke({"question": BRIDGE})) == _plain(one)
+
+    many = runnable.batch([BRIDGE, {"question": CURIE}])
+    assert [_plain(a) for a in many] == [_plain(one), _plain(runnable.invoke(CURIE))]
+    with pytest.raises(Exception, match="empty"):
+        runnable.batch([BRIDGE, "  "])
+    mixed = runnable.batch([BRIDGE, "  "], return_exceptions=True)
+    assert _plain(mixed[0]) == _plain(one) and isinstance(mixed[1], Exception)
+
+    chunks = list(runnable.stream(BRIDGE))
+    assert len(chunks) >= 3 and all(set(c) == {"token"} for c in chunks[:-1]) and "answer" in chunks[-1]
+    total = chunks[0]
+    for c in chunks[1:]:
+        total = total + c
+    assert total["token"].strip() == one["answer"] and _plain(total) == _plain(one)
+
+    async def collect() -> list[Any]:
+        return [c async for c in runnable.astream(CURIE)]
+
+    achunks = asyncio.run(collect())
+    assert _plain(achunks[-1]) == _plain(runnable.invoke(CURIE))
+
+    chain = runnable | RunnableLambda(lambda a: [c["doc_id"] for c in a["passages"]])
+    assert chain.invoke(BRIDGE)[0] == "golden_gate_bridge.md"

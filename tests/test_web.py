@@ -1,0 +1,127 @@
+"""The web page in a real headless Chromium (Debian's chromium + chromedriver, Selenium).
+
+``scripts/setup-test.sh`` (run by ``make test``) installs the browser. The server is real
+(uvicorn on a free loopback port, the sample index, MiniLM retrieval); the generator is a
+canned one that writes a cited answer, because the tiny random test model cites nothing a
+person could check. The screenshots land in the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from test_serve import QUESTION, serving, settings
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,900")  # fmt: skip
+ANSWER = "The Golden Gate Bridge opened to traffic in 1937 [1]. It spans the Golden Gate strait."
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: run scripts/setup-test.sh")
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).exists():
+            pytest.skip(f"{path} is missing: run scripts/setup-test.sh (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from pipeline.generators.fake import FakeGenerator
+    from retrievers.index import build_index
+
+    index = tmp_path_factory.mktemp("web-idx") / "sample"
+    build_index(str(Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"), str(index), progress=False)
+    with serving(settings(index), generator=FakeGenerator([ANSWER])) as url:
+        yield url
+
+
+def wait(driver: Any, condition: Any, timeout: float = 60) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def test_ask_and_follow_a_citation(browser: Any, site: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    browser.get(site)
+    assert browser.title == "citerag"
+    wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready")
+    box = browser.find_element(By.ID, "question")
+    box.send_keys(QUESTION)
+    browser.find_element(By.ID, "ask-button").click()
+
+    cite = wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "#answer a.cite")))
+    answer = browser.find_element(By.ID, "answer").text
+    assert "opened to traffic in 1937" in answer and "[1]" in answer
+    assert browser.find_elements(By.CSS_SELECTOR, "#references li")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#answer .badge")  # badges only when verified
+    cite.click()
+
+    view = wait(browser, ec.visibility_of_element_located((By.ID, "passage-view")))
+    expected = httpx.post(f"{site}/v1/ask", json={"question": QUESTION}, timeout=60).json()["passages"][0]
+    assert expected["doc_id"] in view.find_element(By.ID, "passage-meta").text
+    mark = view.find_element(By.CSS_SELECTOR, "mark.cited-span")
+    assert " ".join(mark.text.split()) == " ".join(expected["text"].split())
+    # The document around the span is loaded too; words of the sentence are in bold.
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#passage-text .context"))
+    assert {b.text.lower() for b in mark.find_elements(By.CSS_SELECTOR, "b.match")} >= {"golden", "gate", "bridge"}
+    # No saliency control unless the server has /v1/attribute.
+    has_attribute = "/v1/attribute" in httpx.get(f"{site}/v1/info").json()["endpoints"]
+    assert bool(browser.find_elements(By.CSS_SELECTOR, ".sal-btn")) == has_attribute
+    shot = tmp_path / "ask.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    if has_attribute:  # the saliency heatmap of the first sentence's evidence
+        browser.find_element(By.CSS_SELECTOR, ".sal-btn").click()
+        cells = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#saliency-map .heat"), timeout=120)
+        assert cells and all(c.get_attribute("title") for c in cells)
+        browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "saliency"))
+        assert browser.save_screenshot(str(tmp_path / "saliency.png"))
+
+
+def test_verify_badges_and_revise_tab(browser: Any, site: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    browser.get(site)
+    wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready")
+    browser.find_element(By.ID, "question").send_keys(QUESTION)
+    browser.find_element(By.ID, "opt-verify").click()
+    browser.find_element(By.ID, "ask-button").click()
+    badges = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#answer .badge"), timeout=180)
+    assert len(badges) == len(browser.find_elements(By.CSS_SELECTOR, "#answer .sentence"))
+    assert all(b.text.split()[0] in ("supported", "unsupported", "revised") for b in badges)
+    assert "Verified:" in browser.find_element(By.ID, "answer-note").text
+
+    browser.find_element(By.ID, "tab-revise").click()
+    text = browser.find_element(By.ID, "revise-text")
+    wait(browser, ec.visibility_of(text))
+    text.send_keys("The Golden Gate Bridge opened in 1937.")
+    browser.find_element(By.ID, "revise-button").click()
+    result = wait(browser, ec.visibility_of_element_located((By.ID, "revise-result")), timeout=180)
+    assert "preservation" in result.find_element(By.ID, "revise-summary").text
+    assert result.find_elements(By.CSS_SELECTOR, "#claims li .badge")
+    assert browser.save_screenshot(str(tmp_path / "revise.png"))
