@@ -35,6 +35,9 @@ TABLE = (
     ("answer", "qampari_recall_top5", "QAMPARI recall@5", "n_answers"),
     ("answer", "qampari_f1", "QAMPARI F1", "n_answers"),
     ("answer", "qampari_f1_top5", "QAMPARI F1@5", "n_answers"),
+    ("agreement", "cited_but_unused_rate", "cited but unused", "cited"),
+    ("agreement", "used_but_uncited_rate", "used but uncited", "used"),
+    ("agreement", "exact_rate", "cites exactly what it used", "sentences"),
 )
 
 
@@ -55,16 +58,39 @@ TABLE = (
 @click.option("--ask-citations", type=click.Choice(["final", "written"]), default="final", show_default=True,
               help="citerag ask answers: score the citations citerag shows (final) or the generator's markers as written.")
 @click.option("--batch-size", type=int, default=None, help="Judge batch size (default: the judge's own).")
+@click.option("--agreement", is_flag=True,
+              help="Also citation-use agreement: ablate each shown passage through the generator and compare the "
+                   "passages each sentence used with those it cites (ask and ALCE files).")
+@click.option("--agreement-method", type=click.Choice(["loo", "contextcite"]), default="loo", show_default=True,
+              help="Agreement: leave-one-out ablation, or ContextCite's sparse fit of random ablations.")
+@click.option("--agreement-threshold", type=float, default=1.0, show_default=True,
+              help="Agreement: a passage is used when removing it lowers the sentence's log-probability by this many nats.")
+@click.option("--backend", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True,
+              help="Agreement: in-process generator (ignored with --llm-url).")
+@click.option("--model", default="smollm2-135m-instruct", show_default=True,
+              help="Agreement: the generator that wrote the answers (the embedded default, a local path or a hub id).")
+@click.option("--llm-url", default=None, envvar="CITERAG_LLM_URL", help="Agreement: OpenAI-compatible vLLM server to score with.")
+@click.option("--api-key", default=None, envvar="CITERAG_LLM_API_KEY", help="Bearer token for --llm-url.")
+@click.option("--max-model-len", type=int, default=2048, show_default=True, help="Agreement: context window of the in-process engine.")
+@click.option("--max-doc-tokens", type=int, default=200, show_default=True,
+              help="Agreement: each document is cut to this many tokens in the rebuilt prompt, as `citerag ask` does.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @handle_errors
 def eval_cmd(pred_file: str, fmt: str, as_json: bool, report_dir: str | None, out_file: str | None, judge_name: str,
              threshold: float | None, at_most_citations: int, qampari: bool, no_truncate: bool, no_attribution: bool,
-             ask_citations: str, batch_size: int | None, no_progress: bool) -> None:
+             ask_citations: str, batch_size: int | None, agreement: bool, agreement_method: str,
+             agreement_threshold: float, backend: str, model: str, llm_url: str | None, api_key: str | None,
+             max_model_len: int, max_doc_tokens: int, no_progress: bool) -> None:
     """Score attributed text: ALCE citation recall / precision / F1, RARR attribution and
     preservation, and answer correctness (ASQA str_em, NQ exact match, answer in output).
 
     Every (evidence, sentence) pair of the file is judged once, in batches. Figures are
     fractions in [0, 1] (ALCE prints them x100).
+
+    With --agreement, the generator (--model, or --llm-url) also scores every answer with each
+    shown passage removed, and the passages each sentence depended on are compared with the
+    ones it cites: the cited-but-unused and used-but-uncited rates. Use the model that wrote
+    the answers; for ALCE files the prompt is citerag's, not the one the answers came from.
     """
     from pathlib import Path
 
@@ -82,7 +108,14 @@ def eval_cmd(pred_file: str, fmt: str, as_json: bool, report_dir: str | None, ou
         raise ConfigError(f"--batch-size must be positive (got {batch_size})")
     if judge_name == "llm":
         raise ConfigError("`citerag eval` cannot use the llm judge (it needs a generator): use --judge default or a model folder")
+    if agreement and agreement_threshold <= 0:
+        raise ConfigError(f"--agreement-threshold must be a positive number of nats (got {agreement_threshold})")
+    if agreement and max_doc_tokens < 8:
+        raise ConfigError(f"--max-doc-tokens must be at least 8 (got {max_doc_tokens})")
     preds = read_predictions(pred_file, fmt, ask_citations=ask_citations)
+    if agreement and preds.kind == "revise":
+        raise ConfigError("--agreement needs the question and the passages shown to the generator: "
+                          "use it on `citerag ask` or ALCE files, not `citerag revise` output")
     for line in preds.skipped:
         log.warning("skipped %s", line)
     if "qampari" in Path(pred_file).name.lower() and not qampari:
@@ -99,16 +132,62 @@ def eval_cmd(pred_file: str, fmt: str, as_json: bool, report_dir: str | None, ou
         attribution=not no_attribution,
     )
     evaluation = evaluate(preds.examples, judge.judge, config, chunk_size=1024, progress=progress_enabled(not no_progress))
-    metrics = {"file": preds.path, "format": preds.kind, **evaluation.metrics(), "skipped": len(preds.skipped)}
+    extra: dict[str, Any] = {}
+    per_example: list[Any] = []
+    if agreement:
+        from eval.attribute_cli import _generator
+
+        generator = _generator(backend, model, llm_url, api_key, max_model_len)
+        try:
+            section, per_example = agreement_section(
+                evaluation, generator, method=agreement_method, threshold=agreement_threshold,
+                max_doc_tokens=max_doc_tokens)
+        finally:
+            close = getattr(generator, "close", None)
+            if callable(close):
+                close()
+        section["model"] = llm_url or model
+        extra["agreement"] = lambda _evaluation: section
+    metrics = {"file": preds.path, "format": preds.kind, **evaluation.metrics(extra), "skipped": len(preds.skipped)}
     metrics["judge"] = {"name": judge_name, **metrics["judge"]}
     if out_file:
-        write_jsonl_atomic(out_file, evaluation.rows())
+        rows = evaluation.rows()
+        for row, sentences in zip(rows, per_example):
+            row["agreement"] = list(sentences)
+        write_jsonl_atomic(out_file, rows)
     if report_dir:
         from eval.report import write_report
 
         path = write_report(report_dir, evaluation, metrics, title=f"citerag eval: {Path(pred_file).name}")
         click.echo(f"report: {path}", err=True)
     click.echo(json.dumps(metrics, ensure_ascii=False, indent=2) if as_json else format_table(metrics))
+
+
+def agreement_section(evaluation: Any, generator: Any, *, method: str = "loo", threshold: float = 1.0,
+                      max_doc_tokens: int = 200) -> tuple[dict[str, Any], list[Any]]:
+    """Citation-use agreement of every scored example (its output as the scorer read it, so
+    ALCE's first-line cut applies): the file-level figures and, per example, each sentence's
+    cited / used passages. Examples that cannot be attributed are counted in ``skipped``."""
+    from eval.alce import clean_output
+    from eval.saliency.agreement import citation_use_agreement
+    from eval.saliency.context import answer_from_parts, passages_from_rows
+    from pipeline.prompting import PromptConfig
+
+    answers = []
+    for r in evaluation.results:
+        ex = r.example
+        text, _ = clean_output(ex.output, first_line=evaluation.config.truncate)
+        passages = passages_from_rows([{"text": d.text, "title": d.title, "doc_id": f"doc-{i}"} for i, d in enumerate(ex.docs, start=1)],
+                                      where=f"example {ex.id}") if ex.docs else ()
+        answers.append(answer_from_parts(ex.question, passages, text))
+    agg = citation_use_agreement(generator, answers, threshold=threshold, method=method,
+                                 cfg=PromptConfig(max_doc_tokens=max_doc_tokens), skip_errors=True)
+    for i, why in agg.skipped:
+        log.warning("agreement: example %s left out: %s", evaluation.results[i].example.id, why)
+    d = agg.to_dict()
+    per_answer = d.pop("per_answer")
+    d["skipped"] = len(agg.skipped)
+    return {"method": method, "threshold_nats": threshold, **d}, per_answer
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -30,9 +30,11 @@ HEADLINE = (
     ("answer", "em", "exact match"),
     ("answer", "answer_in_output", "answer in output"),
     ("answer", "qampari_f1", "QAMPARI F1"),
+    ("agreement", "cited_but_unused_rate", "citations the sentence did not use"),
+    ("agreement", "used_but_uncited_rate", "used passages left uncited"),
 )
 #: Numbers that are not fractions (shown as they are, not in percent).
-PLAIN = frozenset({"threshold", "qampari_predictions"})
+PLAIN = frozenset({"threshold", "threshold_nats", "qampari_predictions"})
 STATUS_COLOURS = {"supported": "#2e7d32", "unsupported": "#c62828", "no_citation": "#9e9e9e", "out_of_range": "#ef6c00"}
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}

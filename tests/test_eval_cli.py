@@ -259,3 +259,44 @@ def test_real_default_judge_scores_a_small_file(tmp_path: Path) -> None:
     assert m["citation"]["recall"] == pytest.approx(0.75) and m["citation"]["precision"] == pytest.approx(0.75)
     # Each sentence is best supported by the document it copies.
     assert [s["attribution_doc"] for s in rows[0]["sentences"]] == [1, 3]
+
+
+# -- citation-use agreement through the generator ---------------------------------------------------
+
+
+def test_agreement_through_the_real_tiny_engine(tmp_path: Path, fake_judge: FakeJudge, tiny_vllm: Any,
+                                                tiny_model_dir: Path) -> None:
+    """`--agreement` ablates every shown passage through an in-process vLLM engine and reports
+    the same counts as the Python API on the same answers (ALCE's first-line cut applied)."""
+    from eval.saliency.agreement import citation_use_agreement
+    from eval.saliency.context import answer_from_parts
+
+    src = write(tmp_path / "alce.json", ALCE)
+    rows_path = tmp_path / "rows.jsonl"
+    r = invoke("--pred", str(src), "--json", "--agreement", "--model", str(tiny_model_dir), "--agreement-threshold", "0.05",
+               "--out", str(rows_path))
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)["agreement"]
+    answers = [
+        answer_from_parts(item["question"], tuple(Passage(f"doc-{i}", d.get("sent", d["text"]), d["title"]) for i, d in enumerate(item["docs"], start=1)),
+                          item["output"].split("\n")[0])
+        for item in ALCE["data"]
+    ]
+    ref = citation_use_agreement(tiny_vllm, answers, threshold=0.05)  # type: ignore[arg-type]
+    assert got["sentences"] == ref.sentences == 4
+    assert (got["cited"], got["used"], got["cited_unused"], got["used_uncited"]) == (
+        ref.cited, ref.used, ref.cited_unused, ref.used_uncited)
+    assert got["method"] == "loo" and got["threshold_nats"] == 0.05 and got["skipped"] == 0
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
+    assert [s["cited"] for s in rows[0]["agreement"]] == [[1, 3], [2]]
+    assert all(s["used"] is not None for row in rows for s in row["agreement"])
+
+
+def test_agreement_needs_questions_and_passages(tmp_path: Path, fake_judge: FakeJudge) -> None:
+    src = tmp_path / "revised.jsonl"
+    src.write_text(json.dumps({"original": "The bridge opened in 1975.", "revised": "The bridge opened in 1931.",
+                               "edits": [], "claims": []}) + "\n")
+    r = invoke("--pred", str(src), "--agreement")
+    assert r.exit_code == 2 and "ask` or ALCE files" in r.output
+    r = invoke("--pred", str(write(tmp_path / "a.json", ALCE)), "--agreement", "--agreement-threshold", "0")
+    assert r.exit_code == 2 and "--agreement-threshold" in r.output

@@ -9,7 +9,7 @@ sentence's citations gives the cited-but-unused and used-but-uncited rates.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from eval.saliency.ablation import DEFAULT_MASKS, context_cite, leave_one_out
@@ -56,6 +56,8 @@ class CitationUseAgreement:
     exact: int
     #: For each answer, for each sentence: cited, used (None: unscorable), and the differences.
     per_answer: tuple[tuple[dict[str, Any], ...], ...]
+    #: Answers left out (``skip_errors``): (index in the input, why); their ``per_answer`` is empty.
+    skipped: tuple[tuple[int, str], ...] = ()
 
     @property
     def cited_but_unused_rate(self) -> float | None:
@@ -78,6 +80,7 @@ class CitationUseAgreement:
             "cited_but_unused_rate": self.cited_but_unused_rate,
             "used_but_uncited_rate": self.used_but_uncited_rate,
             "exact_rate": self.exact_rate,
+            "skipped": [{"answer": i, "reason": why} for i, why in self.skipped],
             "per_answer": [list(a) for a in self.per_answer],
         }
 
@@ -121,6 +124,7 @@ def citation_use_agreement(
     n_masks: int = DEFAULT_MASKS,
     seed: int = 0,
     cfg: PromptConfig | None = None,
+    skip_errors: bool = False,
 ) -> CitationUseAgreement:
     """Cited-but-unused and used-but-uncited rates of ``answers`` under ``generator``.
 
@@ -129,17 +133,34 @@ def citation_use_agreement(
     call, and each sentence's used passages (:func:`used_sources`) are compared with its
     citations (post-hoc ones included). The generator must be the one that wrote the answers
     for "used" to mean what the model relied on.
+
+    With ``skip_errors`` an answer that cannot be attributed (empty, no passages, prompt over
+    the window) is left out and listed in ``skipped`` instead of failing the whole file.
     """
     if method not in ("loo", "contextcite"):
         raise InputError(f"citation-use agreement uses ablation; valid methods: loo, contextcite (got {method!r})")
-    contexts = [prepare(a, generator, cfg=cfg) for a in answers]
+    contexts = []
+    kept: list[int] = []
+    skipped: list[tuple[int, str]] = []
+    for i, a in enumerate(answers):
+        try:
+            contexts.append(prepare(a, generator, cfg=cfg))
+            kept.append(i)
+        except InputError as exc:  # ContextBudgetError is an InputError
+            if not skip_errors:
+                raise
+            skipped.append((i, str(exc)))
     if method == "loo":
-        atts = leave_one_out(generator, contexts, "passage")
+        atts = leave_one_out(generator, contexts, "passage") if contexts else []
     else:
-        atts = context_cite(generator, contexts, "passage", n_masks=n_masks, seed=seed)
+        atts = context_cite(generator, contexts, "passage", n_masks=n_masks, seed=seed) if contexts else []
     used = [used_sources(a, threshold=threshold, max_sources=max_sources) for a in atts]
     cited = [[s.citations for s in ctx.sentences] for ctx in contexts]
-    return compare_citations(cited, used)
+    agg = compare_citations(cited, used)
+    per_answer: list[tuple[dict[str, Any], ...]] = [() for _ in answers]
+    for i, rows in zip(kept, agg.per_answer):
+        per_answer[i] = rows
+    return replace(agg, per_answer=tuple(per_answer), skipped=tuple(skipped))
 
 
 __all__ = ["DEFAULT_THRESHOLD", "CitationUseAgreement", "citation_use_agreement", "compare_citations", "used_sources"]
