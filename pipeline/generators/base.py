@@ -167,6 +167,50 @@ def score_ids(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[int]
     return p, c
 
 
+def score_sequences(tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], max_context: int
+                    ) -> tuple[list[tuple[int, list[int]]], list[int], list[list[int]]]:
+    """What a ``prompt_logprobs`` backend sends for :meth:`Generator.score`: per pair the prompt
+    length and the continuation's ids (``spans``), the indices with a non-empty continuation
+    (``todo``) and their full id sequences (``seqs``, in ``todo`` order). Raises on pairs
+    longer than ``max_context``."""
+    ps, cs = check_score_inputs(prompts, continuations)
+    spans, todo, seqs = [], [], []
+    for i, (p, c) in enumerate(zip(ps, cs)):
+        p_ids, c_ids = score_ids(tokenizer, p, c)
+        fit_max_tokens(len(p_ids) + len(c_ids), 1, max_context, index=i)
+        spans.append((len(p_ids), c_ids))
+        if c_ids:
+            todo.append(i)
+            seqs.append(p_ids + c_ids)
+    return spans, todo, seqs
+
+
+def resolve_model(model: str) -> str:
+    """A local model folder (``~`` expanded), or the hub id unchanged; a path-looking name
+    with no folder behind it raises :class:`ModelNotFoundError`."""
+    local = Path(model).expanduser()
+    if local.exists():
+        return str(local)
+    if model.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"no model folder at {model!r}: pass an existing folder or a hub id")
+    return model
+
+
+def vllm_sampling(params: GenerationParams, max_tokens: int, **extra: Any) -> Any:
+    """vLLM ``SamplingParams`` for one generation under ``params`` (top-p only when sampling)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=1,
+        max_tokens=max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p if params.temperature > 0 else 1.0,
+        stop=[s for s in params.stop if s] or None,
+        seed=params.seed,
+        **extra,
+    )
+
+
 def fit_max_tokens(prompt_len: int, max_tokens: int, max_context: int, *, index: int = 0) -> int:
     """``max_tokens`` clamped so prompt + generation fits the context window."""
     room = max_context - prompt_len

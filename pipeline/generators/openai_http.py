@@ -22,9 +22,8 @@ from pipeline.generators.base import (
     HFTokenizer,
     check_params,
     check_prompts,
-    check_score_inputs,
     fit_max_tokens,
-    score_ids,
+    score_sequences,
 )
 from pipeline.protocols import Tokenizer
 from pipeline.types import Generation, GenerationParams
@@ -353,17 +352,8 @@ class OpenAIGenerator:
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
         """Log-prob of each continuation token, from vLLM's ``prompt_logprobs`` in one request."""
-        ps, cs = check_score_inputs(prompts, continuations)
-        tok = self.tokenizer
-        spans, todo, seqs = [], [], []
-        for i, (p, c) in enumerate(zip(ps, cs)):
-            p_ids, c_ids = score_ids(tok, p, c)
-            fit_max_tokens(len(p_ids) + len(c_ids), 1, self.max_context, index=i)
-            spans.append((len(p_ids), c_ids))
-            if c_ids:
-                todo.append(i)
-                seqs.append(p_ids + c_ids)
-        result: list[list[float]] = [[] for _ in ps]
+        spans, todo, seqs = score_sequences(self.tokenizer, prompts, continuations, self.max_context)
+        result: list[list[float]] = [[] for _ in spans]
         if not todo:
             return result
         body = {"model": self.model, "prompt": seqs, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}

