@@ -31,10 +31,12 @@ SNLI_TEST = DATA / "snli" / "snli_1.0_test.min.jsonl"
 
 def run_eval_cli(judge: str, data: Path) -> tuple[dict, str]:
     # --calibrate also reports the held-out (2-fold) macro-F1 and re-saves the same threshold
-    # fitted on this file, which is how the committed judge was calibrated.
-    cmd = [str(ROOT / ".venv" / "bin" / "citerag"), "-q", "judge", "eval", "--data", str(data), "--judge", judge,
-           "--json", "--calibrate"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    # fitted on this file, which is how the committed judge was calibrated (run from the
+    # repository with a relative data path, so the saved card stays the same).
+    cmd = [str(ROOT / ".venv" / "bin" / "citerag"), "-q", "judge", "eval", "--data", os.path.relpath(data, ROOT),
+           "--judge", judge, "--json", "--calibrate"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return json.loads(out.stdout.strip().splitlines()[-1]), " ".join(["citerag", *cmd[1:]])
 
 

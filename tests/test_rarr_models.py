@@ -160,13 +160,6 @@ def test_tiny_vllm_ask_verify_with_an_injected_document(tiny_vllm: Any, index: A
 # -- the default judge ---------------------------------------------------------------------
 
 
-JUDGE_GAP = (
-    "default judge v1 (threshold 0.81, calibrated on AttributionBench) scores verbatim support here at "
-    "~0.55-0.70: supported claims are marked, not kept; their text is still left unchanged"
-)
-
-
-@pytest.mark.xfail(reason=JUDGE_GAP, strict=False)
 def test_default_judge_on_the_corpus(default_judge: Any) -> None:
     thr = default_judge.threshold
     s = default_judge.judge([
@@ -239,7 +232,6 @@ def test_smollm2_corrects_or_marks_the_wrong_year(smollm2: Any, default_judge: A
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=JUDGE_GAP, strict=False)
 def test_smollm2_true_claim_is_kept_and_cited(smollm2: Any, default_judge: Any, index: Any) -> None:
     retriever = index.retriever("hybrid", embedder=index.embedder())
     res = build_reviser(retriever, smollm2, default_judge, samples=1).revise(TRUE)

@@ -101,7 +101,10 @@ def eval_cmd(data: tuple[str, ...], judge_name: str, as_json: bool, calibrate: b
         if target is None:
             raise ConfigError(f"cannot save a threshold for {judge_name!r}: calibrate a judge folder")
         save_threshold(target, result["threshold"], data=[str(d) for d in data], n=result["n"],
-                       macro_f1=result["macro_f1"], accuracy=result["accuracy"])
+                       macro_f1=result["macro_f1"], accuracy=result["accuracy"],
+                       held_out_macro_f1=result.get("held_out_macro_f1"),
+                       note="threshold fitted on these data (in-sample); held_out_macro_f1: each half scored at the "
+                            "threshold fitted on the other half")
         result["saved_to"] = str(target)
     if as_json:
         click.echo(json.dumps(result))
