@@ -47,13 +47,19 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from pipeline.generators.fake import FakeGenerator
+def web_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from retrievers.index import build_index
 
     index = tmp_path_factory.mktemp("web-idx") / "sample"
     build_index(str(Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"), str(index), progress=False)
-    with serving(settings(index), generator=FakeGenerator([ANSWER])) as url:
+    return index
+
+
+@pytest.fixture(scope="module")
+def site(web_index: Path) -> Iterator[str]:
+    from pipeline.generators.fake import FakeGenerator
+
+    with serving(settings(web_index), generator=FakeGenerator([ANSWER])) as url:
         yield url
 
 
@@ -125,3 +131,30 @@ def test_verify_badges_and_revise_tab(browser: Any, site: str, tmp_path: Path) -
     assert "preservation" in result.find_element(By.ID, "revise-summary").text
     assert result.find_elements(By.CSS_SELECTOR, "#claims li .badge")
     assert browser.save_screenshot(str(tmp_path / "revise.png"))
+
+
+@pytest.mark.slow
+def test_real_smollm2_answer_with_a_working_citation(browser: Any, web_index: Path, smollm2_dir: str, tmp_path: Path) -> None:
+    """End to end with nothing canned: SmolLM2 in vLLM's async engine inside the server, a
+    streamed answer in the page, and a citation that opens the passage it names."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    with serving(settings(web_index, model=smollm2_dir, max_tokens=48)) as url:
+        browser.get(url)
+        wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready", timeout=300)
+        browser.find_element(By.ID, "question").send_keys(QUESTION)
+        browser.find_element(By.ID, "ask-button").click()
+        cite = wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "#answer a.cite")), timeout=300)
+        n = int(cite.get_attribute("data-n"))
+        expected = httpx.post(f"{url}/v1/ask", json={"question": QUESTION}, timeout=300).json()
+        assert browser.find_element(By.ID, "answer").text.strip()
+        shown = {p["n"]: p for p in expected["passages"]}
+        assert n in shown  # the page only links passages the generator was shown
+        cite.click()
+        view = wait(browser, ec.visibility_of_element_located((By.ID, "passage-view")))
+        assert shown[n]["doc_id"] in view.find_element(By.ID, "passage-meta").text
+        mark = view.find_element(By.CSS_SELECTOR, "mark.cited-span")
+        assert " ".join(mark.text.split()) == " ".join(shown[n]["text"].split())
+        shot = tmp_path / "smollm2.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
