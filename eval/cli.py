@@ -180,6 +180,7 @@ def agreement_section(evaluation: Any, generator: Any, *, method: str = "loo", t
         passages = passages_from_rows([{"text": d.text, "title": d.title, "doc_id": f"doc-{i}"} for i, d in enumerate(ex.docs, start=1)],
                                       where=f"example {ex.id}") if ex.docs else ()
         answers.append(answer_from_parts(ex.question, passages, text))
+    log.info("agreement: ablating the passages of %d answers through the generator (%s)", len(answers), method)
     agg = citation_use_agreement(generator, answers, threshold=threshold, method=method,
                                  cfg=PromptConfig(max_doc_tokens=max_doc_tokens), skip_errors=True)
     for i, why in agg.skipped:
