@@ -268,6 +268,10 @@ def test_answer_round_trip_from_ask_json(tmp_path: Path, answer: AttributedAnswe
     bad.write_text(json.dumps(d) + "\n{oops\n")
     with pytest.raises(InputError, match="bad.jsonl:2"):
         read_answers(str(bad))
+    empty = tmp_path / "empty.json"
+    empty.write_text("\n")
+    with pytest.raises(InputError, match="empty.json is empty: expected the output of `citerag ask --json`"):
+        read_answers(str(empty))
     with pytest.raises(InputError, match="passages"):
         answer_from_dict({"question": "q", "answer": "a"})
     wrong = dict(d, sentences=[dict(d["sentences"][0], start=3)])

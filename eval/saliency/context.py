@@ -303,6 +303,8 @@ def read_answers(path: str) -> list[AttributedAnswer]:
     if not p.is_file():
         raise InputError(f"answer file not found: {p}")
     raw = p.read_text(encoding="utf-8")
+    if not raw.strip():
+        raise InputError(f"{p} is empty: expected the output of `citerag ask --json` (or `ask --out` JSONL)")
     try:
         objs = [json.loads(raw)]
     except json.JSONDecodeError:
