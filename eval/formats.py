@@ -131,6 +131,8 @@ _NAMES: dict[str, str] = {"alce": "ALCE item", "ask": "citerag ask answer", "rev
 
 def _load(p: Path) -> tuple[list[tuple[str, Any]], bool]:
     """(where, object) rows, and whether the file is an ALCE ``{"data": [...]}`` JSON."""
+    if p.is_dir():
+        raise InputError(f"{p} is a folder: pass the predictions file itself (ALCE result JSON or `citerag ask --out` JSONL)")
     if not p.is_file():
         raise InputError(f"predictions file not found: {p}")
     try:

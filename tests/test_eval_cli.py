@@ -215,6 +215,7 @@ def test_malformed_files_exit_2_naming_the_place(tmp_path: Path, content: str, m
 def test_option_errors(tmp_path: Path, fake_judge: FakeJudge) -> None:
     pred = write(tmp_path / "p.json", ALCE)
     assert "not found" in invoke("--pred", str(tmp_path / "nope.json")).stderr
+    assert "is a folder" in invoke("--pred", str(tmp_path)).stderr
     r = invoke("--pred", str(pred), "--threshold", "1.5")
     assert r.exit_code == 2 and "--threshold" in r.stderr
     r = invoke("--pred", str(pred), "--judge", "llm")
