@@ -57,6 +57,7 @@ def attribute_cmd(answer_file: str | None, question: str | None, passages_file: 
     import json
 
     from eval.saliency import GRADIENT_METHODS, attribute, resolve_methods
+    from pipeline.progress import progress_enabled
     from pipeline.errors import ConfigError, InputError
     from pipeline.prompting import PromptConfig
 
@@ -82,7 +83,7 @@ def attribute_cmd(answer_file: str | None, question: str | None, passages_file: 
     try:
         reports = attribute(generator, answers, names, level, n_masks=n_masks, seed=seed, n_steps=n_steps,  # type: ignore[arg-type]
                             batch_size=batch_size, token_matrix=not no_token_matrix,
-                            cfg=PromptConfig(max_doc_tokens=max_doc_tokens))
+                            cfg=PromptConfig(max_doc_tokens=max_doc_tokens), progress=progress_enabled())
         if faithfulness:
             from eval.faithfulness import check_faithfulness
 

@@ -141,7 +141,7 @@ def eval_cmd(pred_file: str, fmt: str, as_json: bool, report_dir: str | None, ou
         try:
             section, per_example = agreement_section(
                 evaluation, generator, method=agreement_method, threshold=agreement_threshold,
-                max_doc_tokens=max_doc_tokens)
+                max_doc_tokens=max_doc_tokens, progress=progress_enabled(not no_progress))
         finally:
             close = getattr(generator, "close", None)
             if callable(close):
@@ -164,7 +164,7 @@ def eval_cmd(pred_file: str, fmt: str, as_json: bool, report_dir: str | None, ou
 
 
 def agreement_section(evaluation: Any, generator: Any, *, method: str = "loo", threshold: float = 1.0,
-                      max_doc_tokens: int = 200) -> tuple[dict[str, Any], list[Any]]:
+                      max_doc_tokens: int = 200, progress: bool = False) -> tuple[dict[str, Any], list[Any]]:
     """Citation-use agreement of every scored example (its output as the scorer read it, so
     ALCE's first-line cut applies): the file-level figures and, per example, each sentence's
     cited / used passages. Examples that cannot be attributed are counted in ``skipped``."""
@@ -182,7 +182,7 @@ def agreement_section(evaluation: Any, generator: Any, *, method: str = "loo", t
         answers.append(answer_from_parts(ex.question, passages, text))
     log.info("agreement: ablating the passages of %d answers through the generator (%s)", len(answers), method)
     agg = citation_use_agreement(generator, answers, threshold=threshold, method=method,
-                                 cfg=PromptConfig(max_doc_tokens=max_doc_tokens), skip_errors=True)
+                                 cfg=PromptConfig(max_doc_tokens=max_doc_tokens), skip_errors=True, progress=progress)
     for i, why in agg.skipped:
         log.warning("agreement: example %s left out: %s", evaluation.results[i].example.id, why)
     d = agg.to_dict()

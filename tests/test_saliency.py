@@ -250,6 +250,20 @@ def test_used_sources_and_agreement(answer: AttributedAnswer) -> None:
         used_sources(leave_one_out(gen, [prepare(answer, gen)], "sentence")[0])
 
 
+def test_progress_scores_in_chunks_with_the_same_result(answer: AttributedAnswer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import eval.saliency.ablation as ablation
+
+    gen = LinearFake(ANSWER)
+    ctx = prepare(answer, gen)
+    (one,) = leave_one_out(gen, [ctx], "sentence")
+    gen.calls_to_score = 0
+    monkeypatch.setattr(ablation, "PROGRESS_CHUNK", 2)
+    (chunked,) = leave_one_out(gen, [ctx], "sentence", progress=True)
+    n_prompts = 1 + len(ctx.sources("sentence"))
+    assert gen.calls_to_score == -(-n_prompts // 2) > 1
+    np.testing.assert_array_equal(chunked.scores, one.scores)
+
+
 # -- reading answers -------------------------------------------------------------------------------
 
 

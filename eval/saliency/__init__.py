@@ -91,6 +91,7 @@ def attribute(
     batch_size: int = 4,
     token_matrix: bool = True,
     cfg: PromptConfig | None = None,
+    progress: bool = False,
 ) -> list[SaliencyReport]:
     """One :class:`SaliencyReport` per answer with every requested method at ``level``.
 
@@ -109,9 +110,10 @@ def attribute(
     for name in names:
         log.info("attribution method %s on %d answers", name, len(contexts))
         if name == "loo":
-            per_method[name] = leave_one_out(generator, contexts, level)
+            per_method[name] = leave_one_out(generator, contexts, level, progress=progress)
         elif name == "contextcite":
-            per_method[name] = context_cite(generator, contexts, level, n_masks=n_masks, seed=seed, alpha=alpha)
+            per_method[name] = context_cite(generator, contexts, level, n_masks=n_masks, seed=seed, alpha=alpha,
+                                            progress=progress)
         else:
             results = [gradient_attribution(generator, ctx, level, name, n_steps=n_steps,  # type: ignore[arg-type]
                                             batch_size=batch_size, token_matrix=token_matrix) for ctx in contexts]

@@ -33,9 +33,16 @@ DEFAULT_MASKS = 64
 DEFAULT_ALPHA = 0.01
 
 
-def score_masks(generator: Generator, jobs: Sequence[tuple[AttributionContext, Level, MaskMatrix]]) -> list[np.ndarray]:
+#: Masked prompts per ``generator.score`` call when a progress bar is shown (large enough to
+#: keep an engine's batches full, small enough for the bar to move).
+PROGRESS_CHUNK = 256
+
+
+def score_masks(generator: Generator, jobs: Sequence[tuple[AttributionContext, Level, MaskMatrix]], *,
+                progress: bool = False) -> list[np.ndarray]:
     """Answer-sentence log-probs (n_masks, n_sentences) for each ``(context, level, masks)``,
-    from ONE ``generator.score`` call over every distinct masked prompt of every job."""
+    from ONE ``generator.score`` call over every distinct masked prompt of every job (with
+    ``progress``, calls of :data:`PROGRESS_CHUNK` prompts under a progress bar)."""
     prompts: list[str] = []
     answers: list[str] = []
     where: dict[tuple[str, str], int] = {}
@@ -51,7 +58,16 @@ def score_masks(generator: Generator, jobs: Sequence[tuple[AttributionContext, L
             rows.append(where[key])
         slots.append(rows)
     log.info("scoring %d masked prompts for %d answers", len(prompts), len(jobs))
-    scored = generator.score(prompts, answers) if prompts else []
+    if progress and len(prompts) > PROGRESS_CHUNK:
+        from pipeline.progress import progress_bar
+
+        scored = []
+        with progress_bar(len(prompts), "ablations", unit="prompt") as bar:
+            for i in range(0, len(prompts), PROGRESS_CHUNK):
+                scored += generator.score(prompts[i : i + PROGRESS_CHUNK], answers[i : i + PROGRESS_CHUNK])
+                bar.update(len(prompts[i : i + PROGRESS_CHUNK]))
+    else:
+        scored = generator.score(prompts, answers) if prompts else []
     out = []
     for (ctx, _, _), rows in zip(jobs, slots):
         out.append(np.array([ctx.sentence_logprobs(scored[r]) for r in rows]).reshape(len(rows), len(ctx.sentences)))
@@ -75,11 +91,12 @@ def logit_prob(logprob: np.ndarray) -> np.ndarray:
     return lp - np.log(-np.expm1(lp))
 
 
-def leave_one_out(generator: Generator, contexts: Sequence[AttributionContext], level: Level) -> list[Attribution]:
+def leave_one_out(generator: Generator, contexts: Sequence[AttributionContext], level: Level, *,
+                  progress: bool = False) -> list[Attribution]:
     """Leave-one-out scores for every context, in one batched scoring call."""
     jobs = [(ctx, level, loo_masks(len(ctx.sources(level)))) for ctx in contexts]
     out = []
-    for ctx, lp in zip(contexts, score_masks(generator, jobs)):
+    for ctx, lp in zip(contexts, score_masks(generator, jobs, progress=progress)):
         scores = (lp[0][None, :] - lp[1:]).T  # (n_sentences, n_sources)
         out.append(Attribution("loo", level, ctx.sources(level), scores, info={"full_logprob": lp[0]}))
     return out
@@ -93,13 +110,14 @@ def context_cite(
     n_masks: int = DEFAULT_MASKS,
     seed: int = 0,
     alpha: float | None = DEFAULT_ALPHA,
+    progress: bool = False,
 ) -> list[Attribution]:
     """ContextCite surrogate weights for every context, in one batched scoring call."""
     if n_masks < 2:
         raise InputError(f"ContextCite needs at least 2 ablation masks (got {n_masks}); 32 or more is usual")
     jobs = [(ctx, level, random_masks(n_masks, len(ctx.sources(level)), seed)) for ctx in contexts]
     out = []
-    for (ctx, _, masks), lp in zip(jobs, score_masks(generator, jobs)):
+    for (ctx, _, masks), lp in zip(jobs, score_masks(generator, jobs, progress=progress)):
         weights, intercept = fit_surrogate(masks, logit_prob(lp), alpha=alpha)
         out.append(Attribution("contextcite", level, ctx.sources(level), weights, intercept,
                                info={"masks": int(n_masks), "seed": int(seed), "alpha": alpha}))

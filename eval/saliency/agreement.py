@@ -125,6 +125,7 @@ def citation_use_agreement(
     seed: int = 0,
     cfg: PromptConfig | None = None,
     skip_errors: bool = False,
+    progress: bool = False,
 ) -> CitationUseAgreement:
     """Cited-but-unused and used-but-uncited rates of ``answers`` under ``generator``.
 
@@ -151,9 +152,9 @@ def citation_use_agreement(
                 raise
             skipped.append((i, str(exc)))
     if method == "loo":
-        atts = leave_one_out(generator, contexts, "passage") if contexts else []
+        atts = leave_one_out(generator, contexts, "passage", progress=progress) if contexts else []
     else:
-        atts = context_cite(generator, contexts, "passage", n_masks=n_masks, seed=seed) if contexts else []
+        atts = context_cite(generator, contexts, "passage", n_masks=n_masks, seed=seed, progress=progress) if contexts else []
     used = [used_sources(a, threshold=threshold, max_sources=max_sources) for a in atts]
     cited = [[s.citations for s in ctx.sentences] for ctx in contexts]
     agg = compare_citations(cited, used)
