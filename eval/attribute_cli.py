@@ -5,6 +5,8 @@ Imports only click at module level, so ``citerag --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -79,8 +81,7 @@ def attribute_cmd(answer_file: str | None, question: str | None, passages_file: 
         shortest = min(len(a.sentences) for a in answers)
         raise ConfigError(f"--sentence must be between 1 and {shortest} (the shortest answer's sentence count); got {sentence}")
 
-    generator = _generator(backend, model, llm_url, api_key, max_model_len)
-    try:
+    with scoring_generator(backend, model, llm_url, api_key, max_model_len) as generator:
         reports = attribute(generator, answers, names, level, n_masks=n_masks, seed=seed, n_steps=n_steps,  # type: ignore[arg-type]
                             batch_size=batch_size, token_matrix=not no_token_matrix,
                             cfg=PromptConfig(max_doc_tokens=max_doc_tokens), progress=progress_enabled())
@@ -88,10 +89,6 @@ def attribute_cmd(answer_file: str | None, question: str | None, passages_file: 
             from eval.faithfulness import check_faithfulness
 
             reports = check_faithfulness(generator, reports, k=k, seed=seed)
-    finally:
-        close = getattr(generator, "close", None)
-        if callable(close):
-            close()
     pick = (sentence - 1) if sentence is not None else None
     if html_file or png_file:
         from eval.heatmap import write_html, write_png
@@ -126,12 +123,22 @@ def _read_input(answer_file: str | None, question: str | None, passages_file: st
     return [answer_from_parts(question, passages_from_rows(rows, where=str(passages_file)), answer_text)]  # type: ignore[arg-type]
 
 
-def _generator(backend: str, model: str, llm_url: str | None, api_key: str | None, max_model_len: int) -> Any:
+@contextlib.contextmanager
+def scoring_generator(backend: str, model: str, llm_url: str | None, api_key: str | None,
+                      max_model_len: int) -> Iterator[Any]:
+    """The generator that scores ablations (fp32 in process, or ``llm_url``), closed on exit."""
     from pipeline.generators import make_generator
 
     if llm_url:
-        return make_generator("openai", model, llm_url=llm_url, api_key=api_key)
-    return make_generator(backend, model, dtype="float32", max_model_len=max_model_len)
+        generator = make_generator("openai", model, llm_url=llm_url, api_key=api_key)
+    else:
+        generator = make_generator(backend, model, dtype="float32", max_model_len=max_model_len)
+    try:
+        yield generator
+    finally:
+        close = getattr(generator, "close", None)
+        if callable(close):
+            close()
 
 
 def format_report(report: Any, sentence: int | None = None) -> str:

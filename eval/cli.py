@@ -135,17 +135,12 @@ def eval_cmd(pred_file: str, fmt: str, as_json: bool, report_dir: str | None, ou
     extra: dict[str, Any] = {}
     per_example: list[Any] = []
     if agreement:
-        from eval.attribute_cli import _generator
+        from eval.attribute_cli import scoring_generator
 
-        generator = _generator(backend, model, llm_url, api_key, max_model_len)
-        try:
+        with scoring_generator(backend, model, llm_url, api_key, max_model_len) as generator:
             section, per_example = agreement_section(
                 evaluation, generator, method=agreement_method, threshold=agreement_threshold,
                 max_doc_tokens=max_doc_tokens, progress=progress_enabled(not no_progress))
-        finally:
-            close = getattr(generator, "close", None)
-            if callable(close):
-                close()
         section["model"] = llm_url or model
         extra["agreement"] = lambda _evaluation: section
     metrics = {"file": preds.path, "format": preds.kind, **evaluation.metrics(extra), "skipped": len(preds.skipped)}
@@ -170,15 +165,15 @@ def agreement_section(evaluation: Any, generator: Any, *, method: str = "loo", t
     cited / used passages. Examples that cannot be attributed are counted in ``skipped``."""
     from eval.alce import clean_output
     from eval.saliency.agreement import citation_use_agreement
-    from eval.saliency.context import answer_from_parts, passages_from_rows
+    from eval.saliency.context import answer_from_parts
     from pipeline.prompting import PromptConfig
+    from pipeline.types import Passage
 
     answers = []
     for r in evaluation.results:
         ex = r.example
         text, _ = clean_output(ex.output, first_line=evaluation.config.truncate)
-        passages = passages_from_rows([{"text": d.text, "title": d.title, "doc_id": f"doc-{i}"} for i, d in enumerate(ex.docs, start=1)],
-                                      where=f"example {ex.id}") if ex.docs else ()
+        passages = tuple(Passage(f"doc-{i}", d.text, d.title, end=len(d.text)) for i, d in enumerate(ex.docs, start=1))
         answers.append(answer_from_parts(ex.question, passages, text))
     log.info("agreement: ablating the passages of %d answers through the generator (%s)", len(answers), method)
     agg = citation_use_agreement(generator, answers, threshold=threshold, method=method,

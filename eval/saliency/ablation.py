@@ -64,8 +64,9 @@ def score_masks(generator: Generator, jobs: Sequence[tuple[AttributionContext, L
         scored = []
         with progress_bar(len(prompts), "ablations", unit="prompt") as bar:
             for i in range(0, len(prompts), PROGRESS_CHUNK):
-                scored += generator.score(prompts[i : i + PROGRESS_CHUNK], answers[i : i + PROGRESS_CHUNK])
-                bar.update(len(prompts[i : i + PROGRESS_CHUNK]))
+                chunk = slice(i, i + PROGRESS_CHUNK)
+                scored += generator.score(prompts[chunk], answers[chunk])
+                bar.update(len(prompts[chunk]))
     else:
         scored = generator.score(prompts, answers) if prompts else []
     out = []
