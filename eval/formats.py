@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -85,12 +86,29 @@ class Predictions:
 
 def read_predictions(path: str | os.PathLike[str], fmt: str = "auto", *, ask_citations: str = "final") -> Predictions:
     """Every example of ``path``; raises :class:`InputError` before any scoring on bad input."""
+    _check_modes(fmt, ask_citations)
+    p = Path(path)
+    rows, alce_json = _load(p)
+    return _parse(rows, str(p), fmt, ask_citations, alce_json)
+
+
+def predictions_from_rows(rows: Sequence[Any], fmt: str = "auto", *, source: str = "predictions",
+                          ask_citations: str = "final") -> Predictions:
+    """The examples of rows already parsed from JSON (the lines of a predictions file, or ALCE
+    items); errors name ``source[i]``."""
+    _check_modes(fmt, ask_citations)
+    return _parse([(f"{source}[{i}]", r) for i, r in enumerate(rows)], source, fmt, ask_citations, False)
+
+
+def _check_modes(fmt: str, ask_citations: str) -> None:
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     if ask_citations not in ASK_CITATIONS:
         raise InputError(f"unknown ask citation mode {ask_citations!r}: use one of {', '.join(ASK_CITATIONS)}")
-    p = Path(path)
-    rows, alce_json = _load(p)
+
+
+def _parse(rows: list[tuple[str, Any]], p: str, fmt: str, ask_citations: str, alce_json: bool) -> Predictions:
+    """Examples of ``(where, object)`` rows read from ``p`` (a path or another name)."""
     examples: list[Example] = []
     skipped: list[str] = []
     kind: Kind | None = None if fmt == "auto" else fmt  # type: ignore[assignment]
@@ -123,7 +141,7 @@ def read_predictions(path: str | os.PathLike[str], fmt: str = "auto", *, ask_cit
     if not examples:
         raise InputError(f"{p} holds no predictions to evaluate" + (f" ({len(skipped)} failed rows)" if skipped else ""))
     assert kind is not None
-    return Predictions(str(p), kind, tuple(examples), tuple(skipped))
+    return Predictions(p, kind, tuple(examples), tuple(skipped))
 
 
 _NAMES: dict[str, str] = {"alce": "ALCE item", "ask": "citerag ask answer", "revise": "citerag revise result"}

@@ -4,11 +4,8 @@ page shows its saliency control only when ``/v1/attribute`` is listed by ``/v1/i
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -73,7 +70,7 @@ def register(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
     else:
         _add_attribute(app, service, run)
     try:
-        from eval.formats import read_predictions as _read  # noqa: F401
+        from eval.formats import predictions_from_rows as _from_rows  # noqa: F401
         from eval.scoring import EvalConfig as _EvalConfig, evaluate as _evaluate  # noqa: F401
     except ImportError as exc:
         log.info("POST /v1/eval not available: %s", exc)
@@ -106,7 +103,7 @@ def _add_eval(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
         correctness (``citerag eval --json``), judged by the server's support judge."""
 
         def work() -> dict[str, Any]:
-            from eval.formats import read_predictions
+            from eval.formats import predictions_from_rows
             from eval.scoring import EvalConfig
             from eval.scoring import evaluate as evaluate_examples
 
@@ -114,13 +111,7 @@ def _add_eval(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
                 raise InputError("predictions is empty: send the rows of a predictions file")
             if service.settings.judge == "llm":
                 raise ConfigError("/v1/eval cannot use the llm judge: start the server with --judge default or a model folder")
-            fd, path = tempfile.mkstemp(prefix="citerag-eval-", suffix=".jsonl")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in req.predictions))
-                preds = read_predictions(path, req.format)
-            finally:
-                os.unlink(path)
+            preds = predictions_from_rows(req.predictions, req.format)
             judge = service.judge()
             threshold = req.threshold if req.threshold is not None else float(getattr(judge, "threshold", 0.5))
             config = EvalConfig(threshold=threshold, at_most_citations=req.at_most_citations or None, qampari=req.qampari,

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
+from pipeline.errors import InputError
 from pipeline.types import AttributedAnswer, Passage, Sentence
 from verifiers.fakes import FakeEditor, FakeJudge, KeywordRetriever
 from verifiers.rarr import RARRConfig, RARRReviser
@@ -301,3 +302,15 @@ def test_agreement_needs_questions_and_passages(tmp_path: Path, fake_judge: Fake
     assert r.exit_code == 2 and "ask` or ALCE files" in r.output
     r = invoke("--pred", str(write(tmp_path / "a.json", ALCE)), "--agreement", "--agreement-threshold", "0")
     assert r.exit_code == 2 and "--agreement-threshold" in r.output
+
+
+def test_rows_read_as_a_file_is() -> None:
+    """``predictions_from_rows`` (what POST /v1/eval uses) reads the rows a file would hold."""
+    from eval.formats import predictions_from_rows
+
+    preds = predictions_from_rows(ALCE["data"])
+    assert preds.kind == "alce" and preds.path == "predictions"
+    assert [e.output for e in preds.examples] == [item["output"] for item in ALCE["data"]]
+    assert preds.examples[1].docs[1].text == "Cats sleep."
+    with pytest.raises(InputError, match=r"^predictions\[0\]: this row is a ALCE item but --format ask was given"):
+        predictions_from_rows(ALCE["data"], "ask")

@@ -258,6 +258,8 @@ def test_attribute_and_eval_routes(api: str) -> None:
         assert r.status_code == 200, r.text
         metrics = r.json()
         assert metrics["format"] == "ask" and "citation" in metrics and metrics["judge"]["name"] == "default"
+        r = httpx.post(f"{api}/v1/eval", json={"predictions": [answer, {"question": "q"}]}, timeout=60)
+        assert r.status_code == 422 and r.json()["error"]["message"].startswith("predictions[1]: cannot tell the format")
 
 
 def test_documents_window(api: str) -> None:
