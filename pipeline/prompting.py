@@ -29,12 +29,47 @@ DEFAULT_INSTRUCTION = (
 MAX_QUESTION_CHARS = 20_000
 
 
+#: The closing request of layouts that repeat the task after the documents.
+ANSWER_REQUEST = (
+    "Answer the question in one or two short sentences, using only the documents. End each "
+    "sentence with the number of the document it comes from, like [1]."
+)
+
+
+def _layout_ralm(question: str, doc_block: str) -> str:
+    """In-Context RALM as first shipped: numbered documents, then the question."""
+    return f"{doc_block}\n\nQuestion: {question}"
+
+
+def _layout_question_first(question: str, doc_block: str) -> str:
+    """The question, the documents, then the question and the request again."""
+    return f"Question: {question}\n\nDocuments:\n{doc_block}\n\nQuestion: {question}\n{ANSWER_REQUEST}"
+
+
+def _layout_request_last(question: str, doc_block: str) -> str:
+    """The documents, the question, then the request (the last thing the model reads)."""
+    return f"Documents:\n{doc_block}\n\nQuestion: {question}\n{ANSWER_REQUEST}"
+
+
+#: User-message layouts by name (bench/prompt_layouts.py compares them).
+LAYOUTS = {
+    "ralm": _layout_ralm,
+    "question-first": _layout_question_first,
+    "request-last": _layout_request_last,
+}
+
+
 @dataclass(frozen=True)
 class PromptConfig:
     instruction: str = DEFAULT_INSTRUCTION
     #: Each document is cut to at most this many tokens.
     max_doc_tokens: int = 200
     use_chat_template: bool = True
+    layout: str = "ralm"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise InputError(f"unknown prompt layout {self.layout!r}: choose one of {', '.join(LAYOUTS)}")
 
 
 @dataclass(frozen=True)
@@ -100,7 +135,7 @@ def render(
 ) -> str:
     """The prompt text: chat template when the model has one, else a plain completion prompt."""
     doc_block = "\n".join(format_document(n, p) for n, p in docs) or "(no documents)"
-    user = f"{doc_block}\n\nQuestion: {question}"
+    user = LAYOUTS[cfg.layout](question, doc_block)
     if cfg.use_chat_template:
         chat = tokenizer.apply_chat_template(
             [{"role": "system", "content": cfg.instruction}, {"role": "user", "content": user}]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.citations import PostHocCiter, cite_answer
+from pipeline.cleaning import SCAFFOLD_STOPS, CleanedAnswer, clean_answer
 from pipeline.errors import CiteragError, InputError
 from pipeline.progress import progress_bar
 from pipeline.prompting import BuiltPrompt, PromptConfig, build_prompt, validate_question
@@ -46,6 +47,8 @@ class RAGPipeline:
     iterative: IterativeConfig | None = None
     #: Prompts sent to the generator per call (also the progress-bar step).
     batch_size: int = 64
+    #: Stop at and remove the prompt's scaffolding (pipeline.cleaning); False keeps raw output.
+    clean: bool = True
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -65,14 +68,17 @@ class RAGPipeline:
         prompts = [self._build(q, ps) for q, ps in zip(qs, retrieved)]
         t2 = time.perf_counter()
         gens = []
+        params = self._generation_params()
         with progress_bar(total=len(prompts), desc="answering", enabled=progress, unit="q") as bar:
             for i in range(0, len(prompts), self.batch_size):
                 chunk = prompts[i : i + self.batch_size]
-                gens.extend(self.generator.generate([p.text for p in chunk], self.params))
+                gens.extend(self.generator.generate([p.text for p in chunk], params))
                 bar.update(len(chunk))
         t3 = time.perf_counter()
         answers = [
-            self._finish(q, g.text.strip(), p.shown, retrieved=len(ps), prompt_tokens=p.n_tokens)
+            self._finish(
+                q, g.text, p.shown, truncated=g.finish_reason == "length", retrieved=len(ps), prompt_tokens=p.n_tokens
+            )
             for q, g, p, ps in zip(qs, gens, prompts, retrieved)
         ]
         t4 = time.perf_counter()
@@ -126,9 +132,27 @@ class RAGPipeline:
             **kw,  # type: ignore[arg-type]
         )
 
-    def _finish(self, question: str, text: str, shown: Sequence[Passage], **report: object) -> AttributedAnswer:
+    def _generation_params(self, max_tokens: int | None = None) -> GenerationParams:
+        """The decoding parameters plus stop strings at the prompt's scaffolding."""
+        stop = tuple(dict.fromkeys((*self.params.stop, *(SCAFFOLD_STOPS if self.clean else ()))))
+        return replace(self.params, stop=stop, max_tokens=max_tokens or self.params.max_tokens)
+
+    def _finish(
+        self, question: str, raw: str, shown: Sequence[Passage], *, truncated: bool = False, **report: object
+    ) -> AttributedAnswer:
+        if self.clean:
+            cleaned = clean_answer(raw, {n: p.title for n, p in enumerate(shown, start=1)}, truncated=truncated)
+        else:
+            cleaned = CleanedAnswer(raw.strip())
+        text = cleaned.text
         parsed = cite_answer(text, shown, self.post_hoc, question)
-        rep: dict[str, object] = {"dropped_citations": list(parsed.dropped), "post_hoc_citations": parsed.post_hoc_count}
+        rep: dict[str, object] = {
+            "dropped_citations": list(parsed.dropped),
+            "post_hoc_citations": parsed.post_hoc_count,
+            "prompt_layout": self.prompt.layout,
+        }
+        if cleaned.changed:
+            rep["cleaned"] = {"removed": list(cleaned.removed), "raw_text": raw.strip()}
         rep.update(report)
         return AttributedAnswer(question, text, parsed.sentences, tuple(shown), rep)
 
@@ -140,6 +164,7 @@ class RAGPipeline:
         answers = ["" for _ in qs]
         done = [False] * len(qs)
         used = [0] * len(qs)
+        truncated = [False] * len(qs)
         rounds = 0
         with progress_bar(total=len(qs), desc="answering (iterative)", enabled=progress, unit="q") as bar:
             while not all(done):
@@ -152,26 +177,20 @@ class RAGPipeline:
                 prompts = []
                 for i, ps in zip(active, retrieved):
                     prompts.append(self._iterative_prompt(qs[i], ps, registry[i], answers[i]))
-                step = min(cfg.stride, self.params.max_tokens)
-                params = GenerationParams(
-                    max_tokens=step,
-                    temperature=self.params.temperature,
-                    top_p=self.params.top_p,
-                    stop=self.params.stop,
-                    seed=self.params.seed,
-                )
+                params = self._generation_params(min(cfg.stride, self.params.max_tokens))
                 gens = self.generator.generate([p.text for p in prompts], params)
                 for i, g in zip(active, gens):
                     answers[i] += g.text
                     used[i] += len(g.token_ids) if g.token_ids else len(tok.encode(g.text))
                     if g.finish_reason != "length" or used[i] >= self.params.max_tokens or not g.text:
                         done[i] = True
+                        truncated[i] = g.finish_reason == "length"
                         bar.update(1)
                 rounds += 1
         t1 = time.perf_counter()
         out = [
-            self._finish(q, a.strip(), reg, rounds=rounds, generated_tokens=u)
-            for q, a, reg, u in zip(qs, answers, registry, used)
+            self._finish(q, a, reg, truncated=tr, rounds=rounds, generated_tokens=u)
+            for q, a, reg, u, tr in zip(qs, answers, registry, used, truncated)
         ]
         timings = {"total_s": time.perf_counter() - t0, "generate_s": t1 - t0, "batch_size": len(qs)}
         return [_with_report(a, timings=timings) for a in out]

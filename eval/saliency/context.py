@@ -218,6 +218,9 @@ def prepare(answer: AttributedAnswer, generator: Generator, *, cfg: PromptConfig
     would not be the prompt the generator saw.
     """
     cfg = cfg or PromptConfig()
+    layout = answer.report.get("prompt_layout")
+    if isinstance(layout, str) and layout != cfg.layout:
+        cfg = replace(cfg, layout=layout)  # the layout the answer was generated with
     question = validate_question(answer.question)
     text = answer.text
     if not text.strip():
@@ -272,7 +275,8 @@ def answer_from_dict(obj: Mapping[str, Any], *, where: str = "the answer") -> At
             raise InputError(f"{where}: malformed \"sentences\" ({exc.__class__.__name__}: {exc})") from None
     else:
         sentences = cite_answer(text, passages).sentences
-    return AttributedAnswer(obj["question"], text, sentences, passages)
+    report = {"prompt_layout": obj["prompt_layout"]} if isinstance(obj.get("prompt_layout"), str) else {}
+    return AttributedAnswer(obj["question"], text, sentences, passages, report)
 
 
 def passages_from_rows(rows: Any, *, where: str = "the passages") -> tuple[Passage, ...]:
