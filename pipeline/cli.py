@@ -143,10 +143,15 @@ def _settings(kw: dict[str, Any]) -> Any:
 @click.option("--out", "out_file", type=click.Path(path_type=str), help="Batch mode: JSONL answers, one per question.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.option("--verify", is_flag=True, help="Judge each sentence against its citations; re-cite or revise (RARR) what they do not support.")
-@click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge for --verify: a name or a path.")
+@click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge for --verify, quotes and abstention: a name or a path.")
+@click.option("--no-abstain", is_flag=True, help="Keep the answer even when no shown passage supports it or none is about the question.")
+@click.option("--no-quotes", is_flag=True, help="Do not look for the supporting quote of each citation.")
 @_settings_options
 @handle_errors
-def ask_cmd(question: str | None, questions_file: str | None, out_file: str | None, as_json: bool, verify: bool, judge_name: str, **kw: Any) -> None:
+def ask_cmd(
+    question: str | None, questions_file: str | None, out_file: str | None, as_json: bool, verify: bool, judge_name: str,
+    no_abstain: bool, no_quotes: bool, **kw: Any,
+) -> None:
     """Answer QUESTION from the index, with citations to the passages shown to the generator."""
     from pipeline.errors import InputError
     from pipeline.io import read_questions, write_jsonl_atomic
@@ -165,18 +170,11 @@ def ask_cmd(question: str | None, questions_file: str | None, out_file: str | No
         records = read_questions(questions_file)  # validated before any model is loaded
     pipe = _build(settings)
     if question is not None:
-        answer = pipe.ask(question)
-        if verify:
-            from verifiers.verify import verify_with_pipeline
-
-            answer = verify_with_pipeline(pipe, [answer], judge_name)[0]
+        answer = _check(pipe, [pipe.ask(question)], judge_name, verify, not no_abstain, not no_quotes)[0]
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2) if as_json else format_answer(answer))
         return
     results = pipe.ask_many([r["question"] for r in records], progress=True)
-    if verify:
-        from verifiers.verify import verify_with_pipeline
-
-        results = verify_with_pipeline(pipe, results, judge_name)
+    results = _check(pipe, results, judge_name, verify, not no_abstain, not no_quotes)
     rows, failed = [], 0
     for rec, res in zip(records, results):
         if isinstance(res, CiteragError):
@@ -188,6 +186,21 @@ def ask_cmd(question: str | None, questions_file: str | None, out_file: str | No
     click.echo(f"wrote {len(rows) - failed} answers to {out_file}" + (f" ({failed} questions failed, see their 'error')" if failed else ""))
     if failed == len(rows):
         sys.exit(2)
+
+
+def _check(pipe: Any, results: list[Any], judge_name: str, verify: bool, abstain: bool, quotes: bool) -> list[Any]:
+    """Verify (``--verify``), then ground: support, quotes, abstention. One judge for both."""
+    if not (verify or abstain or quotes):
+        return results
+    from verifiers.grounding import AbstainRule, ground_with_pipeline
+    from verifiers.judges import load_judge
+
+    judge = load_judge(judge_name, generator=pipe.generator)
+    if verify:
+        from verifiers.verify import verify_with_pipeline
+
+        results = verify_with_pipeline(pipe, results, judge)
+    return ground_with_pipeline(pipe, results, judge, abstain=AbstainRule() if abstain else None, quotes=quotes)
 
 
 def _build(settings: Any) -> Any:
@@ -217,6 +230,11 @@ def format_answer(answer: Any) -> str:
             marks += "(revised)"
         body.append(f"{strip_markers(s.text)} {marks}".rstrip())
     lines.append(" ".join(body) if body else "(no answer)")
+    if answer.report.get("abstained"):
+        draft = (answer.report.get("draft") or {}).get("answer", "")
+        reasons = "; ".join((answer.report.get("abstention") or {}).get("reasons", []))
+        lines += ["", f"draft, not given as the answer ({reasons}):", f"    {strip_markers(draft)}", "(--no-abstain keeps it)"]
+    quotes = {q.n: q for s in answer.sentences for q in s.quotes}
     cited = answer.cited_numbers()
     if cited:
         lines += ["", "References:"]
@@ -227,6 +245,9 @@ def format_answer(answer: Any) -> str:
             snippet = snippet if len(snippet) <= 200 else snippet[:197] + "..."
             lines.append(f"[{n}] {title}({p.doc_id}, characters {p.start}-{p.end})")
             lines.append(f"    \"{snippet}\"")
+            if n in quotes and quotes[n].text != p.text:
+                q = quotes[n]
+                lines.append(f"    supporting quote (characters {q.start}-{q.end}): \"{' '.join(q.text.split())}\"")
     if post_hoc:
         lines += ["", "* citation attached after generation: the sentence had none; this is the shown passage most similar to it."]
     if verification:

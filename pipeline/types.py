@@ -54,6 +54,22 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Quote:
+    """The part of cited passage ``n`` that supports a sentence: ``start``/``end`` are character
+    offsets in the source document (inside the passage's span), ``text`` is that slice."""
+
+    n: int
+    start: int
+    end: int
+    text: str
+    #: The judge's support of the sentence by ``text``.
+    support: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "start": self.start, "end": self.end, "text": self.text, "support": self.support}
+
+
+@dataclass(frozen=True)
 class Sentence:
     """A sentence of the answer; ``start``/``end`` are offsets into the answer text."""
 
@@ -68,6 +84,8 @@ class Sentence:
     support: float | None = None
     #: Set by verification (``ask --verify``): True when the sentence's text was edited.
     revised: bool | None = None
+    #: The supporting quote of each citation the judge found supportive (grounding).
+    quotes: tuple[Quote, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -83,6 +101,8 @@ class Sentence:
             d["support"] = self.support
         if self.revised is not None:
             d["revised"] = self.revised
+        if self.quotes:
+            d["quotes"] = [q.to_dict() for q in self.quotes]
         return d
 
 

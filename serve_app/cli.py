@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 @click.option("--no-prefix-caching", is_flag=True, help="In-process engine: turn vLLM's automatic prefix caching off (benchmarks of repeated prompts).")
 @click.option("--no-post-hoc", is_flag=True, help="Do not attach citations to uncited sentences after generation.")
 @click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge for verify and revise: a name or a path.")
+@click.option("--no-abstain", is_flag=True, help="Never replace an answer by \"The documents do not answer this question.\" (requests may still ask for it).")
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True, help="Larger request bodies get 413.")
 @click.option("--max-question-chars", type=int, default=2000, show_default=True, help="Longer questions get 422.")
 @click.option("--max-text-chars", type=int, default=20000, show_default=True, help="Longer texts to revise get 422.")
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 @handle_errors
 def serve(index_dir: str | None, host: str, port: int, llm_url: str | None, llm_api_key: str | None, api_key: str | None,
           retriever: str, k: int, reranker: str | None, backend: str, model: str, max_tokens: int, max_tokens_limit: int,
-          max_model_len: int, dtype: str, no_prefix_caching: bool, no_post_hoc: bool, judge_name: str, max_body_bytes: int, max_question_chars: int,
+          max_model_len: int, dtype: str, no_prefix_caching: bool, no_post_hoc: bool, judge_name: str, no_abstain: bool, max_body_bytes: int, max_question_chars: int,
           max_text_chars: int, request_timeout: float, threads: int, log_level: str) -> None:
     """Serve the HTTP API (POST /v1/ask, /v1/revise, /v1/eval, /v1/attribute; GET /healthz, /readyz) and the web page at /.
 
@@ -60,7 +61,7 @@ def serve(index_dir: str | None, host: str, port: int, llm_url: str | None, llm_
     settings = build_settings(
         index=index_dir, retriever=retriever, k=k, reranker=reranker, backend=backend, model=model, llm_url=llm_url,
         llm_api_key=llm_api_key, max_tokens=max_tokens, max_tokens_limit=max_tokens_limit, max_model_len=max_model_len,
-        dtype=dtype, prefix_caching=not no_prefix_caching, post_hoc=not no_post_hoc, judge=judge_name, api_key=api_key or None, max_body_bytes=max_body_bytes,
+        dtype=dtype, prefix_caching=not no_prefix_caching, post_hoc=not no_post_hoc, judge=judge_name, abstain=not no_abstain, api_key=api_key or None, max_body_bytes=max_body_bytes,
         max_question_chars=max_question_chars, max_text_chars=max_text_chars, request_timeout=request_timeout, threads=threads,
     )  # fmt: skip
     run_server(settings, host=host, port=port, log_level=log_level)

@@ -37,6 +37,8 @@ class AskRequest(_Strict):
     stream: bool = Field(False, description="Answer as server-sent events: `token` events, then one `final` event with the answer.")
     max_tokens: int | None = Field(None, ge=1, description="Answer length limit in tokens (default: the server's --max-tokens; capped by --max-tokens-limit).")
     post_hoc: bool | None = Field(None, description="Attach citations to uncited sentences after generation (default: on unless the server runs with --no-post-hoc).")
+    abstain: bool | None = Field(None, description="Answer \"The documents do not answer this question.\" when no shown passage supports the draft or none is about the question (default: on unless the server runs with --no-abstain).")
+    quotes: bool = Field(True, description="Give each supportive citation the smallest passage span the judge finds supportive (`quotes`).")
 
 
 class ReviseRequest(_Strict):
@@ -67,6 +69,14 @@ class PassageOut(_Open):
     score: float = Field(description="Retrieval score.")
 
 
+class QuoteOut(_Open):
+    n: int = Field(description="The citation number (see `passages`).")
+    start: int = Field(description="Character offset of the quote in the source document (inside the passage's span).")
+    end: int
+    text: str = Field(description="The quote: exactly document[start:end].")
+    support: float = Field(description="The judge's support of the sentence by the quote (0..1).")
+
+
 class SentenceOut(_Open):
     text: str
     start: int = Field(description="Offset of the sentence in the answer text.")
@@ -76,6 +86,7 @@ class SentenceOut(_Open):
     dropped_citations: list[int] | None = Field(None, description="Numbers the generator wrote that match no shown passage.")
     support: float | None = Field(None, description="With verify: support of the sentence by its final citations (0..1).")
     revised: bool | None = Field(None, description="With verify: True when the sentence's words were edited.")
+    quotes: list[QuoteOut] | None = Field(None, description="For each citation the judge finds supportive: the smallest supporting span of the passage.")
 
 
 class AskResponse(_Open):
@@ -90,6 +101,9 @@ class AskResponse(_Open):
     post_hoc_citations: int = 0
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")
     verification: dict[str, Any] | None = Field(None, description="With verify: per-sentence status, support before/after, threshold.")
+    abstained: bool | None = Field(None, description="True when the answer was replaced by \"The documents do not answer this question.\"; the draft is in `draft`.")
+    draft: dict[str, Any] | None = Field(None, description="When abstained: the generated answer and its sentences.")
+    abstention: dict[str, Any] | None = Field(None, description="The abstention rule's inputs: question-passage relevance, best support, thresholds, reasons.")
 
 
 # -- the revision (citerag revise --json) --------------------------------------------------

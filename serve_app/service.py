@@ -60,6 +60,8 @@ class ServeSettings(BaseModel):
     prefix_caching: bool = True
     post_hoc: bool = True
     judge: str = "default"
+    #: Answer "The documents do not answer this question." when nothing shown supports the draft.
+    abstain: bool = True
     api_key: str | None = None
     max_body_bytes: int = Field(1 << 20, ge=1024)
     max_question_chars: int = Field(2000, ge=1)
@@ -300,6 +302,12 @@ class CiteragService:
 
             judge = self.judge()
             answer = verify_answers([answer], judge, build_reviser(pipe.retriever, pipe.generator, judge))[0]
+        abstain = self.settings.abstain if req.abstain is None else req.abstain
+        if abstain or req.quotes:
+            from verifiers.grounding import AbstainRule, ground_with_pipeline
+
+            rule = AbstainRule() if abstain else None
+            answer = ground_with_pipeline(pipe, [answer], self.judge(), abstain=rule, quotes=req.quotes)[0]
         return answer.to_dict()
 
     def revise(self, req: Any) -> dict[str, Any]:

@@ -100,6 +100,11 @@ def check_citations(answer: dict[str, Any]) -> None:
     for c in answer["citations"]:
         assert shown[c["n"]]["doc_id"] == c["doc_id"]
         assert source_text(c["doc_id"])[c["start"] : c["end"]] == c["text"]
+    for s in answer["sentences"]:
+        for q in s.get("quotes", []):
+            p = shown[q["n"]]
+            assert q["n"] in s["citations"] and p["start"] <= q["start"] < q["end"] <= p["end"]
+            assert source_text(p["doc_id"])[q["start"] : q["end"]] == q["text"]
 
 
 def test_empty_question(tmp_path: Path) -> None:
@@ -144,9 +149,18 @@ def test_ask_json_through_vllm_server(sample_index: Path, tiny_vllm_server: Any)
                "--llm-url", tiny_vllm_server.url, "--json", "--max-tokens", "24")
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
-    assert {"question", "answer", "sentences", "citations", "timings"} <= answer.keys()
+    assert {"question", "answer", "sentences", "citations", "timings", "abstained"} <= answer.keys()
     assert answer["passages"][0]["doc_id"] == "golden_gate_bridge.md"
     check_citations(answer)
+    # The tiny model is random: no shown passage supports its words, so citerag abstains and
+    # keeps the draft; --no-abstain returns the draft itself.
+    assert answer["abstained"] is True and answer["answer"] == "The documents do not answer this question."
+    assert answer["citations"] == [] and answer["draft"]["answer"]
+    proc = run("ask", "When did the Golden Gate Bridge open?", "--index", str(sample_index),
+               "--llm-url", tiny_vllm_server.url, "--json", "--max-tokens", "24", "--no-abstain")
+    kept = json.loads(proc.stdout)
+    assert kept["abstained"] is False and kept["answer"] == answer["draft"]["answer"]
+    check_citations(kept)
 
 
 def test_question_longer_than_context(sample_index: Path, tiny_vllm_server: Any) -> None:
@@ -162,7 +176,7 @@ def test_batch_mode(sample_index: Path, tiny_vllm_server: Any, tmp_path: Path) -
         + json.dumps({"id": "q3", "question": " "}) + "\n"
     )
     proc = run("ask", "--questions", str(qf), "--out", str(out), "--index", str(sample_index),
-               "--llm-url", tiny_vllm_server.url, "--max-tokens", "16")
+               "--llm-url", tiny_vllm_server.url, "--max-tokens", "16", "--no-abstain")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert [r.get("id") for r in rows] == ["q1", None, "q3"]
@@ -180,9 +194,23 @@ def test_smollm2_answers_with_a_citation_in_process(sample_index: Path) -> None:
     proc = run("ask", "When did the Golden Gate Bridge open?", "--index", str(sample_index), "--json")
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
-    assert "1937" in answer["answer"]
+    assert "1937" in answer["answer"] and answer["abstained"] is False
     assert "golden_gate_bridge.md" in {c["doc_id"] for c in answer["citations"]}
+    assert "Document [" not in answer["answer"] and "(Title:" not in answer["answer"]
     check_citations(answer)
+    # The year sentence carries the smallest supporting quote of the bridge passage.
+    quotes = [q for s in answer["sentences"] if "1937" in s["text"] for q in s.get("quotes", [])]
+    assert any("1937" in q["text"] for q in quotes), answer["sentences"]
+
+
+@pytest.mark.slow
+def test_smollm2_abstains_on_a_question_the_corpus_does_not_answer(sample_index: Path) -> None:
+    proc = run("ask", "Who won the 1998 FIFA World Cup final?", "--index", str(sample_index), "--json")
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["abstained"] is True, answer
+    assert answer["answer"] == "The documents do not answer this question." and answer["draft"]["answer"]
+    assert answer["abstention"]["reasons"]
 
 
 @pytest.mark.slow

@@ -119,6 +119,12 @@ def check_answer(answer: dict[str, Any]) -> None:
         assert shown[c["n"]]["doc_id"] == c["doc_id"] and shown[c["n"]]["text"] == c["text"]
 
 
+def streamed_text(final: dict[str, Any]) -> str:
+    """What the token events carry: the generator's raw text (before cleaning and abstention)."""
+    raw = (final.get("cleaned") or {}).get("raw_text")
+    return raw if raw is not None else (final.get("draft") or {}).get("answer", final["answer"])
+
+
 def without_timings(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k != "timings"}
 
@@ -188,10 +194,20 @@ def test_ask_is_the_cli_json(api: str, sample_index: Path, tiny_vllm_server: Any
     assert len(answer["passages"]) == 3 and answer["passages"][0]["doc_id"] == "golden_gate_bridge.md"
     pipe = build_pipeline(Settings(index=sample_index, llm_url=tiny_vllm_server.url, k=3, retriever="bm25", max_tokens=24))
     try:
-        expected = pipe.ask(QUESTION).to_dict()
+        from verifiers.grounding import AbstainRule, ground_with_pipeline
+
+        draft = pipe.ask(QUESTION)
+        expected = ground_with_pipeline(pipe, [draft], "default", abstain=AbstainRule())[0].to_dict()
     finally:
         pipe.generator.close()
     assert without_timings(answer) == without_timings(expected)
+    # The tiny model writes random words that no passage supports: the server abstains, as
+    # the CLI does, and keeps the draft; "abstain": false returns the draft as the answer.
+    assert answer["abstained"] is True and answer["citations"] == [] and answer["draft"]["answer"] == draft.text
+    r = httpx.post(f"{api}/v1/ask", json={"question": QUESTION, "k": 3, "retriever": "bm25", "abstain": False}, timeout=120)
+    kept = r.json()
+    check_answer(kept)
+    assert kept["abstained"] is False and kept["answer"] == draft.text
 
 
 def test_stream_sends_tokens_then_the_final_answer(api: str) -> None:
@@ -202,7 +218,7 @@ def test_stream_sends_tokens_then_the_final_answer(api: str) -> None:
     assert len(tokens) >= 2 and set(names[:-1]) == {"token"}, names
     final = events[-1][1]
     check_answer(final)
-    assert "".join(tokens).strip() == final["answer"]
+    assert "".join(tokens).strip() == streamed_text(final)
     plain = httpx.post(f"{api}/v1/ask", json={"question": QUESTION}, timeout=120).json()
     assert without_timings(plain) == without_timings(final)
 
@@ -218,7 +234,7 @@ def test_concurrent_requests(api: str) -> None:
 
 
 def test_verify_streams_support_in_the_final_event(api: str) -> None:
-    events = sse(api, {"question": QUESTION, "verify": True, "max_tokens": 12})
+    events = sse(api, {"question": QUESTION, "verify": True, "max_tokens": 12, "abstain": False})
     final = events[-1][1]
     assert events[-1][0] == "final"
     check_answer(final)
@@ -414,7 +430,8 @@ def test_embedded_async_engine_batches_concurrent_requests(sample_index: Path, t
         events = sse(url, {"question": QUESTION})
         names = [n for n, _ in events]
         assert names[-1] == "final" and len(names) >= 2 and set(names[:-1]) == {"token"}
-        assert "".join(d["text"] for n, d in events[:-1]).strip() == events[-1][1]["answer"] == rs[0].json()["answer"]
+        assert "".join(d["text"] for n, d in events[:-1]).strip() == streamed_text(events[-1][1])
+        assert events[-1][1]["answer"] == rs[0].json()["answer"]
     assert gen._engine is None  # the server's shutdown closed the engine it started
 
 

@@ -203,6 +203,12 @@ function renderAnswer(answer) {
     box.append(span, " ");
   });
   if (!answer.sentences.length) box.textContent = answer.answer || "(no answer)";
+  if (answer.abstained && answer.draft) {
+    const reasons = ((answer.abstention || {}).reasons || []).join("; ");
+    box.append(el("details", { class: "draft" },
+      el("summary", {}, "Draft answer (not shown as an answer: " + (reasons || "not supported by the documents") + ")"),
+      el("p", {}, stripMarkers(answer.draft.answer || ""))));
+  }
   const refs = $("references");
   refs.replaceChildren();
   for (const c of answer.citations) {
@@ -245,9 +251,20 @@ async function showPassage(n, sentenceIndex) {
   view.hidden = false;
   $("passage-number").textContent = `[${n}]`;
   $("passage-meta").textContent = `${p.title ? p.title + " · " : ""}${p.doc_id} · characters ${p.start}–${p.end}`;
-  const words = sentenceIndex === null ? new Set() : sentenceWords(answer.sentences[sentenceIndex].text);
+  const sentence = sentenceIndex === null ? null : answer.sentences[sentenceIndex];
+  const words = sentence === null ? new Set() : sentenceWords(sentence.text);
+  const quote = sentence === null ? null : (sentence.quotes || []).find((q) => q.n === n);
   const box = $("passage-text");
-  const mark = el("mark", { class: "cited-span" }, markWords(p.text, words));
+  const mark = el("mark", { class: "cited-span" });
+  if (quote && quote.start >= p.start && quote.end <= p.end && p.text.slice(quote.start - p.start, quote.end - p.start) === quote.text) {
+    // The supporting quote (judge) inside the passage, highlighted on its own.
+    const a = quote.start - p.start, b = quote.end - p.start;
+    mark.append(markWords(p.text.slice(0, a), words),
+      el("mark", { class: "quote", title: `supporting quote, support ${Number(quote.support).toFixed(2)}` }, markWords(quote.text, words)),
+      markWords(p.text.slice(b), words));
+  } else {
+    mark.append(markWords(p.text, words));
+  }
   box.replaceChildren(mark);
   for (const a of document.querySelectorAll(".cite.active")) a.classList.remove("active");
   for (const a of document.querySelectorAll(`.cite[data-n="${n}"]`)) a.classList.add("active");
