@@ -92,13 +92,47 @@ def abstains(sig: dict[str, Any], min_relevance: float, min_support: float | Non
     return min_support is not None and sig["max_support"] < min_support
 
 
+def table(rows_of: dict[str, list[dict[str, Any]]], answers: list[list[str]], gold: list[str], args: Any, thr: float) -> None:
+    """The report table from answer rows (``to_dict``) under the abstention rule of ``args``
+    (default: ``AbstainRule()``'s), applied to each row's recorded signals."""
+    from verifiers.grounding import AbstainRule
+
+    rule = AbstainRule()
+    r = args.min_relevance if args.min_relevance is not None else rule.min_relevance
+    ms = args.min_support if args.min_support is not None else (rule.min_support if rule.min_support is not None else thr)
+    ms = None if (ms is not None and ms < 0) or (args.min_support is None and not rule.require_support) else ms
+
+    def row(label: str, rows: list[dict[str, Any]], abstain: bool) -> None:
+        abst = [abstain and abstains(x["abstention"], r, ms) for x in rows]
+        acc = [float(not x and has_answer(a["answer"], g)) for a, g, x in zip(rows, answers, abst)]
+        cited = [float(not x and gd in {c["doc_id"] for c in a["citations"]}) for a, gd, x in zip(rows, gold, abst)]
+        echo = [float(bool(ECHO.search(a["answer"]))) for a in rows]
+        sents = [s for a, x in zip(rows, abst) if not x for s in a["sentences"] if s["citations"] or s["post_hoc"]]
+        chosen = [float(not s["post_hoc"]) for s in sents]
+        print(f"| {label} ({len(rows)} q) | {fmt(acc)} | {fmt(cited)} | {fmt(echo)} | {fmt(chosen)} | {fmt([float(x) for x in abst])} |")
+
+    print(f"\nreport set: first {len(rows_of['after'])} questions; abstention rule min_relevance={r}, min_support={ms}")
+    print("| run | answer accuracy | gold passage cited | echoes prompt format | citations chosen by the model | abstained |")
+    print("|---|---|---|---|---|---|")
+    n_before = len(rows_of["before"])
+    row("today's default", rows_of["before"], False)
+    if n_before < len(rows_of["after"]):
+        row(f"new default, no abstention, first {n_before}", rows_of["after"][:n_before], False)
+    row("new default, no abstention", rows_of["after"], False)
+    row("new default", rows_of["after"], True)
+    row("new default, gold passages removed from the index", rows_of["after-unanswerable"], True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--phase", choices=["selection", "report"], required=True)
+    ap.add_argument("--phase", choices=["selection", "report", "rescore"], required=True,
+                    help="rescore: the report table again from the saved report answers, under --min-relevance/--min-support")
     ap.add_argument("--report-n", type=int, default=200)
     ap.add_argument("--selection-start", type=int, default=1000)
     ap.add_argument("--selection-n", type=int, default=100)
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--before-n", type=int, default=None, help="questions for today's default (default: all of the set)")
+    ap.add_argument("--latency-n", type=int, default=20, help="questions asked one at a time by both defaults, interleaved")
     ap.add_argument("--layout", default=None, help="prompt layout of the new default (default: PromptConfig's)")
     ap.add_argument("--min-relevance", type=float, default=None)
     ap.add_argument("--min-support", type=float, default=None, help="negative: relevance only")
@@ -115,6 +149,13 @@ def main() -> None:
     from verifiers.judges import load_judge
 
     rows = load_rows()
+    if args.phase == "rescore":
+        sub = rows[: args.report_n]
+        saved = {label: [json.loads(line) for line in (OUT / f"trust_rep{args.report_n}_{label}.jsonl").open()]
+                 for label in ("before", "after", "after-unanswerable")}
+        gold = [doc_key(next(c for c in r["ctxs"] if c.get("isgold"))) for r in sub]
+        table(saved, [r["answers"] for r in sub], gold, args, float(load_judge("default").threshold))
+        return
     if args.phase == "selection":
         sub = rows[args.selection_start : args.selection_start + args.selection_n]
         name = f"sel{args.selection_start}_{args.selection_n}"
@@ -141,21 +182,34 @@ def main() -> None:
         return pipe, emb
 
     runs: dict[str, dict[str, Any]] = {}
+    latency: dict[str, list[float]] = {"before": [], "after": []}
+    if args.phase == "report" and args.latency_n:
+        # One question at a time, today's and the new default interleaved (same engine).
+        (old, _), (cur, cur_emb) = pipeline(full, False), pipeline(full, True)
+        grounder = Grounder(judge, embed=cur_emb)
+        for q in qs[: args.latency_n]:
+            t = time.perf_counter()
+            old.ask(q)
+            latency["before"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            grounder.ground(cur.ask(q))
+            latency["after"].append(time.perf_counter() - t)
     for label, index_dir, new in (("before", full, False), ("after", full, True), ("after-unanswerable", minus, True)):
         pipe, emb = pipeline(index_dir, new)
+        these = qs if new or args.before_n is None else qs[: args.before_n]
         t = time.perf_counter()
-        out = pipe.ask_batch(qs, progress=False)
+        out = pipe.ask_batch(these, progress=False)
         gen_s = time.perf_counter() - t
         g_s = 0.0
         if new:
             t = time.perf_counter()
             out = Grounder(judge, embed=emb, abstain=AbstainRule(min_relevance=-1.0, require_support=False)).ground_batch(out)
             g_s = time.perf_counter() - t
-        runs[label] = {"answers": out, "ask_s": gen_s, "ground_s": g_s}
+        runs[label] = {"answers": out, "ask_s": gen_s, "ground_s": g_s, "n": len(these)}
         with open(OUT / f"trust_{name}_{label}.jsonl", "w") as fh:
             for a in out:
                 fh.write(json.dumps(a.to_dict()) + "\n")
-        print(f"{label}: {len(qs)} questions, ask {gen_s:.1f}s, grounding {g_s:.1f}s", flush=True)
+        print(f"{label}: {len(these)} questions, ask {gen_s:.1f}s, grounding {g_s:.1f}s", flush=True)
     gen.close()
 
     sig_ans = [a.report["abstention"] for a in runs["after"]["answers"]]
@@ -178,35 +232,18 @@ def main() -> None:
               f"min_relevance={best[0]} min_support={best[1]} -> unanswerable {best[2]:.3f}, answerable {best[3]:.3f}")
         return
 
-    rule = AbstainRule()
-    r = args.min_relevance if args.min_relevance is not None else rule.min_relevance
-    ms = args.min_support if args.min_support is not None else (rule.min_support if rule.min_support is not None else thr)
-    ms = None if (ms is not None and ms < 0) or (args.min_support is None and not rule.require_support) else ms
-    before, after = runs["before"]["answers"], runs["after"]["answers"]
-    ab = [abstains(s, r, ms) for s in sig_ans]
-    ab_un = [abstains(s, r, ms) for s in sig_un]
-
-    def row(label: str, ans: list[Any], abst: list[bool] | None) -> None:
-        abst = abst or [False] * len(ans)
-        acc = [float(has_answer("" if x else a.text, g)) for a, g, x in zip(ans, answers, abst)]
-        cited = [float(not x and gd in {a.passages[n - 1].doc_id for n in a.cited_numbers()}) for a, gd, x in zip(ans, gold, abst)]
-        echo = [float(bool(ECHO.search(a.text))) for a in ans]
-        sents = [s for a, x in zip(ans, abst) if not x for s in a.sentences if s.citations or s.post_hoc]
-        chosen = [float(not s.post_hoc) for s in sents]
-        print(f"| {label} | {fmt(acc)} | {fmt(cited)} | {fmt(echo)} | {fmt(chosen)} | {fmt([float(x) for x in abst])} |")
-
-    print(f"\nreport set: first {len(qs)} questions; rule min_relevance={r}, min_support={ms}")
-    print("| run | answer accuracy | gold passage cited | echoes prompt format | citations chosen by the model | abstained |")
-    print("|---|---|---|---|---|---|")
-    row("today's default", before, None)
-    row("new default, no abstention", after, None)
-    row("new default", after, ab)
-    row("new default, gold removed from the index", runs["after-unanswerable"]["answers"], ab_un)
-    b_s = runs["before"]["ask_s"] / len(qs)
+    rows_of = {label: [a.to_dict() for a in run["answers"]] for label, run in runs.items()}
+    table(rows_of, answers, gold, args, thr)
+    b_s = runs["before"]["ask_s"] / runs["before"]["n"]
     a_s = (runs["after"]["ask_s"] + runs["after"]["ground_s"]) / len(qs)
-    print(f"\nseconds per question (batched): today {b_s:.3f}, new {a_s:.3f} (ask {runs['after']['ask_s'] / len(qs):.3f} + "
-          f"grounding {runs['after']['ground_s'] / len(qs):.3f})")
-    print(f"ratio: new / today latency = {a_s / b_s:.2f}x")
+    print(f"\nbatched seconds per question: today {b_s:.3f} ({runs['before']['n']} q), new {a_s:.3f} ({len(qs)} q: ask "
+          f"{runs['after']['ask_s'] / len(qs):.3f} + grounding {runs['after']['ground_s'] / len(qs):.3f})")
+    if latency["before"]:
+        import statistics
+
+        lb, la = statistics.median(latency["before"]), statistics.median(latency["after"])
+        print(f"one question at a time ({len(latency['before'])} q, interleaved): median today {lb:.2f}s, new {la:.2f}s")
+        print(f"ratio: new / today single-question latency = {la / lb:.2f}x")
 
 
 if __name__ == "__main__":

@@ -315,7 +315,7 @@ def demo_cmd(question: str, index_dir: str | None) -> None:
     build_index(str(corpus), str(target), progress=True)
     click.echo(f"asking: {question}", err=True)
     pipe = _build(Settings(index=target))
-    click.echo(format_answer(pipe.ask(question)))
+    click.echo(format_answer(_check(pipe, [pipe.ask(question)], "default", verify=False, abstain=True, quotes=True)[0]))
 
 
 from verifiers.cli_revise import revise as _revise_cmd  # noqa: E402

@@ -95,6 +95,10 @@ def test_ask_and_follow_a_citation(browser: Any, site: str, tmp_path: Path) -> N
     # The document around the span is loaded too; words of the sentence are in bold.
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#passage-text .context"))
     assert {b.text.lower() for b in mark.find_elements(By.CSS_SELECTOR, "b.match")} >= {"golden", "gate", "bridge"}
+    # The judge's supporting quote is highlighted inside the passage, and it is the quote the API gives.
+    quote = mark.find_element(By.CSS_SELECTOR, "mark.quote")
+    api_quote = httpx.post(f"{site}/v1/ask", json={"question": QUESTION}, timeout=60).json()["sentences"][0]["quotes"][0]
+    assert "1937" in quote.text and " ".join(quote.text.split()) == " ".join(api_quote["text"].split())
     # No saliency control unless the server has /v1/attribute.
     has_attribute = "/v1/attribute" in httpx.get(f"{site}/v1/info").json()["endpoints"]
     assert bool(browser.find_elements(By.CSS_SELECTOR, ".sal-btn")) == has_attribute
@@ -106,6 +110,21 @@ def test_ask_and_follow_a_citation(browser: Any, site: str, tmp_path: Path) -> N
         assert cells and all(c.get_attribute("title") for c in cells)
         browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "saliency"))
         assert browser.save_screenshot(str(tmp_path / "saliency.png"))
+
+
+def test_abstention_shows_the_draft_apart(browser: Any, web_index: Path) -> None:
+    from pipeline.generators.fake import FakeGenerator
+    from selenium.webdriver.common.by import By
+
+    with serving(settings(web_index), generator=FakeGenerator(["The bridge was built by the Romans in 120 AD [1]."])) as url:
+        browser.get(url)
+        wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready")
+        browser.find_element(By.ID, "question").send_keys(QUESTION)
+        browser.find_element(By.ID, "ask-button").click()
+        draft = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#answer details.draft"))
+        assert browser.find_element(By.ID, "answer").text.startswith("The documents do not answer this question.")
+        assert not browser.find_elements(By.CSS_SELECTOR, "#answer a.cite")
+        assert "not shown as an answer" in draft[0].text
 
 
 def test_verify_badges_and_revise_tab(browser: Any, site: str, tmp_path: Path) -> None:
