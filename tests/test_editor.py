@@ -17,7 +17,7 @@ from pipeline.types import Passage
 from verifiers.editor import AlignedEditor, EditCandidate, find_contradiction
 from verifiers.fakes import FakeEditor, FakeJudge, FakeQuestionGenerator, KeywordRetriever
 from verifiers.rarr import RARRConfig, RARRReviser, build_reviser
-from verifiers.text import align, apply_diffs, slot_kind, slot_runs, tokenize
+from verifiers.text import align, apply_diffs, slot_kind, slot_runs, tokenize, transplant
 
 GERMANY_WRONG = "Germany went through its worst inflation in 1931."
 GERMANY_RIGHT = "Germany went through its worst inflation in 1923."
@@ -57,6 +57,7 @@ def test_tokens_keep_numbers_with_separators_and_offsets() -> None:
         ("1931 ,", None),  # a span never ends in punctuation
         ("in 1931", None),  # a word that is neither
         ("of England", None),  # a name starts with a capital
+        ("New York. The", None),  # and ends with a capitalised word that is not an opener
     ],
 )
 def test_slot_kinds(span: str, expected: str | None) -> None:
@@ -156,6 +157,14 @@ def test_judge_ranked_sentences() -> None:
         AlignedEditor(rank="judge")
 
 
+def test_transplant_keeps_the_original_spacing() -> None:
+    assert transplant("It opened in 1975 (as planned).", "It opened in 1931 (as planned).",
+                      "It  opened in 1975 (as planned) .") == "It  opened in 1931 (as planned) ."
+    assert transplant("a b c", "a B c", "a  b  c") == "a  B  c"
+    assert transplant("abc", "abcd", "abc") == "abcd"  # an insertion at the end
+    assert transplant("abc", "xyz", "a b c") == "xyz"  # every character replaced: one span
+
+
 # -- the loop with fakes ---------------------------------------------------------------------------
 
 BRIDGE = Passage("bridge.md", "The Harbour Bridge opened in 1931. It carries a railway.", "Harbour Bridge", 0.0, 120, 176)
@@ -239,6 +248,43 @@ def test_an_aligned_edit_still_needs_the_judge_and_preservation() -> None:
     assert res.revised == WRONG and rec["editor"] == "aligned" and not rec["accepted"] and "not supported" in rec["reason"]
     res = loop(aligned=AlignedEditor(), min_preservation=0.95).revise(WRONG)  # 1 - 2/34 = 0.941 < 0.95
     assert res.revised == WRONG and "changes too much" in res.report["claims"][0]["edit"]["reason"]
+
+
+def test_the_aligned_editor_reads_the_whole_pool_and_the_sentence() -> None:
+    # The judge ranks the river passage above the bridge passage for the wrong claim, so with
+    # evidence_count=1 only the river passage is selected; the pool still holds the bridge.
+    # The bridge passage as a whole (it goes on about a railway) does not support the fix for
+    # this judge; its first sentence alone does.
+    def rule(e: str, c: str) -> float:
+        if c == RIGHT and e.startswith("Harbour Bridge: The Harbour Bridge opened in 1931."):
+            return 0.2 if "railway" in e else 0.9
+        return 0.3 if "Tamar" in e else 0.1
+
+    judge = FakeJudge(rule=rule, threshold=0.8)
+    questions = FakeQuestionGenerator({WRONG: ["Is the Tamar river near it?"]})  # brings the river passage in
+    r = loop(aligned=AlignedEditor(), judge=judge, evidence_count=1)
+    r.question_generator = questions
+    res = r.revise(WRONG)
+    rec = res.report["claims"][0]["edit"]
+    assert [e["doc_id"] for e in res.report["claims"][0]["evidence"]] == ["river.md"]  # selected
+    assert rec["editor"] == "aligned" and rec["accepted"] and rec["support"] == 0.9
+    assert rec["candidates"][0]["sentence"] == "The Harbour Bridge opened in 1931."
+    assert rec["evidence"][0]["doc_id"] == "bridge.md" and res.claims[0]["citations"][0]["doc_id"] == "bridge.md"
+    assert res.revised == RIGHT
+    assert ("Harbour Bridge: The Harbour Bridge opened in 1931.", RIGHT) in judge.pairs
+    assert ("Harbour Bridge: " + BRIDGE.text, RIGHT) in judge.pairs  # the passage was judged too (0.2)
+    r = loop(aligned=AlignedEditor(), judge=judge, evidence_count=1, align_with="selected")
+    r.question_generator = questions
+    only_selected = r.revise(WRONG)
+    assert only_selected.revised == WRONG and only_selected.report["claims"][0]["edit"] is None
+
+
+def test_an_edit_keeps_the_spacing_of_the_original_sentence() -> None:
+    text = "The Harbour  Bridge opened in 1975 .  " + TRUE
+    res = loop(aligned=AlignedEditor()).revise(text)
+    assert res.revised == "The Harbour  Bridge opened in 1931 .  " + TRUE
+    assert res.claims[0]["text"] == "The Harbour  Bridge opened in 1931 ."
+    assert res.revision.edits[0]["revised_text"] == RIGHT  # what the judge read
 
 
 def test_reviser_needs_an_editor_and_build_reviser_checks_the_name() -> None:

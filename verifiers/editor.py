@@ -113,9 +113,14 @@ class EditCandidate:
     evidence: tuple[Passage, ...]
     #: The spans an aligned edit replaced (empty for the LLM).
     diffs: tuple[SlotDiff, ...] = ()
+    #: The evidence sentence (of ``evidence[0]``) an aligned edit was made from.
+    sentence: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "editor": self.editor, "diffs": [d.to_dict() for d in self.diffs]}
+        d: dict[str, Any] = {"text": self.text, "editor": self.editor, "diffs": [d.to_dict() for d in self.diffs]}
+        if self.sentence:
+            d["sentence"] = self.sentence
+        return d
 
 
 @dataclass(frozen=True)
@@ -214,7 +219,7 @@ class AlignedEditor:
                     text = apply_diffs(claim, diffs)
                     if text not in seen:
                         seen.add(text)
-                        cands.append(EditCandidate(text, self.name, (a.passage,), tuple(diffs)))
+                        cands.append(EditCandidate(text, self.name, (a.passage,), tuple(diffs), al.sentence))
             out.append(cands)
         return out
 

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputError
 from pipeline.protocols import Retriever, SupportJudge
 from pipeline.types import Passage, Revision
 from verifiers.claims import Claim, ClaimSplitter, SentenceClaimSplitter, join_claims
@@ -47,7 +47,7 @@ from verifiers.editor import (
 from verifiers.evidence import EvidenceRetriever, EvidenceSelector, Selected, SelectBy, evidence_text
 from verifiers.gate import AgreementGate, GateDecision, LLMGate, supporting
 from verifiers.questions import QuestionGenerator, dedupe
-from verifiers.text import preservation
+from verifiers.text import preservation, transplant
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,10 @@ class RARRConfig:
     max_citations: int = 2
     #: Generate verification questions (False: the claim alone is the query).
     questions: bool = True
-    #: Passages (best-supported first) whose sentences the aligned editor aligns the claim with.
-    aligned_evidence: int = 3
+    #: Whose sentences the aligned editor and the contradiction check align the claim with:
+    #: every pooled passage, the selected ones first ("pool"), or only the selected ones. The
+    #: judge may rank a passage that gives a wrong value low, below passages about the topic.
+    align_with: Literal["pool", "selected"] = "pool"
     #: A claim the judge passes is still sent to the editors when its best-aligned evidence
     #: sentence otherwise matches it (this overlap, see verifiers.text.Alignment) but gives
     #: another number, date or name.
@@ -92,9 +94,17 @@ class RARRConfig:
             raise ConfigError(f"the support threshold must be between 0 and 1 (got {self.threshold})")
         if not 0.0 <= self.min_overlap <= 1.0:
             raise ConfigError(f"the minimum overlap must be between 0 and 1 (got {self.min_overlap})")
-        for name in ("k", "evidence_count", "edit_evidence", "max_citations", "aligned_evidence"):
+        if self.align_with not in ("pool", "selected"):
+            raise ConfigError(f"unknown align_with {self.align_with!r}: choose one of pool, selected")
+        for name in ("k", "evidence_count", "edit_evidence", "max_citations"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})")
+
+
+def sentence_evidence(c: EditCandidate) -> str:
+    """What the judge reads for the evidence sentence an aligned candidate was made from."""
+    title = c.evidence[0].title if c.evidence else ""
+    return f"{title}: {c.sentence}" if title and not c.sentence.startswith(title) else c.sentence
 
 
 def passage_dict(p: Passage, support: float | None = None) -> dict[str, Any]:
@@ -154,6 +164,16 @@ class Research:
     questions: tuple[str, ...]
     evidence: Selected
     decision: GateDecision
+    #: Every passage pooled for the claim (cited, then retrieved), before selection.
+    pool: tuple[Passage, ...] = ()
+
+    def alignable(self, align_with: str) -> list[Passage]:
+        """The passages to align the claim with: the selected ones, then (``pool``) the rest."""
+        out = list(self.evidence.passages)
+        if align_with == "pool":
+            keys = {p.key for p in out}
+            out += [p for p in self.pool if p.key not in keys]
+        return out
 
 
 @dataclass(frozen=True)
@@ -232,7 +252,7 @@ class RARRReviser:
         selected = EvidenceSelector(self.judge, cfg.evidence_count, cfg.select_by).select(claims, pools)
         decisions = AgreementGate(thr, self.llm_gate).decide(claims, selected)
         log.info("researched %d claims in %.2fs", len(claims), time.perf_counter() - t0)
-        return [Research(c, tuple(q), s, d) for c, q, s, d in zip(claims, questions, selected, decisions)]
+        return [Research(c, tuple(q), s, d, tuple(p)) for c, q, s, d, p in zip(claims, questions, selected, decisions, pools)]
 
     def settle(self, research: Sequence[Research]) -> list[ClaimCheck]:
         """Contradiction check, edits by every editor, the judge on every candidate, decisions."""
@@ -241,14 +261,14 @@ class RARRReviser:
         contradictions: dict[int, dict[str, Any]] = {}
         if cfg.detect_contradictions:
             for i, r in enumerate(research):
-                found = find_contradiction(r.claim, r.evidence.passages, cfg.min_overlap)
+                found = find_contradiction(r.claim, r.alignable(cfg.align_with), cfg.min_overlap)
                 if found is not None:
                     contradictions[i] = {**passage_dict(found.passage), **found.alignment.to_dict(), "gate_agreed": r.decision.agree}
         todo = [i for i, r in enumerate(research) if (not r.decision.agree or i in contradictions) and r.evidence.passages]
         cands: dict[int, list[EditCandidate]] = {i: [] for i in todo}
         if self.aligned is not None and todo:
             proposed = self.aligned.propose(
-                [research[i].claim for i in todo], [research[i].evidence.passages[: cfg.aligned_evidence] for i in todo]
+                [research[i].claim for i in todo], [research[i].alignable(cfg.align_with) for i in todo]
             )
             for i, cs in zip(todo, proposed):
                 cands[i].extend(cs)
@@ -260,11 +280,20 @@ class RARRReviser:
                 if all(c.text != e for c in cands[i]):  # the same text from both editors: judged once
                     cands[i].append(EditCandidate(e, name, shown[i]))
         flat = [(i, c) for i in todo for c in cands[i]]
+        # An aligned candidate is judged against its passage and against the sentence it was
+        # aligned with (titled): a sentence of the passage that supports it is evidence too,
+        # and the judge is weaker on a long passage than on the one sentence that matters.
         pairs = [(evidence_text(p), c.text) for _, c in flat for p in c.evidence]
-        scores = iter(self.judge.judge(pairs) if pairs else [])
+        n_passage_pairs = len(pairs)
+        pairs += [(sentence_evidence(c), c.text) for _, c in flat if c.sentence]
+        scores = self.judge.judge(pairs) if pairs else []
+        passage_scores, sentence_scores = iter(scores[:n_passage_pairs]), iter(scores[n_passage_pairs:])
         records: dict[int, list[tuple[EditCandidate, list[float], dict[str, Any]]]] = {i: [] for i in todo}
         for i, c in flat:
-            support = [float(next(scores)) for _ in c.evidence]
+            support = [float(next(passage_scores)) for _ in c.evidence]
+            if c.sentence:
+                by_sentence = float(next(sentence_scores))
+                support = [max(x, by_sentence) for x in support]
             records[i].append((c, support, self._judge_edit(research[i].claim, c.text, list(c.evidence), support, thr)))
         log.info("settled %d claims (%d sent to the editors, %d candidates) in %.2fs",
                  len(research), len(todo), len(flat), time.perf_counter() - t0)
@@ -322,12 +351,28 @@ class RARRReviser:
     def revise(self, text: str) -> RevisionResult:
         return self.revise_batch([text])[0]
 
-    def revise_batch(self, texts: Sequence[str]) -> list[RevisionResult]:
-        """Revise every text; all claims of all texts go through each stage together."""
+    def research_texts(self, texts: Sequence[str]) -> list[Research]:
+        """The research of every checkable claim of ``texts``, to pass to :meth:`revise_batch`
+        (one research, settled by several revisers that differ only in their editors)."""
+        split = [self.splitter.split(t) for t in texts]
+        return self.research([c.text for cl in split for c in cl if c.checkable])
+
+    def revise_batch(self, texts: Sequence[str], research: Sequence[Research] | None = None) -> list[RevisionResult]:
+        """Revise every text; all claims of all texts go through each stage together.
+
+        ``research``: :meth:`research_texts` of these same texts, to skip questions,
+        retrieval and the gate (the timings then cover only the edits).
+        """
         t0 = time.perf_counter()
         split = [self.splitter.split(t) for t in texts]
         flat = [(ti, ci) for ti, cl in enumerate(split) for ci, c in enumerate(cl) if c.checkable]
-        checks = self.check([split[ti][ci].text for ti, ci in flat])
+        claims = [split[ti][ci].text for ti, ci in flat]
+        if research is None:
+            checks = self.check(claims)
+        elif [r.claim for r in research] != claims:
+            raise InputError("the research given is not of these texts: pass research_texts(texts) of the same texts")
+        else:
+            checks = self.settle(research)
         by_text: dict[int, dict[int, ClaimCheck]] = {}
         for (ti, ci), chk in zip(flat, checks):
             by_text.setdefault(ti, {})[ci] = chk
@@ -367,6 +412,10 @@ class RARRReviser:
                     + (f" ({chk.edit['reason']})" if chk.edit else ""),
                 })
             final = claim.sentence if chk.status in ("kept", "marked") else (chk.final or "")
+            if chk.status == "edited" and not claim.markers and claim.text != claim.sentence:
+                # Keep the sentence's own spacing where the edit did not touch it.
+                final = transplant(claim.text, final, claim.sentence) or final
+                replacements[ci] = final
             out_claims.append({
                 "text": final,
                 "original_text": claim.sentence,

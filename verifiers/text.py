@@ -122,7 +122,7 @@ def slot_kind(tokens: list[Token]) -> SlotKind | None:
         if any(_is_month(t) or _YEAR_RE.match(t.key) for t in tokens):
             return "date"
         return "number"
-    if not (_is_capitalised(tokens[0]) and _is_capitalised(tokens[-1])):
+    if not (_is_capitalised(tokens[0]) and _is_capitalised(tokens[-1])) or tokens[-1].key in NOT_NAMES:
         return None
     if not all(_is_capitalised(t) or t.key in NAME_LINKS or t.text in {"-", "."} for t in tokens):
         return None
@@ -264,3 +264,29 @@ def apply_diffs(claim: str, diffs: list[SlotDiff] | tuple[SlotDiff, ...]) -> str
     for d in sorted(diffs, key=lambda d: -d.start):
         out = out[: d.start] + d.new + out[d.end :]
     return out
+
+
+def transplant(base: str, edited: str, target: str) -> str | None:
+    """Apply to ``target`` the character edits that turn ``base`` into ``edited``.
+
+    ``base`` is ``target`` tidied (the loop checks a sentence with runs of spaces collapsed);
+    the result is ``edited`` with ``target``'s own whitespace wherever the edit did not touch
+    it, so an edit of "in 1931" leaves a double space elsewhere in the sentence alone. None
+    when an edited character of ``base`` has no counterpart in ``target``, or when the result
+    would differ from ``edited`` in anything but whitespace.
+    """
+    pos: list[int | None] = [None] * (len(base) + 1)
+    for a, b, size in difflib.SequenceMatcher(None, base, target, autojunk=False).get_matching_blocks():
+        for k in range(size):
+            pos[a + k] = b + k
+    pos[len(base)] = len(target)
+    out = target
+    ops = [op for op in difflib.SequenceMatcher(None, base, edited, autojunk=False).get_opcodes() if op[0] != "equal"]
+    for _, i1, i2, j1, j2 in reversed(ops):
+        t1 = pos[i1]
+        last = pos[i2 - 1] if i2 > i1 else None
+        if t1 is None or (i2 > i1 and last is None):
+            return None
+        t2 = last + 1 if last is not None else t1
+        out = out[:t1] + edited[j1:j2] + out[t2:]
+    return out if "".join(out.split()) == "".join(edited.split()) else None
