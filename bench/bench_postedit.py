@@ -13,7 +13,8 @@ gate) is done once and then settled by each editor side by side:
 * ``llm, judge only``: RARR's LLM editor, no contradiction check (the loop before issue 10);
 * ``llm``: the LLM editor, with the contradiction check;
 * ``aligned``: the evidence-aligned minimal edit alone (no model);
-* ``both``: aligned and LLM candidates, the best accepted kept (highest support, then preservation).
+* ``both``: aligned and LLM candidates; an accepted aligned edit wins, else the LLM's (the default rule);
+* ``both, best support``: the same candidates, the best accepted by support then preservation.
 
 Sentences are split BY PASSAGE into a selection half (used to choose the default editor and
 the aligned editor's overlap threshold) and a report half (the figures to quote, with
@@ -21,7 +22,8 @@ bootstrap 95% intervals over sentences). Every figure is judge-free: the revised
 compared with the known true sentence.
 
 * restored (strict, the headline): revised corrupted sentence == the true sentence, byte for byte;
-* value restored (loose): the true value is back and the corrupted one gone, anything else aside;
+* value restored (loose): the true and the corrupted value occur (as whole tokens) as often as
+  in the true sentence, whatever else changed;
 * flagged or restored: restored (strict), or left unchanged and marked unsupported;
 * true kept: the revised true sentence is byte-identical to it;
 * new errors: edits accepted that do not give back the true sentence (on either copy).
@@ -48,8 +50,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_ask import DEFAULT_DATA, load  # noqa: E402
 
-VARIANTS = ("llm, judge only", "llm", "aligned", "both")
-OVERLAPS = (0.6, 0.7, 0.8, 0.9, 1.0)
+OVERLAPS = (0.6, 0.8, 1.0)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,11 @@ def bootstrap(values: list[float], n: int = 2000, seed: int = 0) -> tuple[float,
     return means[int(0.025 * n)], means[int(0.975 * n) - 1]
 
 
+def count(text: str, value: str) -> int:
+    """Occurrences of ``value`` in ``text`` as a whole token (not inside a longer number or word)."""
+    return len(re.findall(rf"(?<![\w.,]){re.escape(value)}(?![\w]|[.,]\d)", text))
+
+
 def outcomes(pairs: list[Pair], results: list[Any]) -> list[dict[str, Any]]:
     """One row per pair: what happened to its corrupted and its true copy."""
     rows = []
@@ -150,7 +156,7 @@ def outcomes(pairs: list[Pair], results: list[Any]) -> list[dict[str, Any]]:
         bad, good = results[2 * k], results[2 * k + 1]
         flagged = bad.revised == p.corrupted and any(not c["supported"] for c in bad.claims)
         restored = bad.revised == p.true
-        value_back = p.old in bad.revised and p.new not in bad.revised
+        value_back = count(bad.revised, p.old) == count(p.true, p.old) and count(bad.revised, p.new) == count(p.true, p.new)
         edited_bad = bad.revised != p.corrupted
         rows.append({
             "category": p.category, "half": p.half,
@@ -231,6 +237,7 @@ def main() -> None:
         "llm": replace(base, editor=llm, aligned=None),
         "aligned": replace(base, editor=None),
         "both": base,
+        "both, best support": replace(base, config=RARRConfig(prefer_aligned=False)),
     }
     halves = {h: [p for p in pairs if p.half == h] for h in ("selection", "report")}
     rows_by_variant: dict[str, list[dict[str, Any]]] = {name: [] for name in revisers}
@@ -270,7 +277,7 @@ def main() -> None:
         mean = lambda key: sum(float(r[key]) for r in sub) / len(sub)  # noqa: E731
         return (mean("true_kept") >= 0.95, mean("restored"), mean("flagged_or_restored"), -sum(r["new_errors"] for r in sub), -costs[name])
 
-    chosen = max(("llm", "aligned", "both"), key=score)
+    chosen = max(("llm", "aligned", "both", "both, best support"), key=score)
     print(f"\ndefault editor chosen on the selection half: {chosen} (verifiers.editor.DEFAULT_EDITOR = {DEFAULT_EDITOR!r})")
     with open(args.out / "postedit_rows.jsonl", "w") as fh:
         for name, rows_ in rows_by_variant.items():

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.types import Passage
-from verifiers.editor import AlignedEditor, EditCandidate, find_contradiction
+from verifiers.editor import DEFAULT_EDITOR, AlignedEditor, EditCandidate, find_contradiction
 from verifiers.fakes import FakeEditor, FakeJudge, FakeQuestionGenerator, KeywordRetriever
 from verifiers.rarr import RARRConfig, RARRReviser, build_reviser
 from verifiers.text import align, apply_diffs, slot_kind, slot_runs, tokenize, transplant
@@ -204,6 +204,12 @@ def test_both_editors_keep_the_best_accepted_candidate() -> None:
     # Same support (1.0); preservation 1 - 2/34 for the aligned edit against 1 - 6/34 for the LLM's.
     assert [c["preservation"] for c in rec["candidates"]] == [pytest.approx(1 - 2 / 34), pytest.approx(1 - 6 / 34)]
     assert res.report["editors"] == ["aligned", "llm"]
+    # By default an accepted aligned edit wins even over a better-supported LLM edit; with
+    # prefer_aligned=False the support decides.
+    judge = FakeJudge(rule=lambda e, c: 1.0 if c == "The bridge opened in 1931." else (0.995 if c == RIGHT else 0.0))
+    llm = FakeEditor(lambda c, ev: "The bridge opened in 1931.")
+    assert loop(editor=llm, aligned=AlignedEditor(), judge=judge).revise(WRONG).revised == RIGHT
+    assert loop(editor=llm, aligned=AlignedEditor(), judge=judge, prefer_aligned=False).revise(WRONG).revised == "The bridge opened in 1931."
     # When only the LLM's edit is accepted, it is kept and recorded as the LLM's.
     judge = FakeJudge(rule=lambda e, c: 1.0 if c == "The bridge opened in 1931." else 0.0)
     res = loop(editor=FakeEditor(lambda c, ev: "The bridge opened in 1931."), aligned=AlignedEditor(), judge=judge).revise(WRONG)
@@ -294,7 +300,8 @@ def test_reviser_needs_an_editor_and_build_reviser_checks_the_name() -> None:
         build_reviser(KeywordRetriever([]), None, FakeJudge(), editor="magic")  # type: ignore[arg-type]
     r = build_reviser(KeywordRetriever([]), None, FakeJudge(), editor="aligned")
     assert r.editor is None and r.aligned is not None and r.editors == ["aligned"]
-    assert build_reviser(KeywordRetriever([]), None, FakeJudge()).editors == ["aligned", "llm"]  # the default: both
+    assert build_reviser(KeywordRetriever([]), None, FakeJudge()).editors == [DEFAULT_EDITOR] == ["aligned"]  # chosen by the bench
+    assert build_reviser(KeywordRetriever([]), None, FakeJudge(), editor="both").editors == ["aligned", "llm"]
     assert EditCandidate("x", "llm", ()).to_dict() == {"text": "x", "editor": "llm", "diffs": []}
 
 
@@ -365,10 +372,10 @@ def test_real_judge_and_index_fix_the_wrong_year(real_index: Any, default_judge:
 
 
 def test_build_reviser_both_editors_with_the_tiny_model(tiny_vllm: Any, real_index: Any, default_judge: Any) -> None:
-    """The default loop (`--editor both`): the tiny model's questions and edits are noise, and the
-    aligned edit is the one the judge accepts."""
+    """`--editor both`: the tiny model's questions and edits are noise, and the aligned edit is
+    the one kept."""
     retriever = real_index.retriever("hybrid", embedder=real_index.embedder())
-    reviser = build_reviser(retriever, tiny_vllm, default_judge, samples=1)
+    reviser = build_reviser(retriever, tiny_vllm, default_judge, samples=1, editor="both")
     assert reviser.editors == ["aligned", "llm"]
     wrong, true = reviser.revise_batch([GERMANY_WRONG, TRUE_TEXTS[0]])
     assert wrong.revised == GERMANY_RIGHT and wrong.claims[0]["editor"] == "aligned"

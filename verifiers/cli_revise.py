@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from pipeline.cli_errors import handle_errors
+from verifiers.editor import DEFAULT_EDITOR, EDITORS  # no model import: only the names
 
 
 @click.command("revise")
@@ -22,7 +23,7 @@ from pipeline.cli_errors import handle_errors
 @click.option("--evidence", "evidence_count", type=int, default=3, show_default=True, help="Evidence passages kept per claim.")
 @click.option("--select-by", type=click.Choice(["judge", "retrieval"]), default="judge", show_default=True, help="Rank the pooled evidence by the judge or by retrieval score.")
 @click.option("--samples", type=int, default=3, show_default=True, help="Question-generation samples per claim (0: the claim alone is the query).")
-@click.option("--editor", type=click.Choice(["both", "aligned", "llm"]), default="both", show_default=True,
+@click.option("--editor", type=click.Choice(list(EDITORS)), default=DEFAULT_EDITOR, show_default=True,
               help="aligned: replace only a number, date or name that an otherwise matching evidence sentence gives "
                    "differently (no model); llm: RARR's LLM editor; both: every candidate judged, the best accepted kept.")
 @click.option("--llm-gate", is_flag=True, help="Also ask the generator whether the evidence agrees (both must agree).")

@@ -33,7 +33,7 @@ EditorName = Literal["aligned", "llm", "both"]
 EDITORS: tuple[str, ...] = ("aligned", "llm", "both")
 #: The editor `citerag revise` and `ask --verify` use unless told otherwise: chosen on the
 #: selection half of bench/bench_postedit.py (see BENCHMARKS.md, "Post-editing corrupted facts").
-DEFAULT_EDITOR: EditorName = "both"
+DEFAULT_EDITOR: EditorName = "aligned"
 #: An evidence sentence "otherwise matches" a claim when at least this share of the claim's
 #: words outside the differing slots is aligned to identical words (see Alignment.overlap).
 DEFAULT_MIN_OVERLAP = 0.8

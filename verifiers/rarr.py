@@ -10,8 +10,8 @@ number, date or name (:func:`verifiers.editor.find_contradiction`). The editors 
 candidates (the evidence-aligned editor one per differing span, the LLM editor one line); a
 candidate is accepted only when the judge finds it supported by the evidence it was made
 from AND its character-level preservation ``max(1 - Lev(x, y) / len(x), 0)`` reaches
-``min_preservation``, and the best accepted one (highest support, then highest preservation)
-is kept. Otherwise the policy applies: ``mark`` keeps the claim, flagged unsupported;
+``min_preservation``, and the best accepted one is kept: an aligned one first
+(``prefer_aligned``), then by highest support, then highest preservation. Otherwise the policy applies: ``mark`` keeps the claim, flagged unsupported;
 ``remove`` deletes it. A claim nothing in the evidence is about is left marked.
 
 Every stage is a component passed in (``QuestionGenerator``, ``Retriever``,
@@ -84,6 +84,11 @@ class RARRConfig:
     #: another number, date or name.
     detect_contradictions: bool = True
     min_overlap: float = DEFAULT_MIN_OVERLAP
+    #: With both editors: an accepted aligned edit wins, and the LLM's edit is kept only when
+    #: no aligned candidate is accepted. False: the best accepted candidate (highest support,
+    #: then preservation) wins whichever editor made it. On the selection half of
+    #: bench/bench_postedit.py the judge preferred LLM rewrites that kept the wrong value.
+    prefer_aligned: bool = True
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -309,7 +314,10 @@ class RARRReviser:
             record = None
             if records.get(i):
                 tried = records[i]
-                best = max(range(len(tried)), key=lambda j: (tried[j][2]["accepted"], tried[j][2]["support"], tried[j][2]["preservation"], -j))
+                aligned_first = cfg.prefer_aligned and self.aligned is not None
+                best = max(range(len(tried)), key=lambda j: (
+                    tried[j][2]["accepted"], aligned_first and tried[j][0].editor == self.aligned.name,  # type: ignore[union-attr]
+                    tried[j][2]["support"], tried[j][2]["preservation"], -j))
                 cand, support, record = tried[best]
                 record = {**record, "editor": cand.editor, "diffs": [d.to_dict() for d in cand.diffs],
                           "candidates": [{**c.to_dict(), **{k: rec[k] for k in ("support", "preservation", "accepted", "reason")}}
