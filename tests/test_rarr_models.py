@@ -86,6 +86,8 @@ def default_judge() -> Any:
 def check_revision(res: RevisionResult, sources: dict[str, str], threshold: float, min_preservation: float) -> None:
     """Spans exact, citations only to evidence the judge saw, edits only under the rules."""
     judged = {(e["doc_id"], e["start"], e["end"]) for c in res.report["claims"] for e in c["evidence"]}
+    # An aligned edit may rest on a pooled passage beyond the selected ones: judged with the edit.
+    judged |= {(e["doc_id"], e["start"], e["end"]) for a in res.report["edits"] for e in a["evidence"]}
     for claim in res.claims:
         for c in claim["citations"]:
             assert sources[c["doc_id"]][c["start"] : c["end"]] == c["text"]

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from pipeline.cli_errors import handle_errors
+from verifiers.editor import DEFAULT_EDITOR, EDITORS  # no model import: only the names
 
 
 @click.command("revise")
@@ -22,6 +23,9 @@ from pipeline.cli_errors import handle_errors
 @click.option("--evidence", "evidence_count", type=int, default=3, show_default=True, help="Evidence passages kept per claim.")
 @click.option("--select-by", type=click.Choice(["judge", "retrieval"]), default="judge", show_default=True, help="Rank the pooled evidence by the judge or by retrieval score.")
 @click.option("--samples", type=int, default=3, show_default=True, help="Question-generation samples per claim (0: the claim alone is the query).")
+@click.option("--editor", type=click.Choice(list(EDITORS)), default=DEFAULT_EDITOR, show_default=True,
+              help="aligned: replace only a number, date or name that an otherwise matching evidence sentence gives "
+                   "differently (no model); llm: RARR's LLM editor; both: every candidate judged, the best accepted kept.")
 @click.option("--llm-gate", is_flag=True, help="Also ask the generator whether the evidence agrees (both must agree).")
 @click.option("--retriever", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid", show_default=True)
 @click.option("-k", "--k", type=int, default=3, show_default=True, help="Passages retrieved per query.")
@@ -33,13 +37,15 @@ from pipeline.cli_errors import handle_errors
 @handle_errors
 def revise(text: str | None, input_file: str | None, out_file: str | None, index_dir: str, as_json: bool, judge_name: str,
            threshold: float | None, policy: str, min_preservation: float, evidence_count: int, select_by: str,
-           samples: int, llm_gate: bool, retriever: str, k: int, backend: str, model: str, llm_url: str | None,
+           samples: int, editor: str, llm_gate: bool, retriever: str, k: int, backend: str, model: str, llm_url: str | None,
            api_key: str | None, max_model_len: int) -> None:
     """Check every claim of a text against the index and edit only what the evidence contradicts.
 
     Supported claims are left exactly as written and cited; a contradicted claim is edited
     when the judge finds the edit supported and enough of it is preserved, else marked
-    unsupported (or removed with --policy remove). Prints the revised text, the edits with
+    unsupported (or removed with --policy remove). A claim whose number, date or name differs
+    from an evidence sentence that otherwise matches it counts as contradicted even when the
+    judge passes it. Prints the revised text, the edits with
     their evidence, and references (or JSON with --json, including the attribution report).
     """
     import json
@@ -77,7 +83,8 @@ def revise(text: str | None, input_file: str | None, out_file: str | None, index
     pipe = build_pipeline(settings)
     if judge is None:
         judge = load_judge(judge_name, generator=pipe.generator)
-    reviser = build_reviser(pipe.retriever, pipe.generator, judge, config, samples=max(samples, 1), llm_gate=llm_gate)
+    reviser = build_reviser(pipe.retriever, pipe.generator, judge, config, samples=max(samples, 1), llm_gate=llm_gate,
+                            editor=editor)  # type: ignore[arg-type]
     results = reviser.revise_batch([r["text"] for r in rows])
     if input_file:
         write_jsonl_atomic(out_file, [{**{k2: v for k2, v in r.items() if k2 != "text"}, **res.to_dict()} for r, res in zip(rows, results)])
@@ -120,7 +127,8 @@ def format_revision(result: Any) -> str:
         lines += ["", "Edits:"]
         for e in edits:
             lines.append(f"- {e['original_text']}")
-            lines.append(f"+ {e['revised_text']}" if e["revised_text"] else "+ (removed)")
+            by = f"  (editor: {e['editor']})" if e.get("editor") else ""
+            lines.append(f"+ {e['revised_text']}{by}" if e["revised_text"] else "+ (removed)")
             for ev in e["evidence"][:2]:
                 lines.append(f"    evidence [{ref(ev)}] (support {ev['score']:.2f})")
     else:
@@ -129,9 +137,20 @@ def format_revision(result: Any) -> str:
     marked = [(cl, info) for cl in claims if (info := by_start.get(cl.start)) and info["status"] == "marked"]
     if marked:
         lines += ["", "Unsupported (kept as written):"]
+        researched = {c["start"]: c for c in result.report.get("claims", [])}
         for cl, _ in marked:
             attempt = attempts.get(cl.text)
-            why = f"edit rejected: {attempt['reason']}" if attempt else "no evidence found"
+            found = researched.get(cl.start, {})
+            if attempt:
+                why = f"edit rejected: {attempt['reason']}"
+            elif found.get("evidence"):
+                why = "the evidence does not support it, and no edit was proposed"
+            else:
+                why = "no evidence found"
+            if found.get("contradiction"):
+                c = found["contradiction"]
+                values = ", ".join(f"{d['old']!r} -> {d['new']!r}" for d in c["diffs"])
+                why += f"; contradicted by {c['doc_id']}: {values}"
             lines.append(f"! {cl.sentence}  ({why})")
     if refs:
         lines += ["", "References:"]
