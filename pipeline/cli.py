@@ -110,6 +110,7 @@ def _settings_options(fn: F) -> F:
         click.option("--max-tokens", type=int, default=128, show_default=True, help="Answer length limit in tokens."),
         click.option("--max-model-len", type=int, default=2048, show_default=True, help="Context window of the in-process engine."),
         click.option("--no-post-hoc", is_flag=True, help="Do not attach citations to uncited sentences after generation."),
+        click.option("--citations", type=click.Choice(["post-hoc", "constrained"]), default="post-hoc", show_default=True, help="constrained: decoding forces a citation [n] on every sentence (vLLM backends only); post-hoc: uncited sentences get the best-matching passage."),
         click.option("--iterative", is_flag=True, help="Re-retrieve during generation (In-Context RALM's iterative mode)."),
         click.option("--stride", type=int, default=32, show_default=True, help="Iterative mode: tokens generated between retrievals."),
         click.option("--query-tokens", type=int, default=32, show_default=True, help="Iterative mode: last tokens used as the query."),
@@ -131,6 +132,7 @@ def _settings(kw: dict[str, Any]) -> Any:
             backend=kw["backend"], model=kw["model"], llm_url=kw["llm_url"], api_key=kw["api_key"],
             max_tokens=kw["max_tokens"], max_model_len=kw["max_model_len"], post_hoc=not kw["no_post_hoc"],
             iterative=kw["iterative"], stride=kw["stride"], query_tokens=kw["query_tokens"],
+            citations=kw["citations"],
         )
     except ValidationError as exc:
         first = exc.errors()[0]
