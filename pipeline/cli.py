@@ -110,6 +110,7 @@ def _settings_options(fn: F) -> F:
         click.option("--max-tokens", type=int, default=128, show_default=True, help="Answer length limit in tokens."),
         click.option("--max-model-len", type=int, default=2048, show_default=True, help="Context window of the in-process engine."),
         click.option("--no-post-hoc", is_flag=True, help="Do not attach citations to uncited sentences after generation."),
+        click.option("--citations", type=click.Choice(["post-hoc", "constrained", "use-aware"]), default="post-hoc", show_default=True, help="post-hoc: uncited sentences get the best-matching passage; constrained: decoding forces a citation [n] on every sentence (vLLM backends only); use-aware: re-cite each sentence to the supportive passages it used (leave-one-out, k+1 scoring passes)."),
         click.option("--iterative", is_flag=True, help="Re-retrieve during generation (In-Context RALM's iterative mode)."),
         click.option("--stride", type=int, default=32, show_default=True, help="Iterative mode: tokens generated between retrievals."),
         click.option("--query-tokens", type=int, default=32, show_default=True, help="Iterative mode: last tokens used as the query."),
@@ -131,6 +132,7 @@ def _settings(kw: dict[str, Any]) -> Any:
             backend=kw["backend"], model=kw["model"], llm_url=kw["llm_url"], api_key=kw["api_key"],
             max_tokens=kw["max_tokens"], max_model_len=kw["max_model_len"], post_hoc=not kw["no_post_hoc"],
             iterative=kw["iterative"], stride=kw["stride"], query_tokens=kw["query_tokens"],
+            citations=kw["citations"],
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -190,7 +192,8 @@ def ask_cmd(
 
 def _check(pipe: Any, results: list[Any], judge_name: str, verify: bool, abstain: bool, quotes: bool) -> list[Any]:
     """Verify (``--verify``), then ground: support, quotes, abstention. One judge for both."""
-    if not (verify or abstain or quotes):
+    use_aware = getattr(pipe, "citations", "") == "use-aware"
+    if not (verify or abstain or quotes or use_aware):
         return results
     from verifiers.grounding import AbstainRule, ground_with_pipeline
     from verifiers.judges import load_judge
@@ -200,7 +203,9 @@ def _check(pipe: Any, results: list[Any], judge_name: str, verify: bool, abstain
         from verifiers.verify import verify_with_pipeline
 
         results = verify_with_pipeline(pipe, results, judge)
-    return ground_with_pipeline(pipe, results, judge, abstain=AbstainRule() if abstain else None, quotes=quotes)
+    return ground_with_pipeline(
+        pipe, results, judge, abstain=AbstainRule() if abstain else None, quotes=quotes, use_aware=use_aware
+    )
 
 
 def _build(settings: Any) -> Any:

@@ -39,3 +39,5 @@ class Settings(BaseModel):
     stride: int = Field(32, ge=1)
     query_tokens: int = Field(32, ge=1)
     batch_size: int = Field(64, ge=1)
+    #: How answer sentences get citations (pipeline/constrained.py); recorded as "citation_mode".
+    citations: Literal["post-hoc", "constrained", "use-aware"] = "post-hoc"

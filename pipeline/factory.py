@@ -32,6 +32,11 @@ def build_pipeline(s: Settings, generator: Generator | None = None) -> RAGPipeli
     from pipeline.rag import IterativeConfig, RAGPipeline
     from retrievers.index import load_index
 
+    if s.citations == "constrained" and not s.llm_url and s.backend not in ("vllm", "openai") and generator is None:
+        from pipeline.errors import ConfigError
+        from pipeline.generators.base import NO_STRUCTURED_OUTPUT_HINT
+
+        raise ConfigError(f"--citations constrained does not work with --backend {s.backend}: {NO_STRUCTURED_OUTPUT_HINT}")
     index = load_index(s.index)
     embedder = index.embedder() if (s.retriever != "bm25" or s.post_hoc) else None
     retriever = index.retriever(s.retriever, embedder=embedder, reranker=s.reranker, rerank_depth=s.rerank_depth)
@@ -45,4 +50,5 @@ def build_pipeline(s: Settings, generator: Generator | None = None) -> RAGPipeli
         post_hoc=EmbeddingPostHocCiter(embedder, s.post_hoc_min_similarity) if (s.post_hoc and embedder) else None,
         iterative=IterativeConfig(s.stride, s.query_tokens) if s.iterative else None,
         batch_size=s.batch_size,
+        citations=s.citations,
     )

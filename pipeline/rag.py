@@ -15,11 +15,12 @@ from dataclasses import dataclass, field, replace
 
 from pipeline.citations import PostHocCiter, cite_answer
 from pipeline.cleaning import SCAFFOLD_STOPS, CleanedAnswer, clean_answer
-from pipeline.errors import CiteragError, InputError
+from pipeline.constrained import ConstraintSpec, check_citation_mode, generate_constrained
+from pipeline.errors import CiteragError, ConfigError, InputError
 from pipeline.progress import progress_bar
 from pipeline.prompting import BuiltPrompt, PromptConfig, build_prompt, validate_question
 from pipeline.protocols import Generator, Retriever
-from pipeline.types import AttributedAnswer, GenerationParams, Passage
+from pipeline.types import AttributedAnswer, Generation, GenerationParams, Passage
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,18 @@ class RAGPipeline:
     batch_size: int = 64
     #: Stop at and remove the prompt's scaffolding (pipeline.cleaning); False keeps raw output.
     clean: bool = True
+    #: "post-hoc": the model writes markers if it can, uncited sentences get ``post_hoc``;
+    #: "constrained": decoding forces a citation on every sentence (pipeline/constrained.py);
+    #: "use-aware": as post-hoc here; grounding re-cites by use (verifiers/grounding.py).
+    citations: str = "post-hoc"
+    constraint: ConstraintSpec = field(default_factory=ConstraintSpec)
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise InputError(f"k must be at least 1 (got {self.k})")
+        check_citation_mode(self.citations)
+        if self.citations == "constrained" and self.iterative is not None:
+            raise ConfigError("constrained citations do not work with --iterative yet: drop one of them")
 
     def ask(self, question: str) -> AttributedAnswer:
         return self.ask_batch([question], progress=False)[0]
@@ -72,7 +81,7 @@ class RAGPipeline:
         with progress_bar(total=len(prompts), desc="answering", enabled=progress, unit="q") as bar:
             for i in range(0, len(prompts), self.batch_size):
                 chunk = prompts[i : i + self.batch_size]
-                gens.extend(self.generator.generate([p.text for p in chunk], params))
+                gens.extend(self._generate(chunk, params))
                 bar.update(len(chunk))
         t3 = time.perf_counter()
         answers = [
@@ -137,6 +146,14 @@ class RAGPipeline:
         stop = tuple(dict.fromkeys((*self.params.stop, *(SCAFFOLD_STOPS if self.clean else ()))))
         return replace(self.params, stop=stop, max_tokens=max_tokens or self.params.max_tokens)
 
+    def _generate(self, chunk: Sequence[BuiltPrompt], params: GenerationParams) -> list[Generation]:
+        if self.citations == "constrained":
+            done = generate_constrained(
+                self.generator, [p.text for p in chunk], [len(p.shown) for p in chunk], params, self.constraint
+            )
+            return [r.generation for r in done]
+        return self.generator.generate([p.text for p in chunk], params)
+
     def _finish(
         self, question: str, raw: str, shown: Sequence[Passage], *, truncated: bool = False, **report: object
     ) -> AttributedAnswer:
@@ -145,8 +162,11 @@ class RAGPipeline:
         else:
             cleaned = CleanedAnswer(raw.strip())
         text = cleaned.text
-        parsed = cite_answer(text, shown, self.post_hoc, question)
+        # Constrained answers cite on every sentence by construction: nothing is added post hoc.
+        post_hoc = self.post_hoc if self.citations != "constrained" else None
+        parsed = cite_answer(text, shown, post_hoc, question)
         rep: dict[str, object] = {
+            "citation_mode": self.citations,
             "dropped_citations": list(parsed.dropped),
             "post_hoc_citations": parsed.post_hoc_count,
             "prompt_layout": self.prompt.layout,

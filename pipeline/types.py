@@ -160,6 +160,9 @@ class GenerationParams:
     n: int = 1
     stop: tuple[str, ...] = ()
     seed: int = 0
+    #: Structured output: the generated text must match this regular expression (vLLM
+    #: backends only; see :mod:`pipeline.constrained`). None: unconstrained.
+    regex: str | None = None
 
 
 @dataclass(frozen=True)

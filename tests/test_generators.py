@@ -175,6 +175,38 @@ def test_make_generator_openai_is_lazy() -> None:
     assert gen.base_url == "http://127.0.0.1:9"
 
 
+def test_regex_reaches_vllm_sampling_params() -> None:
+    pytest.importorskip("vllm")
+    from pipeline.generators.base import vllm_sampling
+
+    sp = vllm_sampling(GenerationParams(regex="(?:ab)+"), 8)
+    assert sp.structured_outputs is not None and sp.structured_outputs.regex == "(?:ab)+"
+    assert vllm_sampling(GenerationParams(), 8).structured_outputs is None
+
+
+def test_regex_in_the_openai_request_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.generators.openai_http import OpenAIGenerator
+
+    gen = OpenAIGenerator("http://127.0.0.1:9", "m")
+    monkeypatch.setattr(gen, "_discover", lambda: {"id": "m", "owned_by": "vllm"})
+    body = gen._completion_body([[1, 2]], 8, GenerationParams(regex="a+"))
+    assert body["structured_outputs"] == {"regex": "a+"}
+    assert "structured_outputs" not in gen._completion_body([[1, 2]], 8, GenerationParams())
+    monkeypatch.setattr(gen, "_discover", lambda: {"id": "m", "owned_by": "someone-else"})
+    with pytest.raises(ConfigError, match="not a vLLM server"):
+        gen._completion_body([[1, 2]], 8, GenerationParams(regex="a+"))
+
+
+def test_bad_regex_params_are_rejected() -> None:
+    from pipeline.generators.base import check_params
+
+    for bad in ("", "a\x00b"):
+        with pytest.raises(ConfigError, match="regex"):
+            check_params(GenerationParams(regex=bad))
+    with pytest.raises(ConfigError, match="use --backend vllm or --llm-url"):
+        FakeGenerator().generate(["p"], GenerationParams(regex="a"))
+
+
 # --------------------------------------------------------------------------- tiny model
 @pytest.fixture(scope="session")
 def tiny_hf(tiny_model_dir: Path) -> Any:
@@ -275,6 +307,23 @@ def test_stop_strings_respected(tiny_gen: Any) -> None:
         assert cut.finish_reason == "stop"
         checked += 1
     assert checked >= 2
+
+
+def test_regex_constrains_vllm_backends_and_transformers_refuses(tiny_gen: Any) -> None:
+    import re
+
+    from pipeline.generators.hf import TransformersGenerator
+
+    rx = "(?:[a-z]{1,5} ){1,3}\\[[1-3]\\]\\."
+    params = GenerationParams(max_tokens=24, regex=rx)
+    if isinstance(tiny_gen, TransformersGenerator):
+        with pytest.raises(ConfigError, match="constrained citations need a vLLM backend"):
+            tiny_gen.generate(PROMPTS, params)
+        return
+    outs = tiny_gen.generate(PROMPTS, params)
+    free = tiny_gen.generate(PROMPTS, GenerationParams(max_tokens=24))
+    assert all(re.fullmatch(rx, g.text) and g.finish_reason == "stop" for g in outs), [g.text for g in outs]
+    assert not any(re.fullmatch(rx, g.text) for g in free)  # the random model never writes this unasked
 
 
 def test_score_shape(tiny_gen: Any) -> None:

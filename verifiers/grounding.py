@@ -332,6 +332,7 @@ def ground_with_pipeline(
     *,
     abstain: AbstainRule | None = None,
     quotes: bool = True,
+    use_aware: bool = False,
 ) -> list[Any]:
     """Ground the answers among ``results`` (errors pass through), reading question-passage
     relevance with the pipeline's embedder when it has one (the post-hoc citer's)."""
@@ -340,7 +341,8 @@ def ground_with_pipeline(
 
         judge = load_judge(judge, generator=pipe.generator)
     embed = getattr(getattr(pipe, "post_hoc", None), "embedder", None)
-    g = Grounder(judge, embed=embed, abstain=abstain, quotes=quotes)
+    use = PassageUse(pipe.generator, getattr(pipe, "prompt", None)) if use_aware else None
+    g = Grounder(judge, embed=embed, abstain=abstain, quotes=quotes, use=use)
     idx = [i for i, r in enumerate(results) if isinstance(r, AttributedAnswer)]
     grounded = g.ground_batch([results[i] for i in idx]) if idx else []
     out = list(results)

@@ -128,6 +128,18 @@ def check_params(params: GenerationParams) -> None:
         raise ConfigError(f"GenerationParams.top_p must be in (0, 1] (got {params.top_p})")
     if isinstance(params.stop, str):
         raise ConfigError("GenerationParams.stop must be a tuple of strings, not a string")
+    if params.regex is not None and (not isinstance(params.regex, str) or not params.regex or "\x00" in params.regex):
+        raise ConfigError("GenerationParams.regex must be a non-empty regular expression without NUL characters, or None")
+
+
+#: What to do when a backend cannot constrain decoding (``GenerationParams.regex``).
+NO_STRUCTURED_OUTPUT_HINT = "constrained citations need a vLLM backend: use --backend vllm or --llm-url"
+
+
+def reject_regex(params: GenerationParams, backend: str) -> None:
+    """Raise :class:`ConfigError` when ``params`` asks a backend without structured outputs for a regex."""
+    if params.regex is not None:
+        raise ConfigError(f"the {backend} backend cannot constrain decoding to a regular expression; {NO_STRUCTURED_OUTPUT_HINT}")
 
 
 def check_prompts(prompts: Sequence[str]) -> list[str]:
@@ -197,9 +209,14 @@ def resolve_model(model: str) -> str:
 
 
 def vllm_sampling(params: GenerationParams, max_tokens: int, **extra: Any) -> Any:
-    """vLLM ``SamplingParams`` for one generation under ``params`` (top-p only when sampling)."""
+    """vLLM ``SamplingParams`` for one generation under ``params`` (top-p only when sampling;
+    ``params.regex`` as vLLM's structured outputs, compiled by its xgrammar backend)."""
     from vllm import SamplingParams
 
+    if params.regex is not None:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        extra["structured_outputs"] = StructuredOutputsParams(regex=params.regex)
     return SamplingParams(
         n=1,
         max_tokens=max_tokens,

@@ -7,7 +7,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 
-from pipeline.generators.base import check_params, check_prompts, check_score_inputs, cut_at_stop
+from pipeline.generators.base import check_params, check_prompts, check_score_inputs, cut_at_stop, reject_regex
 from pipeline.types import Generation, GenerationParams
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ class FakeGenerator:
 
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
         check_params(params)
+        # Canned replies cannot honour a constraint; pretending to would hide a missing backend.
+        reject_regex(params, "fake")
         texts = check_prompts(prompts)
         self.calls.append(params)
         out = []

@@ -19,6 +19,7 @@ from pipeline.generators.base import (
     check_score_inputs,
     cut_at_stop,
     fit_max_tokens,
+    reject_regex,
     score_ids,
 )
 from pipeline.types import Generation, GenerationParams
@@ -89,6 +90,7 @@ class TransformersGenerator:
         import torch
 
         check_params(params)
+        reject_regex(params, "transformers")
         texts = check_prompts(prompts)
         ids = [self._tokenizer.encode_prompt(t) for t in texts]
         budgets = [fit_max_tokens(len(p), params.max_tokens, self.max_context, index=i) for i, p in enumerate(ids)]

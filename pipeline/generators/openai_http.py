@@ -307,6 +307,15 @@ class OpenAIGenerator:
             body["stop"] = stop
         if self.is_vllm:
             body["return_token_ids"] = True
+        if params.regex is not None:
+            if not self.is_vllm:
+                raise ConfigError(
+                    f"the LLM server at {self.base_url} is not a vLLM server, so it cannot be asked for "
+                    "structured outputs; constrained citations need a vLLM backend: use --backend vllm or "
+                    "point --llm-url at a vLLM server (`citerag llm serve`)"
+                )
+            # vLLM's extension field (vLLM >= 0.11; older servers called it guided_regex).
+            body["structured_outputs"] = {"regex": params.regex}
         return body
 
     def stream(self, prompt: str, params: GenerationParams) -> Iterator[Generation]:
