@@ -98,6 +98,44 @@ def test_identical_pairs_are_judged_once_and_batched() -> None:
     assert [len(b) for b in judge.batches] == [4]  # one batch of at most batch_size
 
 
+class ShortWindowJudge(WordJudge):
+    """WordJudge whose window is shared with the claim: ``window`` words in all."""
+
+    def __init__(self, window: int = 12, **kw: int) -> None:
+        super().__init__(**kw)
+        self.window = window
+
+    def evidence_budget(self, claim: str) -> int:
+        return self.window - len(claim.split())
+
+
+def test_long_claims_are_split_and_every_part_must_be_supported() -> None:
+    judge = ShortWindowJudge(window=24, stride=2, batch_size=64)
+    # A claim must leave half the window (12 words) for evidence, else it is judged in parts:
+    # its sentences, and word chunks of at most 12 words for a sentence longer than that.
+    twelve = "a b c d e f. g h i j k l."
+    assert judge.claim_parts(twelve) == [twelve]
+    assert judge.claim_parts(twelve + " m n.") == ["a b c d e f.", "g h i j k l.", "m n."]
+    words = " ".join(f"w{i}" for i in range(15))
+    assert judge.claim_parts(words) == [" ".join(f"w{i}" for i in range(12)), "w12 w13 w14"]
+    evidence = "a b c d e f. g h i j k l. m n."
+    [all_there, one_missing] = judge.judge([(evidence, twelve + " m n."), (evidence, twelve + " m q.")])
+    # every part supported in some window -> 1.0; one part unsupported -> its 0.1 (the minimum)
+    assert all_there == 1.0 and one_missing == pytest.approx(0.1)
+    assert judge.last_stats["claims_split"] == 2 and judge.last_stats["claim_parts"] == 6
+    assert len(judge.batches) == 1  # the parts of both pairs went through one batched call
+
+
+def test_a_claim_of_one_enormous_word_is_cut_by_characters() -> None:
+    class CharJudge(ShortWindowJudge):
+        def evidence_budget(self, claim: str) -> int:
+            return self.window - len(claim) // 4
+
+    judge = CharJudge(window=40)
+    parts = judge.claim_parts("x" * 200)
+    assert "".join(parts) == "x" * 200 and all(judge.evidence_budget(p) >= 20 for p in parts)
+
+
 def test_judge_rejects_a_bare_pair() -> None:
     with pytest.raises(InputError):
         WordJudge().judge(("evidence", "claim"))  # type: ignore[arg-type]
@@ -193,7 +231,7 @@ def test_augmented_pairs_keep_labels_honest() -> None:
     out = augment_pairs(base, seed=3, rate=20)
     assert len(out) >= 40 and out == augment_pairs(base, seed=3, rate=20)  # seeded
     kinds = {p.source for p in out}
-    assert kinds == {"aug_number", "aug_passage", "aug_verbatim", "aug_unrelated"}
+    assert kinds == {"aug_number", "aug_passage", "aug_verbatim", "aug_unrelated"}  # the v2 kinds by default
     for p in out:
         if p.source == "aug_number":
             # the claim's number was changed to one the evidence does not state: unsupported
@@ -209,6 +247,52 @@ def test_augmented_pairs_keep_labels_honest() -> None:
         else:
             assert p.label == 0 and not any(b.claim == p.claim and b.evidence == p.evidence for b in base)
     assert augment_pairs(base[:1]) == []
+
+
+def test_v3_augmentation_kinds_are_labelled_as_their_kind_says() -> None:
+    from verifiers.judge_train import AUGMENT_KINDS
+
+    base = [
+        LabelledPair("The bridge opened in 1937. It spans the strait.", "The bridge opened in 1937.", 1, "x"),
+        LabelledPair("Marie Curie won 2 Nobel prizes in Paris.", "Curie won 2 Nobel prizes in Paris.", 1, "x"),
+        LabelledPair("Ada Lovelace wrote notes on the engine of Charles Babbage.",
+                     "The notes on the engine of Charles Babbage were written by Ada Lovelace.", 1, "x"),
+        LabelledPair("A dog runs in a park near Lake Geneva.", "A cat sleeps near Lake Geneva.", 0, "x"),
+        LabelledPair("Everest is 8849 metres high.", "Everest is 8849 metres high.", 1, "x"),
+    ]
+    out = augment_pairs(base, seed=5, rate=60, kinds=AUGMENT_KINDS)
+    assert out == augment_pairs(base, seed=5, rate=60, kinds=AUGMENT_KINDS)  # seeded
+    kinds = {p.source for p in out}
+    assert kinds >= {"aug_instruct", "aug_question", "aug_quote", "aug_entity", "aug_header",
+                     "aug_long_supported", "aug_long_unsupported"}
+    claims = {b.claim for b in base}
+    for p in out:
+        if p.source in ("aug_instruct", "aug_question", "aug_quote"):
+            # the evidence instructs / asks / reports the claim, never asserts it
+            assert p.label == 0 and p.claim in claims
+            assert p.evidence not in {b.evidence for b in base if b.label == 1 and b.claim == p.claim}
+            if p.source == "aug_instruct":  # and the injection guard recognises every template
+                assert is_instruction_text(p.evidence)
+        elif p.source == "aug_entity":
+            # a name shared by claim and evidence was replaced by one the evidence lacks
+            assert p.label == 0 and p.claim not in claims
+        elif p.source == "aug_header":
+            from verifiers.injection import is_scaffolding_claim
+
+            assert p.label == 0 and is_scaffolding_claim(p.claim)
+        elif p.source.startswith("aug_long"):
+            n_sentences = p.claim.count(". ") + 1
+            assert n_sentences >= 2 and p.label == (p.source == "aug_long_supported")
+            if p.label:  # every sentence is a supported claim whose evidence is included
+                assert all(b.evidence in p.evidence for b in base if b.claim.rstrip(".") + "." in p.claim)
+    with pytest.raises(InputError, match="unknown augmentation"):
+        augment_pairs(base, kinds=("nonsense",))
+
+
+def is_instruction_text(text: str) -> bool:
+    from verifiers.injection import find_instructions
+
+    return bool(find_instructions(text))
 
 
 # ------------------------------------------------------------------ calibration and evaluation
@@ -448,3 +532,21 @@ def test_default_judge_on_clear_pairs(default_judge: SupportJudge) -> None:
     assert scores["contradiction"] < 0.5 and scores["contradiction"] < threshold
     assert scores["unrelated"] < 0.5 and scores["unrelated"] < threshold
     assert scores["verbatim"] > scores["contradiction"] and scores["verbatim"] > scores["unrelated"]
+
+
+GOLDEN = ("The Golden Gate Bridge is a suspension bridge spanning the Golden Gate strait. It opened to traffic "
+          "in 1937. It was designed by Joseph Strauss. Its towers are 227 metres tall.")
+
+
+def test_default_judge_scores_a_claim_longer_than_its_window(default_judge: SupportJudge) -> None:
+    sentences = [s + "." for s in GOLDEN.rstrip(".").split(". ")]
+    long_claim = " ".join(sentences * 6)  # every sentence is in the evidence
+    judge = default_judge
+    assert judge._n_tokens(long_claim) > 192  # type: ignore[attr-defined]  # more than the whole window
+    parts = judge.claim_parts(long_claim)  # type: ignore[attr-defined]
+    assert parts == sentences * 6  # one part per sentence
+    assert all(judge.evidence_budget(p) >= judge.evidence_budget("") // 2 for p in parts)  # type: ignore[attr-defined]
+    wrong = long_claim.replace("in 1937.", "in 1975.", 1)  # one sentence of one part now contradicts
+    supported, unsupported = judge.judge([(GOLDEN, long_claim), (GOLDEN, wrong)])
+    assert supported >= judge.threshold > unsupported  # type: ignore[attr-defined]
+    assert judge.last_stats["claims_split"] == 2  # type: ignore[attr-defined]

@@ -37,14 +37,17 @@ def judge() -> None:
 @click.option("--augment", type=float, default=0.0, show_default=True,
               help="Add synthetic pairs (wrong numbers, support inside longer passages, verbatim "
                    "sentences, unrelated evidence) as this fraction of the loaded pairs.")
+@click.option("--augment-kinds", default="v2", show_default=True,
+              help="Comma-separated kinds of synthetic pairs, 'v2' (number,passage,verbatim,unrelated) or 'all' "
+                   "(adds instruct,question,quote,entity,header,long).")
 @handle_errors
 def train_cmd(data: tuple[str, ...], out: str, base: str | None, max_pairs: int | None, epochs: float,
               batch_size: int, max_length: int, seed: int, lr: float, max_steps: int | None,
-              threads: int | None, max_minutes: float | None, augment: float) -> None:
+              threads: int | None, max_minutes: float | None, augment: float, augment_kinds: str) -> None:
     """Fine-tune a binary support cross-encoder and save it (fp16 safetensors + card)."""
     import logging
 
-    from verifiers.judge_train import TrainConfig, train_judge
+    from verifiers.judge_train import AUGMENT_KINDS, V2_AUGMENT_KINDS, TrainConfig, train_judge
 
     logging.getLogger("verifiers").setLevel(min(logging.getLogger("citerag").getEffectiveLevel(), logging.INFO))
     if not logging.getLogger().handlers:
@@ -52,11 +55,20 @@ def train_cmd(data: tuple[str, ...], out: str, base: str | None, max_pairs: int 
     cfg = TrainConfig(
         data=list(data), out=out, base=base, max_pairs=max_pairs, epochs=epochs, batch_size=batch_size,
         max_length=max_length, seed=seed, lr=lr, max_steps=max_steps, max_minutes=max_minutes, threads=threads,
-        augment=augment,
+        augment=augment, augment_kinds=_parse_kinds(augment_kinds, V2_AUGMENT_KINDS, AUGMENT_KINDS),
         extra_card={"command": "citerag " + " ".join(shlex.quote(a) for a in sys.argv[1:])},
     )
     path = train_judge(cfg)
     click.echo(str(path))
+
+
+def _parse_kinds(spec: str, v2: tuple[str, ...], every: tuple[str, ...]) -> tuple[str, ...]:
+    """``v2``, ``all`` or a comma-separated list of augmentation kinds (checked by augment_pairs)."""
+    if spec.strip() == "v2":
+        return v2
+    if spec.strip() == "all":
+        return every
+    return tuple(k.strip() for k in spec.split(",") if k.strip())
 
 
 @judge.command("eval")
