@@ -339,6 +339,110 @@ def test_evaluate_judge_per_source_and_threshold() -> None:
     assert res_cal["macro_f1"] == 1.0 and 0.1 < res_cal["threshold"] <= 1.0
 
 
+def _ab_rows(n_questions: int = 12) -> list[dict]:
+    """AttributionBench-format rows: per question one supported and one unsupported claim that
+    WordJudge gets right, plus (for every third question) one it gets wrong."""
+    rows = []
+    for q in range(n_questions):
+        ref = f"the bridge opened in {1900 + q} and the tower is red"
+        rows.append({"question": f"When did bridge {q} open?", "claim": f"the bridge opened in {1900 + q}",
+                     "references": [ref], "attribution_label": "attributable", "src_dataset": "S1"})
+        rows.append({"question": f"when did  BRIDGE {q} open", "claim": "the cat sat on the mat",
+                     "references": [ref], "attribution_label": "not attributable", "src_dataset": "S2"})
+        if q % 3 == 0:
+            rows.append({"question": f"When did bridge {q} open?", "claim": "the tower is red",
+                         "references": [ref], "attribution_label": "not attributable", "src_dataset": "S2"})
+    return rows
+
+
+def test_split_by_question_is_deterministic_and_keeps_a_question_together(tmp_path: Path) -> None:
+    from verifiers.judge_eval import load_eval_pairs, question_key, split_of
+
+    f = tmp_path / "ab.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in _ab_rows(40)))
+    everything = load_eval_pairs([f])
+    sel = load_eval_pairs([f], split="selection")
+    rep = load_eval_pairs([f], split="report")
+    assert len(sel) + len(rep) == len(everything) and sel and rep
+    # "When did bridge 3 open?" and "when did  BRIDGE 3 open" are one question: same half
+    assert question_key(everything[0]) == question_key(everything[1]) == "when did bridge 0 open"
+    assert not {question_key(p) for p in sel} & {question_key(p) for p in rep}
+    assert [split_of(p) for p in everything] == [split_of(p) for p in load_eval_pairs([f])]
+    with pytest.raises(InputError, match="selection, report"):
+        load_eval_pairs([f], split="train")
+
+
+def test_bootstrap_interval_resamples_questions() -> None:
+    from verifiers.judge_eval import bootstrap_macro_f1
+
+    labels = [1, 0] * 20
+    perfect = [bool(y) for y in labels]
+    assert bootstrap_macro_f1(labels, perfect, [str(i // 2) for i in range(40)]) == (1.0, 1.0)
+    # one question holds every error: resampling questions gives a wide interval around the figure
+    preds = [bool(y) if i >= 8 else not y for i, y in enumerate(labels)]
+    groups = ["bad"] * 8 + [str(i) for i in range(32)]
+    lo, hi = bootstrap_macro_f1(labels, preds, groups, seed=3)
+    point = binary_scores(labels, preds).macro_f1
+    assert lo < point < hi == 1.0
+    assert (lo, hi) == bootstrap_macro_f1(labels, preds, groups, seed=3)  # fixed seed
+
+
+def test_protocol_fits_on_selection_and_reports_the_report_half(tmp_path: Path) -> None:
+    from verifiers.judge_eval import evaluate_protocol, load_eval_pairs, split_of
+
+    f = tmp_path / "ab.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in _ab_rows(30)))
+    pairs = load_eval_pairs([f])
+    res = evaluate_protocol(WordJudge(), pairs, calibrate=True, resamples=200)
+    assert res["scored"] == len(pairs) and res["refused"] == 0 and res["calibrated_on"] == "selection"
+    sel = [p for p in pairs if split_of(p) == "selection"]
+    assert res["selection"]["n"] == len(sel) and res["report"]["n"] == len(pairs) - len(sel)
+    t, _ = calibrate_threshold([p.label for p in sel], WordJudge().judge([(p.evidence, p.claim) for p in sel]))
+    assert res["threshold"] == round(t, 6)
+    # WordJudge supports "the tower is red" (its words are in the reference), labelled unsupported:
+    # the only errors; by hand, report macro-F1 from the report half's counts
+    rep = [p for p in pairs if split_of(p) == "report"]
+    wrong = sum(1 for p in rep if p.claim == "the tower is red")
+    pos = sum(p.label for p in rep)
+    neg = len(rep) - pos
+    f_pos = 2 * pos / (2 * pos + wrong)
+    f_neg = 2 * (neg - wrong) / (2 * (neg - wrong) + wrong)
+    assert res["report"]["macro_f1"] == round((f_pos + f_neg) / 2, 4)
+    lo, hi = res["report"]["macro_f1_ci95"]
+    assert lo <= res["report"]["macro_f1"] <= hi
+
+
+def test_judge_eval_cli_saves_a_threshold_only_when_asked(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    judge_dir = tmp_path / "judge"
+    shutil.copytree(tiny_bert_dir, judge_dir)
+    write_card(judge_dir, {"threshold": 0.5})
+    f = tmp_path / "ab.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in _ab_rows(16)))
+    runner = CliRunner()
+    base = ["judge", "eval", "--data", str(f), "--judge", str(judge_dir), "--bootstrap", "50"]
+    out = runner.invoke(cli, [*base, "--split", "both", "--calibrate", "--json"])
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["refused"] == 0 and res["scored"] == res["n"] == len(_ab_rows(16))
+    assert "saved_to" not in res and read_card(judge_dir) == {"threshold": 0.5}  # calibrating alone saves nothing
+    text = runner.invoke(cli, [*base, "--split", "selection", "--calibrate"])
+    assert text.exit_code == 0 and "not saved: add --save-threshold" in text.output and "refused 0" in text.output
+    bad = runner.invoke(cli, [*base, "--split", "report", "--calibrate", "--save-threshold"])
+    assert bad.exit_code == 2 and "in-sample" in bad.output
+    assert runner.invoke(cli, [*base, "--save-threshold"]).exit_code == 2  # without --calibrate
+    saved = runner.invoke(cli, [*base, "--split", "both", "--calibrate", "--save-threshold", "--json"])
+    assert saved.exit_code == 0, saved.output
+    card = read_card(judge_dir)
+    assert card["threshold"] == json.loads(saved.stdout.strip().splitlines()[-1])["threshold"]
+    assert card["calibration"]["split"] == "selection" and "macro_f1_ci95" in card["calibration"]["report"]
+
+
 # ------------------------------------------------------------------ tiny real models
 
 

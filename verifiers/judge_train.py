@@ -64,6 +64,7 @@ class LabelledPair:
     claim: str
     label: int  # 1 = supported
     source: str = ""
+    question: str = ""  # the question a claim answers (AttributionBench), for splitting by question
 
 
 @dataclass
@@ -132,7 +133,7 @@ def pairs_from_row(row: dict[str, Any], fmt: str | None = None, *, extra: bool =
             return []
         refs = row["references"]
         evidence = "\n\n".join(refs) if isinstance(refs, list) else str(refs)
-        return [LabelledPair(evidence, str(row["claim"]), y, str(row.get("src_dataset", fmt)))]
+        return [LabelledPair(evidence, str(row["claim"]), y, str(row.get("src_dataset", fmt)), str(row.get("question") or ""))]
     if fmt == "wice":
         y = binary_label(row["label"])
         if y is None:
