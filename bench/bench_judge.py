@@ -19,6 +19,7 @@ For every ``--judge`` (default: the committed one; repeat to compare, e.g. v2 an
 Results go to BENCHMARKS.md by hand, with the command line.
 
     .venv/bin/python bench/bench_judge.py [--judge default] [--judge DIR ...] [--snli 500] [--throughput]
+    .venv/bin/python bench/bench_judge.py --skip-quality [--pairs 128] [--long-pairs 24]   # throughput only
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=128, help="short SNLI pairs for the throughput ratio")
     ap.add_argument("--long-pairs", type=int, default=32, help="AttributionBench pairs for the throughput ratio")
     ap.add_argument("--scores-out", default=None, help="write every judge's AttributionBench scores here (JSON)")
+    ap.add_argument("--skip-quality", action="store_true", help="only the throughput ratio (implies --throughput)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     judges = args.judge or ["default"]
@@ -97,6 +99,16 @@ def main() -> None:
     from verifiers.judge_train import read_pairs
     from verifiers.judges import load_judge
 
+    if args.skip_quality:
+        judge = load_judge(judges[0])
+        short = [(p.evidence, p.claim) for p in read_pairs(SNLI_TEST, max_pairs=args.pairs, seed=7)]
+        long_ = [(p.evidence, p.claim) for p in read_pairs(AB, max_pairs=args.long_pairs, seed=7, extra=False)]
+        b_s, o_s = throughput(judge, short)
+        b_l, o_l = throughput(judge, long_)
+        print(f"short pairs/s batched vs one per call (n={len(short)}): {b_s:.1f} vs {o_s:.1f}")
+        print(f"AB pairs/s batched vs one per call (n={len(long_)}): {b_l:.1f} vs {o_l:.1f}")
+        print(f"ratios: batched/one-per-call short {b_s / o_s:.1f}x, long {b_l / o_l:.1f}x")
+        return
     rows: list[tuple[str, ...]] = [("measure", *judges)]
     ab = load_eval_pairs([AB])
     snli = read_pairs(SNLI_TEST, max_pairs=args.snli, seed=13)
