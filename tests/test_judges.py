@@ -98,6 +98,44 @@ def test_identical_pairs_are_judged_once_and_batched() -> None:
     assert [len(b) for b in judge.batches] == [4]  # one batch of at most batch_size
 
 
+class ShortWindowJudge(WordJudge):
+    """WordJudge whose window is shared with the claim: ``window`` words in all."""
+
+    def __init__(self, window: int = 12, **kw: int) -> None:
+        super().__init__(**kw)
+        self.window = window
+
+    def evidence_budget(self, claim: str) -> int:
+        return self.window - len(claim.split())
+
+
+def test_long_claims_are_split_and_every_part_must_be_supported() -> None:
+    judge = ShortWindowJudge(window=24, stride=2, batch_size=64)
+    # A claim must leave half the window (12 words) for evidence, else it is judged in parts:
+    # its sentences, and word chunks of at most 12 words for a sentence longer than that.
+    twelve = "a b c d e f. g h i j k l."
+    assert judge.claim_parts(twelve) == [twelve]
+    assert judge.claim_parts(twelve + " m n.") == ["a b c d e f.", "g h i j k l.", "m n."]
+    words = " ".join(f"w{i}" for i in range(15))
+    assert judge.claim_parts(words) == [" ".join(f"w{i}" for i in range(12)), "w12 w13 w14"]
+    evidence = "a b c d e f. g h i j k l. m n."
+    [all_there, one_missing] = judge.judge([(evidence, twelve + " m n."), (evidence, twelve + " m q.")])
+    # every part supported in some window -> 1.0; one part unsupported -> its 0.1 (the minimum)
+    assert all_there == 1.0 and one_missing == pytest.approx(0.1)
+    assert judge.last_stats["claims_split"] == 2 and judge.last_stats["claim_parts"] == 6
+    assert len(judge.batches) == 1  # the parts of both pairs went through one batched call
+
+
+def test_a_claim_of_one_enormous_word_is_cut_by_characters() -> None:
+    class CharJudge(ShortWindowJudge):
+        def evidence_budget(self, claim: str) -> int:
+            return self.window - len(claim) // 4
+
+    judge = CharJudge(window=40)
+    parts = judge.claim_parts("x" * 200)
+    assert "".join(parts) == "x" * 200 and all(judge.evidence_budget(p) >= 20 for p in parts)
+
+
 def test_judge_rejects_a_bare_pair() -> None:
     with pytest.raises(InputError):
         WordJudge().judge(("evidence", "claim"))  # type: ignore[arg-type]
@@ -193,7 +231,7 @@ def test_augmented_pairs_keep_labels_honest() -> None:
     out = augment_pairs(base, seed=3, rate=20)
     assert len(out) >= 40 and out == augment_pairs(base, seed=3, rate=20)  # seeded
     kinds = {p.source for p in out}
-    assert kinds == {"aug_number", "aug_passage", "aug_verbatim", "aug_unrelated"}
+    assert kinds == {"aug_number", "aug_passage", "aug_verbatim", "aug_unrelated"}  # the v2 kinds by default
     for p in out:
         if p.source == "aug_number":
             # the claim's number was changed to one the evidence does not state: unsupported
@@ -209,6 +247,52 @@ def test_augmented_pairs_keep_labels_honest() -> None:
         else:
             assert p.label == 0 and not any(b.claim == p.claim and b.evidence == p.evidence for b in base)
     assert augment_pairs(base[:1]) == []
+
+
+def test_v3_augmentation_kinds_are_labelled_as_their_kind_says() -> None:
+    from verifiers.judge_train import AUGMENT_KINDS
+
+    base = [
+        LabelledPair("The bridge opened in 1937. It spans the strait.", "The bridge opened in 1937.", 1, "x"),
+        LabelledPair("Marie Curie won 2 Nobel prizes in Paris.", "Curie won 2 Nobel prizes in Paris.", 1, "x"),
+        LabelledPair("Ada Lovelace wrote notes on the engine of Charles Babbage.",
+                     "The notes on the engine of Charles Babbage were written by Ada Lovelace.", 1, "x"),
+        LabelledPair("A dog runs in a park near Lake Geneva.", "A cat sleeps near Lake Geneva.", 0, "x"),
+        LabelledPair("Everest is 8849 metres high.", "Everest is 8849 metres high.", 1, "x"),
+    ]
+    out = augment_pairs(base, seed=5, rate=60, kinds=AUGMENT_KINDS)
+    assert out == augment_pairs(base, seed=5, rate=60, kinds=AUGMENT_KINDS)  # seeded
+    kinds = {p.source for p in out}
+    assert kinds >= {"aug_instruct", "aug_question", "aug_quote", "aug_entity", "aug_header",
+                     "aug_long_supported", "aug_long_unsupported"}
+    claims = {b.claim for b in base}
+    for p in out:
+        if p.source in ("aug_instruct", "aug_question", "aug_quote"):
+            # the evidence instructs / asks / reports the claim, never asserts it
+            assert p.label == 0 and p.claim in claims
+            assert p.evidence not in {b.evidence for b in base if b.label == 1 and b.claim == p.claim}
+            if p.source == "aug_instruct":  # and the injection guard recognises every template
+                assert is_instruction_text(p.evidence)
+        elif p.source == "aug_entity":
+            # a name shared by claim and evidence was replaced by one the evidence lacks
+            assert p.label == 0 and p.claim not in claims
+        elif p.source == "aug_header":
+            from verifiers.injection import is_scaffolding_claim
+
+            assert p.label == 0 and is_scaffolding_claim(p.claim)
+        elif p.source.startswith("aug_long"):
+            n_sentences = p.claim.count(". ") + 1
+            assert n_sentences >= 2 and p.label == (p.source == "aug_long_supported")
+            if p.label:  # every sentence is a supported claim whose evidence is included
+                assert all(b.evidence in p.evidence for b in base if b.claim.rstrip(".") + "." in p.claim)
+    with pytest.raises(InputError, match="unknown augmentation"):
+        augment_pairs(base, kinds=("nonsense",))
+
+
+def is_instruction_text(text: str) -> bool:
+    from verifiers.injection import find_instructions
+
+    return bool(find_instructions(text))
 
 
 # ------------------------------------------------------------------ calibration and evaluation
@@ -253,6 +337,110 @@ def test_evaluate_judge_per_source_and_threshold() -> None:
     assert res_hi["macro_f1"] < 1.0
     res_cal = evaluate_judge(WordJudge(), pairs, calibrate=True)
     assert res_cal["macro_f1"] == 1.0 and 0.1 < res_cal["threshold"] <= 1.0
+
+
+def _ab_rows(n_questions: int = 12) -> list[dict]:
+    """AttributionBench-format rows: per question one supported and one unsupported claim that
+    WordJudge gets right, plus (for every third question) one it gets wrong."""
+    rows = []
+    for q in range(n_questions):
+        ref = f"the bridge opened in {1900 + q} and the tower is red"
+        rows.append({"question": f"When did bridge {q} open?", "claim": f"the bridge opened in {1900 + q}",
+                     "references": [ref], "attribution_label": "attributable", "src_dataset": "S1"})
+        rows.append({"question": f"when did  BRIDGE {q} open", "claim": "the cat sat on the mat",
+                     "references": [ref], "attribution_label": "not attributable", "src_dataset": "S2"})
+        if q % 3 == 0:
+            rows.append({"question": f"When did bridge {q} open?", "claim": "the tower is red",
+                         "references": [ref], "attribution_label": "not attributable", "src_dataset": "S2"})
+    return rows
+
+
+def test_split_by_question_is_deterministic_and_keeps_a_question_together(tmp_path: Path) -> None:
+    from verifiers.judge_eval import load_eval_pairs, question_key, split_of
+
+    f = tmp_path / "ab.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in _ab_rows(40)))
+    everything = load_eval_pairs([f])
+    sel = load_eval_pairs([f], split="selection")
+    rep = load_eval_pairs([f], split="report")
+    assert len(sel) + len(rep) == len(everything) and sel and rep
+    # "When did bridge 3 open?" and "when did  BRIDGE 3 open" are one question: same half
+    assert question_key(everything[0]) == question_key(everything[1]) == "when did bridge 0 open"
+    assert not {question_key(p) for p in sel} & {question_key(p) for p in rep}
+    assert [split_of(p) for p in everything] == [split_of(p) for p in load_eval_pairs([f])]
+    with pytest.raises(InputError, match="selection, report"):
+        load_eval_pairs([f], split="train")
+
+
+def test_bootstrap_interval_resamples_questions() -> None:
+    from verifiers.judge_eval import bootstrap_macro_f1
+
+    labels = [1, 0] * 20
+    perfect = [bool(y) for y in labels]
+    assert bootstrap_macro_f1(labels, perfect, [str(i // 2) for i in range(40)]) == (1.0, 1.0)
+    # one question holds every error: resampling questions gives a wide interval around the figure
+    preds = [bool(y) if i >= 8 else not y for i, y in enumerate(labels)]
+    groups = ["bad"] * 8 + [str(i) for i in range(32)]
+    lo, hi = bootstrap_macro_f1(labels, preds, groups, seed=3)
+    point = binary_scores(labels, preds).macro_f1
+    assert lo < point < hi == 1.0
+    assert (lo, hi) == bootstrap_macro_f1(labels, preds, groups, seed=3)  # fixed seed
+
+
+def test_protocol_fits_on_selection_and_reports_the_report_half(tmp_path: Path) -> None:
+    from verifiers.judge_eval import evaluate_protocol, load_eval_pairs, split_of
+
+    f = tmp_path / "ab.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in _ab_rows(30)))
+    pairs = load_eval_pairs([f])
+    res = evaluate_protocol(WordJudge(), pairs, calibrate=True, resamples=200)
+    assert res["scored"] == len(pairs) and res["refused"] == 0 and res["calibrated_on"] == "selection"
+    sel = [p for p in pairs if split_of(p) == "selection"]
+    assert res["selection"]["n"] == len(sel) and res["report"]["n"] == len(pairs) - len(sel)
+    t, _ = calibrate_threshold([p.label for p in sel], WordJudge().judge([(p.evidence, p.claim) for p in sel]))
+    assert res["threshold"] == round(t, 6)
+    # WordJudge supports "the tower is red" (its words are in the reference), labelled unsupported:
+    # the only errors; by hand, report macro-F1 from the report half's counts
+    rep = [p for p in pairs if split_of(p) == "report"]
+    wrong = sum(1 for p in rep if p.claim == "the tower is red")
+    pos = sum(p.label for p in rep)
+    neg = len(rep) - pos
+    f_pos = 2 * pos / (2 * pos + wrong)
+    f_neg = 2 * (neg - wrong) / (2 * (neg - wrong) + wrong)
+    assert res["report"]["macro_f1"] == round((f_pos + f_neg) / 2, 4)
+    lo, hi = res["report"]["macro_f1_ci95"]
+    assert lo <= res["report"]["macro_f1"] <= hi
+
+
+def test_judge_eval_cli_saves_a_threshold_only_when_asked(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    judge_dir = tmp_path / "judge"
+    shutil.copytree(tiny_bert_dir, judge_dir)
+    write_card(judge_dir, {"threshold": 0.5})
+    f = tmp_path / "ab.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in _ab_rows(16)))
+    runner = CliRunner()
+    base = ["judge", "eval", "--data", str(f), "--judge", str(judge_dir), "--bootstrap", "50"]
+    out = runner.invoke(cli, [*base, "--split", "both", "--calibrate", "--json"])
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["refused"] == 0 and res["scored"] == res["n"] == len(_ab_rows(16))
+    assert "saved_to" not in res and read_card(judge_dir) == {"threshold": 0.5}  # calibrating alone saves nothing
+    text = runner.invoke(cli, [*base, "--split", "selection", "--calibrate"])
+    assert text.exit_code == 0 and "not saved: add --save-threshold" in text.output and "refused 0" in text.output
+    bad = runner.invoke(cli, [*base, "--split", "report", "--calibrate", "--save-threshold"])
+    assert bad.exit_code == 2 and "in-sample" in bad.output
+    assert runner.invoke(cli, [*base, "--save-threshold"]).exit_code == 2  # without --calibrate
+    saved = runner.invoke(cli, [*base, "--split", "both", "--calibrate", "--save-threshold", "--json"])
+    assert saved.exit_code == 0, saved.output
+    card = read_card(judge_dir)
+    assert card["threshold"] == json.loads(saved.stdout.strip().splitlines()[-1])["threshold"]
+    assert card["calibration"]["split"] == "selection" and "macro_f1_ci95" in card["calibration"]["report"]
 
 
 # ------------------------------------------------------------------ tiny real models
@@ -448,3 +636,21 @@ def test_default_judge_on_clear_pairs(default_judge: SupportJudge) -> None:
     assert scores["contradiction"] < 0.5 and scores["contradiction"] < threshold
     assert scores["unrelated"] < 0.5 and scores["unrelated"] < threshold
     assert scores["verbatim"] > scores["contradiction"] and scores["verbatim"] > scores["unrelated"]
+
+
+GOLDEN = ("The Golden Gate Bridge is a suspension bridge spanning the Golden Gate strait. It opened to traffic "
+          "in 1937. It was designed by Joseph Strauss. Its towers are 227 metres tall.")
+
+
+def test_default_judge_scores_a_claim_longer_than_its_window(default_judge: SupportJudge) -> None:
+    sentences = [s + "." for s in GOLDEN.rstrip(".").split(". ")]
+    long_claim = " ".join(sentences * 6)  # every sentence is in the evidence
+    judge = default_judge
+    assert judge._n_tokens(long_claim) > 192  # type: ignore[attr-defined]  # more than the whole window
+    parts = judge.claim_parts(long_claim)  # type: ignore[attr-defined]
+    assert parts == sentences * 6  # one part per sentence
+    assert all(judge.evidence_budget(p) >= judge.evidence_budget("") // 2 for p in parts)  # type: ignore[attr-defined]
+    wrong = long_claim.replace("in 1937.", "in 1975.", 1)  # one sentence of one part now contradicts
+    supported, unsupported = judge.judge([(GOLDEN, long_claim), (GOLDEN, wrong)])
+    assert supported >= judge.threshold > unsupported  # type: ignore[attr-defined]
+    assert judge.last_stats["claims_split"] == 2  # type: ignore[attr-defined]

@@ -11,7 +11,10 @@
 
 Every judge de-duplicates identical pairs, splits evidence longer than its input window into
 overlapping token windows (support = the maximum over windows; nothing is silently cut off),
-and batches across pairs and windows. Heavy imports (torch, transformers) happen on first use.
+splits a claim too long to leave room for evidence into parts that must each be supported
+(support = the minimum over parts), removes instruction-like sentences from evidence and
+scores a claim that is only a copied prompt header as 0 (:mod:`verifiers.injection`), and
+batches across pairs, parts and windows. Heavy imports (torch, transformers) happen on first use.
 """
 
 from __future__ import annotations
@@ -21,18 +24,24 @@ import logging
 import math
 import os
 from abc import ABC, abstractmethod
+import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, InputError, ModelNotFoundError
 from pipeline.protocols import Generator, Pair, SupportJudge
+from verifiers.injection import is_scaffolding_claim, strip_instructions, strip_scaffolding
 
 log = logging.getLogger(__name__)
 
 CARD_NAME = "citerag_judge.json"
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_JUDGE_DIR = Path(__file__).parent / "default_judge"
+#: Fewest evidence tokens a window may hold next to a claim (or a part of one).
+MIN_EVIDENCE_TOKENS = 8
+_CLAIM_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 #: Names ``load_judge`` knows besides paths and hub ids.
 JUDGE_NAMES = ("default", "llm")
 #: Label names (normalised: lower case, "_" for "-" and " ") that mean "the evidence supports it".
@@ -136,6 +145,12 @@ class WindowedJudge(ABC):
     threshold: float = DEFAULT_THRESHOLD
     batch_size: int = 32
     window_stride: int = 64  # tokens shared by consecutive windows
+    #: A claim leaving less than this fraction of the evidence window is judged in parts.
+    min_evidence_fraction: float = 0.5
+    #: Score evidence without its instruction-like sentences, and copied prompt headers as 0.
+    guard_injection: bool = True
+    #: Counts from the last ``judge`` call (claims split, evidence with instructions, ...).
+    last_stats: Counter[str] = Counter()
 
     @abstractmethod
     def evidence_budget(self, claim: str) -> int:
@@ -150,37 +165,135 @@ class WindowedJudge(ABC):
         """Support probabilities of pairs that each fit the input window (one batch)."""
 
     def windows(self, evidence: str, claim: str) -> list[str]:
+        """``evidence`` in windows that fit next to ``claim`` (a part of a claim: see ``claim_parts``)."""
         budget = self.evidence_budget(claim)
-        if budget < 8:
+        if budget < MIN_EVIDENCE_TOKENS:
             raise InputError(
-                f"the claim is too long for this judge's input window ({claim[:60]!r}...): split it into shorter claims"
+                f"the claim is too long for this judge's input window ({claim[:60]!r}...): judge it through "
+                "judge(), which splits long claims into parts"
             )
         return self.split_evidence(evidence, budget)
 
+    def _needed_budget(self) -> int:
+        full = self.evidence_budget("")
+        return max(MIN_EVIDENCE_TOKENS, int(full * self.min_evidence_fraction))
+
+    def claim_parts(self, claim: str) -> list[str]:
+        """``claim`` itself, or, when it leaves less than ``min_evidence_fraction`` of the input
+        window for evidence, its sentences (a sentence still too long: word chunks) so that each
+        part leaves at least that much. Every part must be supported.
+
+        Sentences are not packed together: inside a multi-sentence part a supported majority
+        outvotes one wrong sentence (measured with the v2 judge: a 4-sentence part with one
+        wrong year scored 0.77, above its threshold; the wrong sentence alone 0.03)."""
+        need = self._needed_budget()
+        if self.evidence_budget(claim) >= need:
+            return [claim]
+        parts: list[str] = []
+        for sentence in _CLAIM_SENTENCE.split(claim.strip()):
+            if not sentence.strip():
+                continue
+            if self.evidence_budget(sentence) >= need:
+                parts.append(sentence)
+            else:
+                parts.extend(self._word_chunks(sentence, need))
+        return parts or [claim]
+
+    def _word_chunks(self, text: str, need: int) -> list[str]:
+        chunks: list[str] = []
+        current: list[str] = []
+        for word in text.split():
+            if self.evidence_budget(word) < need:  # one enormous "word" (a URL, a table row): cut by characters
+                if current:
+                    chunks.append(" ".join(current))
+                    current = []
+                chunks.extend(self._char_chunks(word, need))
+            elif current and self.evidence_budget(" ".join(current + [word])) < need:
+                chunks.append(" ".join(current))
+                current = [word]
+            else:
+                current.append(word)
+        if current:
+            chunks.append(" ".join(current))
+        return chunks
+
+    def _char_chunks(self, text: str, need: int) -> list[str]:
+        if len(text) <= 1 or self.evidence_budget(text) >= need:
+            return [text]
+        mid = len(text) // 2
+        return self._char_chunks(text[:mid], need) + self._char_chunks(text[mid:], need)
+
+    def _prepare(self, evidence: str, claim: str) -> tuple[str, str] | None:
+        """The (evidence, claim) actually scored, or None when the support is 0 by rule: the
+        claim is only copied prompt scaffolding, or the evidence is only instructions."""
+        if not self.guard_injection:
+            return evidence, claim
+        if is_scaffolding_claim(claim):
+            self.last_stats["scaffolding_claims"] += 1
+            return None
+        cleaned_claim, found = strip_scaffolding(claim)
+        if found and cleaned_claim:
+            claim = cleaned_claim
+        stripped = strip_instructions(evidence)
+        if stripped.removed:
+            self.last_stats["evidence_with_instructions"] += 1
+            if stripped.only_instructions:
+                self.last_stats["evidence_only_instructions"] += 1
+                return None
+        return stripped.text, claim
+
     def judge(self, pairs: Sequence[Pair]) -> list[float]:
-        """P(support) per (evidence, claim) pair, in input order."""
+        """P(support) per (evidence, claim) pair, in input order.
+
+        Support of one pair = min over the claim's parts of (max over evidence windows); the
+        evidence is scored with instruction-like sentences removed (``guard_injection``)."""
         if isinstance(pairs, tuple) and len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
             raise InputError("judge() takes a sequence of (evidence, claim) pairs, not one pair")
+        self.last_stats = Counter()
         items = [(str(e), str(c)) for e, c in pairs]
         unique: dict[Pair, int] = {}
         for p in items:
             unique.setdefault(p, len(unique))
         flat: list[Pair] = []
-        owner: list[int] = []
+        owner: list[tuple[int, int]] = []  # (unique pair, claim part)
+        n_parts = [1] * len(unique)
+        fixed: dict[int, float] = {}
         for (evidence, claim), u in unique.items():
-            for w in self.windows(evidence, claim):
-                flat.append((w, claim))
-                owner.append(u)
+            prepared = self._prepare(evidence, claim)
+            if prepared is None:
+                fixed[u] = 0.0
+                continue
+            evidence, claim = prepared
+            parts = self.claim_parts(claim)
+            n_parts[u] = len(parts)
+            if len(parts) > 1:
+                self.last_stats["claims_split"] += 1
+                self.last_stats["claim_parts"] += len(parts)
+            for j, part in enumerate(parts):
+                for w in self.windows(evidence, part):
+                    flat.append((w, part))
+                    owner.append((u, j))
+        # Score each distinct (window, claim part) once: a long claim may repeat a sentence.
+        distinct: dict[Pair, int] = {}
+        for p in flat:
+            distinct.setdefault(p, len(distinct))
+        to_score = list(distinct)
+        self.last_stats["pairs"] = len(items)
+        self.last_stats["unique_pairs"] = len(unique)
+        self.last_stats["windows"] = len(to_score)
         # Batch windows of similar length together (less padding), then restore the order.
-        order = sorted(range(len(flat)), key=lambda i: len(flat[i][0]) + len(flat[i][1]))
-        scores = [0.0] * len(flat)
+        order = sorted(range(len(to_score)), key=lambda i: len(to_score[i][0]) + len(to_score[i][1]))
+        scores = [0.0] * len(to_score)
         for batch in _chunks(order, self.batch_size):
-            for i, s in zip(batch, self.score_windows([flat[i] for i in batch])):
+            for i, s in zip(batch, self.score_windows([to_score[i] for i in batch])):
                 scores[i] = s
-        best = [0.0] * len(unique)
-        for u, s in zip(owner, scores):
-            best[u] = max(best[u], float(s))
-        return [best[unique[p]] for p in items]
+        best: dict[tuple[int, int], float] = {}
+        for key, p in zip(owner, flat):
+            best[key] = max(best.get(key, 0.0), float(scores[distinct[p]]))
+        support = [
+            fixed[u] if u in fixed else min(best.get((u, j), 0.0) for j in range(n_parts[u])) for u in range(len(unique))
+        ]
+        return [support[unique[p]] for p in items]
 
     def decide(self, scores: Sequence[float]) -> list[bool]:
         return [s >= self.threshold for s in scores]
