@@ -355,7 +355,7 @@ def test_cli_lists_the_citation_modes() -> None:
     from pipeline.cli import cli
 
     res = CliRunner().invoke(cli, ["ask", "--help"])
-    assert res.exit_code == 0 and "--citations [post-hoc|constrained]" in res.output
+    assert res.exit_code == 0 and "--citations [post-hoc|constrained|use-aware]" in res.output
     res = CliRunner().invoke(cli, ["ask", "q", "--index", "x", "--citations", "magic"])
     assert res.exit_code == 2 and "post-hoc" in res.output
 
