@@ -48,7 +48,7 @@ def test_unsupportive_citation_gets_no_quote_and_zero_support() -> None:
 
 
 def test_abstains_when_no_passage_supports_any_sentence_and_keeps_the_draft() -> None:
-    g = Grounder(FakeJudge(threshold=0.99), abstain=AbstainRule())
+    g = Grounder(FakeJudge(threshold=0.99), abstain=AbstainRule(min_support=None))  # None: the judge's threshold
     a = g.ground(answer("The bridge was designed by Gustave Eiffel [1]."))
     assert a.text == ABSTAIN_TEXT and a.report["abstained"] is True
     assert a.report["draft"]["answer"] == "The bridge was designed by Gustave Eiffel [1]."
@@ -57,6 +57,15 @@ def test_abstains_when_no_passage_supports_any_sentence_and_keeps_the_draft() ->
     # Switched off, the same answer stands.
     kept = Grounder(FakeJudge(threshold=0.99), abstain=None).ground(answer("The bridge was designed by Gustave Eiffel [1]."))
     assert kept.text.startswith("The bridge was designed") and kept.report["abstained"] is False
+
+
+def test_default_rule_abstains_only_when_nothing_supports_at_all() -> None:
+    judge = FakeJudge(threshold=0.99)
+    # "bridge" is a quarter of the content words: below the judge's threshold, above 0.05.
+    weak = Grounder(judge, abstain=AbstainRule()).ground(answer("The bridge was designed by Gustave Eiffel [1]."))
+    assert weak.report["abstained"] is False and weak.report["abstention"]["min_support"] == 0.05
+    none = Grounder(judge, abstain=AbstainRule()).ground(answer("Zebras graze quietly [1]."))
+    assert none.report["abstained"] is True
 
 
 def test_abstains_when_retrieval_found_nothing_relevant() -> None:
@@ -88,7 +97,7 @@ def test_all_pairs_of_all_answers_go_to_the_judge_in_two_calls() -> None:
 def test_real_default_judge_quotes_the_year_sentence() -> None:
     from verifiers.judges import load_judge
 
-    g = Grounder(load_judge("default"), abstain=AbstainRule(min_relevance=-1.0))
+    g = Grounder(load_judge("default"), abstain=AbstainRule(min_relevance=-1.0, min_support=None))
     a = g.ground(answer("The Golden Gate Bridge opened in 1937 [1]."))
     assert a.report["abstained"] is False
     (q,) = a.sentences[0].quotes

@@ -190,7 +190,7 @@ def test_revise_and_ask_verify_commands(corpus: tuple[Path, Path], tiny_vllm_ser
     for e in out["edits"]:
         assert {"original_text", "revised_text", "evidence"} <= e.keys()
     proc = subprocess.run(base + ["ask", "When did the Harbour Bridge open?", "--index", idx, "--llm-url", tiny_vllm_server.url,
-                                  "--verify", "--json", "--max-tokens", "24"], capture_output=True, text=True, timeout=600, env=env)
+                                  "--verify", "--json", "--max-tokens", "24", "--no-abstain"], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
     ans = json.loads(proc.stdout)
     assert all({"support", "revised"} <= s.keys() for s in ans["sentences"])

@@ -46,8 +46,14 @@ class AbstainRule:
     shown passage supports any sentence at ``min_support`` (None: the judge's threshold).
     ``require_support=False`` uses relevance alone."""
 
-    min_relevance: float = 0.35
-    min_support: float | None = None
+    #: Chosen on NQ-open selection questions 1000-1099 (bench/abstain_relevance.py): the largest
+    #: abstention on unanswerable questions (0.70) with at most 0.08 on answerable ones.
+    min_relevance: float = 0.5125
+    #: Far below the judge's threshold: SmolLM2's answers are often unsupported at the
+    #: threshold (0.24 of answerable selection questions), so only an answer that nothing shown
+    #: supports at all abstains (instructions, copied headers and gibberish score ~0);
+    #: bench/abstain_support.py: with it, 0.12 of answerable selection questions abstain.
+    min_support: float | None = 0.05
     require_support: bool = True
 
     def __post_init__(self) -> None:
