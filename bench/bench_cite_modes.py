@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_ask import DEFAULT_DATA, has_answer, load  # noqa: E402
+from bench_ask import DEFAULT_DATA, has_answer, load, nq_index  # noqa: E402
 
 
 def bootstrap(rows: list[list[float]], stat: Any, reps: int, seed: int = 0) -> tuple[float, float]:
@@ -90,18 +90,12 @@ def main() -> None:
     from pipeline.models import resolve_generator
     from pipeline.rag import RAGPipeline
     from pipeline.types import GenerationParams
-    from retrievers.index import build_index, load_index
+    from retrievers.index import load_index
 
     modes = [check_citation_mode(m.strip()) for m in args.modes.split(",") if m.strip()]
     corpus, qs_all, gold_all = load(args.data, args.start + args.questions)
     qs, gold = qs_all[args.start :], gold_all[args.start :]
-    args.out.mkdir(parents=True, exist_ok=True)
-    index_dir = args.out / "nq_index"
-    if not (index_dir / "manifest.json").exists():
-        corpus_file = args.out / "nq_corpus.jsonl"
-        corpus_file.write_text("".join(json.dumps(r) + "\n" for r in corpus))
-        build_index(str(corpus_file), str(index_dir), mode="tokens", size=400, overlap=0, progress=False)
-    index = load_index(index_dir)
+    index = load_index(nq_index(args.out, corpus))
     embedder = index.embedder()
     retriever = index.retriever("hybrid", embedder=embedder)
     texts = [q["question"] for q in qs]

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_ask import DEFAULT_DATA, has_answer, load  # noqa: E402
+from bench_ask import DEFAULT_DATA, has_answer, load, nq_index  # noqa: E402
 
 from pipeline.errors import ContextBudgetError  # noqa: E402
 from pipeline.prompting import BuiltPrompt, format_document, truncate_passage, validate_question  # noqa: E402
@@ -190,19 +190,14 @@ def main() -> None:
 
     from pipeline.citations import EmbeddingPostHocCiter
     from pipeline.models import resolve_generator
-    from retrievers.index import build_index, load_index
+    from retrievers.index import load_index
 
     n_load = SELECT[1] if args.split == "select" else args.questions
     corpus, qs, gold = load(args.data, n_load)
     if args.split == "select":
         qs, gold = qs[SELECT[0]:], gold[SELECT[0]:]
     (args.out / args.split).mkdir(parents=True, exist_ok=True)
-    index_dir = args.out / "nq_index"
-    if not (index_dir / "manifest.json").is_file():  # the same index bench_ask.py builds
-        corpus_file = args.out / "nq_corpus.jsonl"
-        corpus_file.write_text("".join(json.dumps(r) + "\n" for r in corpus))
-        build_index(str(corpus_file), str(index_dir), mode="tokens", size=400, overlap=0, progress=False)
-    index = load_index(index_dir)
+    index = load_index(nq_index(args.out, corpus))  # the same index bench_ask.py builds
     embedder = index.embedder()
     retriever = index.retriever("hybrid", embedder=embedder)
     post_hoc = EmbeddingPostHocCiter(embedder)

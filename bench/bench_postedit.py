@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_ask import DEFAULT_DATA, load  # noqa: E402
+from bench_ask import DEFAULT_DATA, load, nq_index  # noqa: E402
 
 OVERLAPS = (0.6, 0.8, 1.0)
 
@@ -207,20 +207,13 @@ def main() -> None:
 
     from pipeline.generators.vllm_local import VLLMGenerator
     from pipeline.models import resolve_generator
-    from retrievers.index import build_index, load_index
+    from retrievers.index import load_index
     from verifiers.editor import DEFAULT_EDITOR, AlignedEditor, LLMEditor
     from verifiers.judges import load_judge
     from verifiers.rarr import RARRConfig, build_reviser
 
     corpus, _, _ = load(args.data, 0)
-    args.out.mkdir(parents=True, exist_ok=True)
-    corpus_file = args.out / "nq_corpus.jsonl"
-    index_dir = args.out / "nq_index"
-    rows = "".join(json.dumps(r) + "\n" for r in corpus)
-    if not index_dir.exists() or not corpus_file.exists() or corpus_file.read_text() != rows:
-        corpus_file.write_text(rows)
-        build_index(str(corpus_file), str(index_dir), mode="tokens", size=400, overlap=0, progress=False)
-    index = load_index(index_dir)
+    index = load_index(nq_index(args.out, corpus))
     retriever = index.retriever("hybrid", embedder=index.embedder())
     judge = load_judge(args.judge)
     pairs = build_pairs(corpus, args.sentences, args.name_share, args.seed)

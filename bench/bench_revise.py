@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_ask import DEFAULT_DATA, has_answer, load  # noqa: E402
+from bench_ask import DEFAULT_DATA, has_answer, load, nq_index  # noqa: E402
 
 
 def supported_share(answers: list, judge) -> tuple[float, int, int]:  # type: ignore[no-untyped-def]
@@ -66,20 +66,13 @@ def main() -> None:
     from pipeline.models import resolve_generator
     from pipeline.rag import RAGPipeline
     from pipeline.types import GenerationParams
-    from retrievers.index import build_index, load_index
+    from retrievers.index import load_index
     from verifiers.judges import load_judge
     from verifiers.rarr import build_reviser
     from verifiers.verify import verify_answers
 
     corpus, qs, gold = load(args.data, args.questions)
-    args.out.mkdir(parents=True, exist_ok=True)
-    corpus_file = args.out / "nq_corpus.jsonl"
-    index_dir = args.out / "nq_index"
-    rows = "".join(json.dumps(r) + "\n" for r in corpus)
-    if not index_dir.exists() or not corpus_file.exists() or corpus_file.read_text() != rows:
-        corpus_file.write_text(rows)
-        build_index(str(corpus_file), str(index_dir), mode="tokens", size=400, overlap=0, progress=False)
-    index = load_index(index_dir)
+    index = load_index(nq_index(args.out, corpus))
     embedder = index.embedder()
     retriever = index.retriever("hybrid", embedder=embedder)
     judge = load_judge(args.judge)

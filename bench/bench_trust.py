@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_ask import DEFAULT_DATA, has_answer  # noqa: E402
+from bench_ask import DEFAULT_DATA, has_answer, nq_index  # noqa: E402
 from prompt_layouts import ECHO  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -60,16 +60,7 @@ def corpus_of(rows: list[dict[str, Any]], exclude: set[str] = frozenset()) -> li
 
 
 def ensure_index(name: str, corpus: list[dict[str, str]]) -> Path:
-    from retrievers.index import build_index
-
-    target = OUT / name
-    if (target / "manifest.json").is_file():
-        return target
-    OUT.mkdir(parents=True, exist_ok=True)
-    f = OUT / f"{name}.jsonl"
-    f.write_text("".join(json.dumps(r) + "\n" for r in corpus))
-    build_index(str(f), str(target), mode="tokens", size=400, overlap=0, progress=False)
-    return target
+    return nq_index(OUT, corpus, name)
 
 
 def bootstrap(values: list[float], seed: int = 0, n: int = 2000) -> tuple[float, float, float]:
