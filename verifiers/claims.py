@@ -10,6 +10,11 @@ from typing import Any, Protocol
 from pipeline.citations import parse_markers, sentence_spans, strip_markers
 
 
+def checkable(text: str) -> bool:
+    """Whether ``text`` (markers stripped) has a word to check: not a stray "[2]" or "--"."""
+    return bool(re.search(r"\w", text))
+
+
 @dataclass(frozen=True)
 class Claim:
     """A sentence of a text: ``source[start:end] == sentence``; ``text`` is what is checked."""
@@ -26,7 +31,7 @@ class Claim:
     @property
     def checkable(self) -> bool:
         """False for fragments with no word in them (a stray "[2]" or "--")."""
-        return bool(re.search(r"\w", self.text))
+        return checkable(self.text)
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.sentence, "start": self.start, "end": self.end, "markers": list(self.markers)}

@@ -22,7 +22,6 @@ The rule's defaults were chosen on NQ-open selection questions (see BENCHMARKS.m
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,6 +30,7 @@ from pipeline.citations import sentence_spans, strip_markers
 from pipeline.errors import ConfigError
 from pipeline.protocols import SupportJudge
 from pipeline.types import AttributedAnswer, Passage, Quote, Sentence
+from verifiers.claims import checkable
 from verifiers.evidence import evidence_text
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class Grounder:
         where: list[tuple[int, int, int]] = []
         for ai, a in enumerate(answers):
             for si, c in enumerate(contents[ai]):
-                if _checkable(c):
+                if checkable(c):
                     for pi, p in enumerate(a.passages):
                         pairs.append((evidence_text(p), c))
                         where.append((ai, si, pi))
@@ -321,10 +321,6 @@ def candidate_spans(text: str) -> list[tuple[int, int]]:
         return []
     out = list(spans) + [(spans[i][0], spans[i + 1][1]) for i in range(len(spans) - 1)]
     return sorted(set(out), key=lambda s: (s[1] - s[0], s[0]))
-
-
-def _checkable(content: str) -> bool:
-    return bool(re.search(r"\w", content))
 
 
 def abstained(answer: AttributedAnswer) -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 from pipeline.citations import strip_markers
 from pipeline.protocols import SupportJudge
 from pipeline.types import AttributedAnswer, Passage, Sentence
+from verifiers.claims import checkable
 from verifiers.evidence import evidence_text
 from verifiers.rarr import ClaimCheck, RARRReviser, passage_dict
 
@@ -70,11 +71,11 @@ def verify_answers(
     t0 = time.perf_counter()
     thr = threshold if threshold is not None else float(getattr(judge, "threshold", 0.5))
     contents = [[strip_markers(s.text) for s in a.sentences] for a in answers]
-    checkable = [[bool(re.search(r"\w", c)) for c in cs] for cs in contents]
+    words = [[checkable(c) for c in cs] for cs in contents]
     pairs, where = [], []
     for ai, a in enumerate(answers):
         for si, c in enumerate(contents[ai]):
-            if checkable[ai][si]:
+            if words[ai][si]:
                 for pi, p in enumerate(a.passages):
                     pairs.append((evidence_text(p), c))
                     where.append((ai, si, pi))
@@ -87,7 +88,7 @@ def verify_answers(
     rarr_keys: list[tuple[int, int]] = []
     for ai, a in enumerate(answers):
         for si, s in enumerate(a.sentences):
-            if not checkable[ai][si]:
+            if not words[ai][si]:
                 continue
             row = scores.get((ai, si), [])
             cited = max((row[n - 1] for n in s.citations if 0 < n <= len(row)), default=0.0)
