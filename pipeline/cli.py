@@ -110,7 +110,7 @@ def _settings_options(fn: F) -> F:
         click.option("--max-tokens", type=int, default=128, show_default=True, help="Answer length limit in tokens."),
         click.option("--max-model-len", type=int, default=2048, show_default=True, help="Context window of the in-process engine."),
         click.option("--no-post-hoc", is_flag=True, help="Do not attach citations to uncited sentences after generation."),
-        click.option("--citations", type=click.Choice(["post-hoc", "constrained", "use-aware"]), default="post-hoc", show_default=True, help="post-hoc: uncited sentences get the best-matching passage; constrained: decoding forces a citation [n] on every sentence (vLLM backends only); use-aware: re-cite each sentence to the supportive passages it used (leave-one-out, k+1 scoring passes)."),
+        click.option("--citations", type=click.Choice(["auto", "post-hoc", "constrained", "use-aware"]), default="auto", show_default=True, help="auto: constrained on vLLM backends (not with --iterative), else post-hoc; post-hoc: uncited sentences get the best-matching passage; constrained: decoding forces a citation [n] on every sentence (vLLM backends only); use-aware: re-cite each sentence to the supportive passages it used (leave-one-out, k+1 scoring passes)."),
         click.option("--iterative", is_flag=True, help="Re-retrieve during generation (In-Context RALM's iterative mode)."),
         click.option("--stride", type=int, default=32, show_default=True, help="Iterative mode: tokens generated between retrievals."),
         click.option("--query-tokens", type=int, default=32, show_default=True, help="Iterative mode: last tokens used as the query."),

@@ -40,4 +40,4 @@ class Settings(BaseModel):
     query_tokens: int = Field(32, ge=1)
     batch_size: int = Field(64, ge=1)
     #: How answer sentences get citations (pipeline/constrained.py); recorded as "citation_mode".
-    citations: Literal["post-hoc", "constrained", "use-aware"] = "post-hoc"
+    citations: Literal["auto", "post-hoc", "constrained", "use-aware"] = "auto"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from pipeline.citations import PostHocCiter, cite_answer
 from pipeline.cleaning import SCAFFOLD_STOPS, CleanedAnswer, clean_answer
-from pipeline.constrained import ConstraintSpec, check_citation_mode, generate_constrained
+from pipeline.constrained import ConstraintSpec, generate_constrained, resolve_citation_mode
 from pipeline.errors import CiteragError, ConfigError, InputError
 from pipeline.progress import progress_bar
 from pipeline.prompting import BuiltPrompt, PromptConfig, build_prompt, validate_question
@@ -50,16 +50,18 @@ class RAGPipeline:
     batch_size: int = 64
     #: Stop at and remove the prompt's scaffolding (pipeline.cleaning); False keeps raw output.
     clean: bool = True
+    #: "auto" (default): "constrained" when the generator can constrain decoding and the loop
+    #: is not iterative, else "post-hoc" (resolved once, here; the report records the result);
     #: "post-hoc": the model writes markers if it can, uncited sentences get ``post_hoc``;
     #: "constrained": decoding forces a citation on every sentence (pipeline/constrained.py);
     #: "use-aware": as post-hoc here; grounding re-cites by use (verifiers/grounding.py).
-    citations: str = "post-hoc"
+    citations: str = "auto"
     constraint: ConstraintSpec = field(default_factory=ConstraintSpec)
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise InputError(f"k must be at least 1 (got {self.k})")
-        check_citation_mode(self.citations)
+        self.citations = resolve_citation_mode(self.citations, self.generator, iterative=self.iterative is not None)
         if self.citations == "constrained" and self.iterative is not None:
             raise ConfigError("constrained citations do not work with --iterative yet: drop one of them")
 
@@ -162,9 +164,9 @@ class RAGPipeline:
         else:
             cleaned = CleanedAnswer(raw.strip())
         text = cleaned.text
-        # Constrained answers cite on every sentence by construction: nothing is added post hoc.
-        post_hoc = self.post_hoc if self.citations != "constrained" else None
-        parsed = cite_answer(text, shown, post_hoc, question)
+        # Constrained answers cite on every sentence by construction, so post hoc adds nothing
+        # there; it still covers a server that ignored the constraint (counted, never hidden).
+        parsed = cite_answer(text, shown, self.post_hoc, question)
         rep: dict[str, object] = {
             "citation_mode": self.citations,
             "dropped_citations": list(parsed.dropped),

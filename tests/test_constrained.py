@@ -20,6 +20,7 @@ from pipeline.constrained import (
     citation_tail_regex,
     generate_constrained,
     number_regex,
+    resolve_citation_mode,
     split_complete,
     tail_reserve,
     whole_words,
@@ -197,8 +198,50 @@ def test_split_complete_and_whole_words() -> None:
 
 def test_citation_mode_names() -> None:
     assert check_citation_mode("constrained") == "constrained"
-    with pytest.raises(ConfigError, match="post-hoc, constrained"):
+    with pytest.raises(ConfigError, match="auto, post-hoc, constrained"):
         check_citation_mode("posthoc")
+
+
+class _Regexless:
+    max_context = 4096
+
+
+class _Regexful(_Regexless):
+    supports_regex = True
+
+
+def test_auto_mode_is_constrained_only_where_decoding_can_be_constrained() -> None:
+    from pipeline.streaming import TokenTap
+
+    assert resolve_citation_mode("auto", _Regexful()) == "constrained"
+    assert resolve_citation_mode("auto", _Regexless()) == "post-hoc"
+    # A wrapper that forwards attributes (the streaming tap) keeps the capability.
+    assert resolve_citation_mode("auto", TokenTap(_Regexful(), lambda _t: None)) == "constrained"
+    # Constrained decoding does not work with the iterative loop: auto falls back, explicit stays an error.
+    assert resolve_citation_mode("auto", _Regexful(), iterative=True) == "post-hoc"
+    for mode in ("post-hoc", "constrained", "use-aware"):
+        assert resolve_citation_mode(mode, _Regexless()) == mode
+    with pytest.raises(ConfigError):
+        resolve_citation_mode("constrainted", _Regexful())
+
+
+def test_pipeline_records_the_resolved_mode() -> None:
+    from pipeline.generators.fake import FakeGenerator
+    from pipeline.rag import IterativeConfig, RAGPipeline
+
+    class OneRetriever:
+        def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
+            return [_shown(1) for _ in queries]
+
+    pipe = RAGPipeline(OneRetriever(), FakeGenerator(["Paris [1]."]))
+    assert pipe.citations == "post-hoc"  # the fake cannot constrain decoding
+    assert pipe.ask("Where?").report["citation_mode"] == "post-hoc"
+    regexful = FakeGenerator(["Paris [1]."])
+    regexful.supports_regex = True  # type: ignore[attr-defined]
+    assert RAGPipeline(OneRetriever(), regexful).citations == "constrained"
+    assert RAGPipeline(OneRetriever(), regexful, iterative=IterativeConfig()).citations == "post-hoc"
+    with pytest.raises(ConfigError, match="iterative"):
+        RAGPipeline(OneRetriever(), regexful, citations="constrained", iterative=IterativeConfig())
 
 
 # --------------------------------------------------------------------------- the loop, scripted
@@ -342,7 +385,7 @@ def test_settings_and_factory_reject_backends_without_structured_outputs(tmp_pat
     from pipeline.config import Settings
     from pipeline.factory import build_pipeline
 
-    assert Settings(index=tmp_path).citations == "post-hoc"
+    assert Settings(index=tmp_path).citations == "auto"
     with pytest.raises(ValidationError):
         Settings(index=tmp_path, citations="nope")
     with pytest.raises(ConfigError, match="use --backend vllm or --llm-url"):
@@ -355,7 +398,7 @@ def test_cli_lists_the_citation_modes() -> None:
     from pipeline.cli import cli
 
     res = CliRunner().invoke(cli, ["ask", "--help"])
-    assert res.exit_code == 0 and "--citations [post-hoc|constrained|use-aware]" in res.output
+    assert res.exit_code == 0 and "--citations [auto|post-hoc|constrained|use-aware]" in res.output
     res = CliRunner().invoke(cli, ["ask", "q", "--index", "x", "--citations", "magic"])
     assert res.exit_code == 2 and "post-hoc" in res.output
 

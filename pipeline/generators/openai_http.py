@@ -103,6 +103,9 @@ class OpenAIGenerator:
     Unreachable servers raise :class:`GeneratorUnavailableError`.
     """
 
+    #: Decodes under ``GenerationParams.regex`` (vLLM structured outputs): citations "auto" -> "constrained".
+    supports_regex = True
+
     def __init__(
         self,
         base_url: str,

@@ -54,6 +54,9 @@ class AsyncVLLMGenerator:
     Call :meth:`close` (or use ``with``) to stop the engine.
     """
 
+    #: Decodes under ``GenerationParams.regex`` (vLLM structured outputs): citations "auto" -> "constrained".
+    supports_regex = True
+
     def __init__(
         self,
         model: str,

@@ -84,9 +84,6 @@ def _keep_parallel_state(keep: bool) -> Iterator[None]:
 
 
 class VLLMGenerator:
-    #: In-process engines alive in this process (they share vLLM's global parallel state).
-    _live: int = 0
-
     """A ``Generator`` running ``vllm.LLM`` in this process.
 
     Defaults suit a CPU-only machine: fp32 (scores match transformers within 1e-4; bf16 moves
@@ -99,6 +96,11 @@ class VLLMGenerator:
     scripts that construct it need an ``if __name__ == "__main__":`` guard, because vLLM
     then spawns its engine in a subprocess that re-imports ``__main__``.
     """
+
+    #: Decodes under ``GenerationParams.regex`` (vLLM structured outputs): citations "auto" -> "constrained".
+    supports_regex = True
+    #: In-process engines alive in this process (they share vLLM's global parallel state).
+    _live: int = 0
 
     def __init__(
         self,
