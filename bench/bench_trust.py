@@ -10,8 +10,9 @@ For a set, the script builds a second index without the set's gold passages (its
 then unanswerable from the corpus) and runs, in one process:
 
 * ``before``: today's default (layout "ralm", raw output, post-hoc citations, no grounding);
-* ``after``: the new default (chosen layout, cleaned output, grounding: judge support, quotes,
-  abstention signals) on the full index (answerable) and on the reduced one (unanswerable).
+* ``after``: the new default (chosen layout, cleaned output, citations "auto" = constrained
+  decoding here, grounding: judge support, quotes, abstention signals) on the full index
+  (answerable) and on the reduced one (unanswerable).
 
 Abstention is applied from the recorded signals (question-passage relevance, best judge
 support), which is exactly the rule ``verifiers.grounding.AbstainRule`` applies online.
@@ -168,8 +169,11 @@ def main() -> None:
         idx = load_index(index_dir)
         emb = idx.embedder()
         prompt = PromptConfig(layout=layout) if new else PromptConfig(layout="ralm")
+        # Today's default cites post hoc; the new one resolves RAGPipeline's default ("auto":
+        # constrained decoding on this vLLM engine).
+        mode = {} if new else {"citations": "post-hoc"}
         pipe = RAGPipeline(idx.retriever("hybrid", embedder=emb), gen, k=5, params=params, prompt=prompt,
-                           post_hoc=EmbeddingPostHocCiter(emb), clean=new)
+                           post_hoc=EmbeddingPostHocCiter(emb), clean=new, **mode)
         return pipe, emb
 
     runs: dict[str, dict[str, Any]] = {}

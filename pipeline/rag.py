@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from pipeline.citations import PostHocCiter, cite_answer
 from pipeline.cleaning import SCAFFOLD_STOPS, CleanedAnswer, clean_answer
-from pipeline.constrained import ConstraintSpec, generate_constrained, resolve_citation_mode
+from pipeline.constrained import ConstraintSpec, check_citation_mode, generate_constrained, resolve_citation_mode
 from pipeline.errors import CiteragError, ConfigError, InputError
 from pipeline.progress import progress_bar
 from pipeline.prompting import BuiltPrompt, PromptConfig, build_prompt, validate_question
@@ -51,7 +51,8 @@ class RAGPipeline:
     #: Stop at and remove the prompt's scaffolding (pipeline.cleaning); False keeps raw output.
     clean: bool = True
     #: "auto" (default): "constrained" when the generator can constrain decoding and the loop
-    #: is not iterative, else "post-hoc" (resolved once, here; the report records the result);
+    #: is not iterative, else "post-hoc" (resolved at ask time, see ``citation_mode``: a vLLM
+    #: server is only asked what it is when the first question comes);
     #: "post-hoc": the model writes markers if it can, uncited sentences get ``post_hoc``;
     #: "constrained": decoding forces a citation on every sentence (pipeline/constrained.py);
     #: "use-aware": as post-hoc here; grounding re-cites by use (verifiers/grounding.py).
@@ -61,9 +62,13 @@ class RAGPipeline:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise InputError(f"k must be at least 1 (got {self.k})")
-        self.citations = resolve_citation_mode(self.citations, self.generator, iterative=self.iterative is not None)
+        check_citation_mode(self.citations)
         if self.citations == "constrained" and self.iterative is not None:
             raise ConfigError("constrained citations do not work with --iterative yet: drop one of them")
+
+    def citation_mode(self) -> str:
+        """The citation mode in force: ``citations`` with "auto" resolved for this generator."""
+        return resolve_citation_mode(self.citations, self.generator, iterative=self.iterative is not None)
 
     def ask(self, question: str) -> AttributedAnswer:
         return self.ask_batch([question], progress=False)[0]
@@ -149,7 +154,7 @@ class RAGPipeline:
         return replace(self.params, stop=stop, max_tokens=max_tokens or self.params.max_tokens)
 
     def _generate(self, chunk: Sequence[BuiltPrompt], params: GenerationParams) -> list[Generation]:
-        if self.citations == "constrained":
+        if self.citation_mode() == "constrained":
             done = generate_constrained(
                 self.generator, [p.text for p in chunk], [len(p.shown) for p in chunk], params, self.constraint
             )
@@ -168,7 +173,7 @@ class RAGPipeline:
         # there; it still covers a server that ignored the constraint (counted, never hidden).
         parsed = cite_answer(text, shown, self.post_hoc, question)
         rep: dict[str, object] = {
-            "citation_mode": self.citations,
+            "citation_mode": self.citation_mode(),
             "dropped_citations": list(parsed.dropped),
             "post_hoc_citations": parsed.post_hoc_count,
             "prompt_layout": self.prompt.layout,

@@ -234,12 +234,12 @@ def test_pipeline_records_the_resolved_mode() -> None:
             return [_shown(1) for _ in queries]
 
     pipe = RAGPipeline(OneRetriever(), FakeGenerator(["Paris [1]."]))
-    assert pipe.citations == "post-hoc"  # the fake cannot constrain decoding
+    assert pipe.citations == "auto" and pipe.citation_mode() == "post-hoc"  # the fake cannot constrain decoding
     assert pipe.ask("Where?").report["citation_mode"] == "post-hoc"
     regexful = FakeGenerator(["Paris [1]."])
     regexful.supports_regex = True  # type: ignore[attr-defined]
-    assert RAGPipeline(OneRetriever(), regexful).citations == "constrained"
-    assert RAGPipeline(OneRetriever(), regexful, iterative=IterativeConfig()).citations == "post-hoc"
+    assert RAGPipeline(OneRetriever(), regexful).citation_mode() == "constrained"
+    assert RAGPipeline(OneRetriever(), regexful, iterative=IterativeConfig()).citation_mode() == "post-hoc"
     with pytest.raises(ConfigError, match="iterative"):
         RAGPipeline(OneRetriever(), regexful, citations="constrained", iterative=IterativeConfig())
 

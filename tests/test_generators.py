@@ -191,8 +191,10 @@ def test_regex_in_the_openai_request_body(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(gen, "_discover", lambda: {"id": "m", "owned_by": "vllm"})
     body = gen._completion_body([[1, 2]], 8, GenerationParams(regex="a+"))
     assert body["structured_outputs"] == {"regex": "a+"}
+    assert gen.supports_regex  # citations "auto" -> constrained
     assert "structured_outputs" not in gen._completion_body([[1, 2]], 8, GenerationParams())
     monkeypatch.setattr(gen, "_discover", lambda: {"id": "m", "owned_by": "someone-else"})
+    assert not gen.supports_regex  # citations "auto" -> post hoc
     with pytest.raises(ConfigError, match="not a vLLM server"):
         gen._completion_body([[1, 2]], 8, GenerationParams(regex="a+"))
 

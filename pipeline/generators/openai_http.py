@@ -103,9 +103,6 @@ class OpenAIGenerator:
     Unreachable servers raise :class:`GeneratorUnavailableError`.
     """
 
-    #: Decodes under ``GenerationParams.regex`` (vLLM structured outputs): citations "auto" -> "constrained".
-    supports_regex = True
-
     def __init__(
         self,
         base_url: str,
@@ -228,6 +225,12 @@ class OpenAIGenerator:
     @property
     def is_vllm(self) -> bool:
         return self._discover().get("owned_by") == "vllm"
+
+    @property
+    def supports_regex(self) -> bool:
+        """Only a vLLM server decodes under ``structured_outputs`` (citations "auto" ->
+        "constrained"); other OpenAI-compatible servers get post-hoc citations."""
+        return self.is_vllm
 
     @property
     def max_context(self) -> int:  # type: ignore[override]
