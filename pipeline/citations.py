@@ -32,7 +32,18 @@ _ABBREVIATIONS = frozenset(
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences of ``text`` (whitespace trimmed, markers attached)."""
+    """Character spans of the sentences of ``text`` (whitespace trimmed, markers attached).
+
+    Kept over a library splitter by measurement (bench/bench_splitter.py, each library given the
+    same line and marker handling): on 315 distinct SmolLM2 answers in bench/out, NLTK's Punkt
+    (``punkt``, what eval/ uses for ALCE) splits 4 differently and is wrong in 3 ("current U.S. |
+    Senators", "No. | 1 Group RAF", "On! | : The Beat") and right in 1 ("Washington, D.C. cast");
+    pysbd splits 6 differently, wrong in 3 (a closing ")" left as a sentence twice, "On! | :") and
+    right in 3 (a list's "1. [1]" kept with its item twice, "D.C. cast"), at 60x the time, and has
+    had no release since 2021. On the 2,600 Wikipedia passages of the NQ corpus, Punkt cuts
+    after "No." 50 times and after "e.g."/"i.e."/"etc." 25 times; the regex cuts after "c."
+    and "a.m."/"p.m." about 14 times each and misses a cut after "1880s." or "Wrigley's." 13 times.
+    """
     spans: list[tuple[int, int]] = []
     for block in re.finditer(r"[^\n]+", text):
         b_start, chunk = block.start(), block.group()

@@ -529,6 +529,18 @@ def test_tiny_training_run_saves_a_loadable_judge(tiny_bert_dir: Path, tmp_path:
     assert 0.0 <= s <= 1.0
 
 
+def test_training_stops_when_its_wall_time_is_spent(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    rows = [{"premise": f"the cat sat {i}", "hypothesis": "the cat sat", "label": ["entailment", "neutral"][i % 2]}
+            for i in range(40)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "judge"
+    cfg = TrainConfig(data=[str(data)], out=str(out), base=str(tiny_bert_dir), batch_size=2, epochs=5,
+                      max_length=32, max_minutes=1e-5, progress=False)
+    train_judge(cfg)
+    assert 1 <= read_card(out)["training"]["steps"] < 100  # 100 steps by count; the time ran out first
+
+
 def test_seq2seq_judge_on_a_tiny_t5(tmp_path: Path) -> None:
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers

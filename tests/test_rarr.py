@@ -60,6 +60,30 @@ def test_levenshtein(a: str, b: str, d: int) -> None:
     assert levenshtein(a, b) == d == levenshtein(b, a)
 
 
+def _textbook_levenshtein(a: str, b: str) -> int:
+    """The definition, as a full dynamic-programming table: the oracle for the library's numbers."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+    return d[-1][-1]
+
+
+def test_levenshtein_matches_the_definition_on_random_pairs() -> None:
+    """RARR's preservation is character-level Levenshtein: rapidfuzz must give the same numbers
+    (small alphabets make many near-matches; the accented and astral characters count as one)."""
+    import random
+
+    rng = random.Random(11)
+    for n in range(400):
+        alphabet = ["ab", "abc ", "The 1931.", "é😀a-"][n % 4]
+        a = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        b = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        if n % 3 == 0:  # an edited copy, as a revision is
+            b = a[: len(a) // 2] + b[:3] + a[len(a) // 2 + 2 :]
+        assert levenshtein(a, b) == _textbook_levenshtein(a, b), (a, b)
+
+
 def test_preservation_hand_computed() -> None:
     assert preservation(WRONG, RIGHT) == pytest.approx(1 - 2 / 34)  # two characters of 34
     assert preservation("abcd", "abcd") == 1.0

@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import re
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -399,25 +400,25 @@ def augment_pairs(
     return out
 
 
-def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of similar length (sorted within chunks of 50 batches) to cut padding."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    chunk = batch_size * 50
-    batches: list[list[int]] = []
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
-        batches.extend(part[j : j + batch_size] for j in range(0, len(part), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
 def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -> Path:
     """Fine-tune ``cfg.base`` (default all-MiniLM-L6-v2) as a binary support cross-encoder and
-    save fp16 safetensors, tokenizer and ``citerag_judge.json`` in ``cfg.out``."""
+    save fp16 safetensors, tokenizer and ``citerag_judge.json`` in ``cfg.out``.
+
+    transformers' ``Trainer`` runs the loop (length-grouped seeded batches, AdamW without decay
+    on biases and LayerNorms, gradient clipping); citerag adds the class-balanced loss, a
+    schedule that decays over steps or wall time (``--max-minutes``), and its own progress bar
+    and log lines (Trainer's would print to stdout, which carries the CLI's result)."""
     import numpy as np
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+    from transformers.trainer_callback import PrinterCallback
 
     from pipeline.models import resolve_embedder
     from pipeline.progress import progress_bar
@@ -429,7 +430,6 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    rng = random.Random(cfg.seed)
 
     files: dict[str, int] = {}
     if pairs is None:
@@ -478,7 +478,6 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
         max_length=cfg.max_length,
     )
     labels = [pairs[i].label for i in kept]
-    lengths = [len(x) for x in enc["input_ids"]]
     counts = Counter(labels)
     sources = Counter(pairs[i].source for i in kept)
     log.info("training on %d pairs (%d supported, %d not) from %s", len(kept), counts[1], counts[0], dict(sources))
@@ -488,13 +487,6 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     warmup = min(int(total * cfg.warmup), 100)
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm")
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in trainable if not any(k in n for k in no_decay)], "weight_decay": 0.01},
-        {"params": [p for n, p in trainable if any(k in n for k in no_decay)], "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr)
     t_train = time.time()
 
     def progress_fraction(s: int) -> float:
@@ -504,47 +496,66 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
             frac = max(frac, (time.time() - t_train) / (60 * cfg.max_minutes))
         return frac
 
-    def lr_at(s: int) -> float:
+    def lr_factor(s: int) -> float:
         if s < warmup:
-            return cfg.lr * (s + 1) / warmup
-        return cfg.lr * min(1.0, max(0.0, 1.0 - progress_fraction(s)))
+            return (s + 1) / warmup
+        return min(1.0, max(0.0, 1.0 - progress_fraction(s)))
+
     # Balance the loss: attribution data is balanced, the training mix need not be.
     weight = torch.tensor([len(labels) / (2 * max(1, counts[0])), len(labels) / (2 * max(1, counts[1]))])
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    ce = torch.nn.CrossEntropyLoss(weight=weight)
+    correct: list[float] = []
 
-    step = 0
-    run_loss = 0.0
-    run_acc = 0.0
+    def loss_fn(outputs: Any, y: Any, num_items_in_batch: Any = None) -> Any:
+        correct.append(float((outputs.logits.argmax(-1) == y).float().mean()))
+        return ce(outputs.logits, y)
+
     bar = progress_bar(total=total, desc="training judge", enabled=cfg.progress)
-    lr = cfg.lr
-    stop = False
-    while not stop:
-        for batch in _batches(lengths, cfg.batch_size, rng):
-            if step >= total or progress_fraction(step) >= 1.0:
-                stop = True
-                break
-            lr = lr_at(step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            feats = tok.pad({k: [enc[k][i] for i in batch] for k in enc.keys()}, return_tensors="pt")
-            y = torch.tensor([labels[i] for i in batch])
-            logits = model(**feats).logits
-            loss = loss_fn(logits, y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            run_loss += float(loss.detach())
-            run_acc += float((logits.argmax(-1) == y).float().mean())
+    lr_used = [cfg.lr]
+
+    class Watch(TrainerCallback):
+        """Progress bar and log lines in citerag's way; stop when the wall-time budget is spent."""
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            lr_used[0] = kw["optimizer"].param_groups[0]["lr"]
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             bar.update(1)
-            if step % cfg.log_every == 0:
-                n = cfg.log_every
+            if progress_fraction(state.global_step) >= 1.0:
+                control.should_training_stop = True
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs and "loss" in logs:
                 log.info(
                     "step %d/%d loss %.4f acc %.3f lr %.2e %.0fs",
-                    step, total, run_loss / n, run_acc / n, lr, time.time() - t0,
+                    state.global_step, total, logs["loss"], sum(correct) / max(1, len(correct)),
+                    lr_used[0], time.time() - t0,
                 )
-                run_loss = run_acc = 0.0
+                correct.clear()
+
+    with tempfile.TemporaryDirectory(prefix="citerag-judge-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
+            per_device_train_batch_size=cfg.batch_size, max_steps=total, max_grad_norm=1.0,
+            optim="adamw_torch", learning_rate=cfg.lr, weight_decay=0.01,  # none on biases and LayerNorms
+            logging_steps=cfg.log_every, seed=cfg.seed, dataloader_pin_memory=False,
+            # Batches of similar length (less padding): transformers 5 names it a sampling strategy.
+            **(
+                {"train_sampling_strategy": "group_by_length"}
+                if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__
+                else {"group_by_length": True}
+            ),
+        )
+        rows = [{**{k: enc[k][j] for k in enc.keys()}, "labels": y} for j, y in enumerate(labels)]
+        trainer = Trainer(
+            model=model, args=args, train_dataset=rows, processing_class=tok,
+            data_collator=DataCollatorWithPadding(tok), compute_loss_func=loss_fn, callbacks=[Watch()],
+        )
+        trainer.remove_callback(PrinterCallback)
+        # Trainer's schedules count steps only; --max-minutes decays the rate over wall time.
+        trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.create_optimizer(), lr_factor)
+        trainer.train()
+    step = trainer.state.global_step
     bar.close()
 
     out = Path(cfg.out)

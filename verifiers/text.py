@@ -1,6 +1,6 @@
 """Edit distance, RARR's preservation score, and token alignment of a claim with evidence.
 
-All pure Python (difflib, re): no model, no heavy import.
+No model, no heavy import: difflib and re, and rapidfuzz (C++) for the edit distance.
 """
 
 from __future__ import annotations
@@ -10,25 +10,17 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from rapidfuzz.distance import Levenshtein
+
 
 def levenshtein(a: str, b: str) -> int:
     """Character-level Levenshtein distance (insert, delete, substitute: cost 1 each).
 
-    Classic dynamic programme with two rows: O(len(a) * len(b)) time, O(min) memory.
+    rapidfuzz's: the same numbers as the textbook dynamic programme (tests/test_rarr.py checks
+    it on random pairs) and about 7,000x faster than it in pure Python on 144-character pairs
+    (bench/bench_levenshtein.py).
     """
-    if a == b:
-        return 0
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return len(a)
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        cur = [i]
-        for j, cb in enumerate(b, start=1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+    return Levenshtein.distance(a, b)
 
 
 def preservation(original: str, revised: str) -> float:
