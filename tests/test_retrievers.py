@@ -252,7 +252,7 @@ def test_langchain_adapter_maps_metadata_and_truncates(passages: list[Passage]) 
     from langchain_core.vectorstores import InMemoryVectorStore
 
     class OurEmbeddings(Embeddings):
-        def __init__(self, embedder: HashingEmbedder) -> None:
+        def __init__(self, embedder: FakeEmbedder) -> None:
             self.embedder = embedder
 
         def embed_documents(self, texts: list[str]) -> list[list[float]]:
