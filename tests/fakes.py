@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.generators.base import check_params, check_prompts, check_score_inputs, cut_at_stop, reject_regex
 from pipeline.types import Generation, GenerationParams, Passage
+from verifiers.claims import Claim
 
 # --------------------------------------------------------------------------- words
 
@@ -363,9 +364,7 @@ class FakeClaimSplitter:
 
     seen: list[str] = field(default_factory=list)
 
-    def split(self, text: str) -> list:  # list[verifiers.claims.Claim]
-        from verifiers.claims import Claim
-
+    def split(self, text: str) -> list[Claim]:
         self.seen.append(text)
         out = []
         for m in re.finditer(r"[^\n]+", text):
