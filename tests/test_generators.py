@@ -1,4 +1,4 @@
-"""Generator backends: helpers, and vLLM (in process and over HTTP) plus
+"""Generator backends: helpers and vLLM (in process and over HTTP) plus
 transformers on the tiny random Llama; one slow test on SmolLM2."""
 
 from __future__ import annotations
