@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.models import DEFAULT_GENERATOR
 
-Backend = Literal["vllm", "openai", "transformers", "fake"]
+Backend = Literal["vllm", "openai", "transformers"]
 RetrieverKind = Literal["hybrid", "dense", "bm25"]
 
 

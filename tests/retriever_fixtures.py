@@ -1,16 +1,12 @@
-"""Shared test data and fakes for the retriever tests: a small corpus on distinct topics and a
-deterministic hashing embedder (dspy's DummyVectorizer idea: model-free, stable)."""
+"""Shared test data for the retriever tests: a small corpus on distinct topics written as files,
+and the real MiniLM embedder loaded once (the model-free embedder is ``fakes.FakeEmbedder``)."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 if TYPE_CHECKING:
     from retrievers.dense import SentenceTransformerEmbedder
@@ -136,39 +132,6 @@ def doc_id_of(stem: str) -> str:
     """The doc_id ``load_documents`` gives the TOPICS entry ``stem`` in ``write_corpus``."""
     i = next(n for n, t in enumerate(TOPICS) if t[0] == stem)
     return [f"notes/{stem}.txt", f"notes/{stem}.md", f"web/{stem}.html", stem][i % 4]
-
-
-class HashingEmbedder:
-    """Deterministic bag-of-words embedder: each lowercased word hashes to a signed bucket."""
-
-    def __init__(self, dim: int = 64) -> None:
-        self.dim = dim
-        self.calls = 0
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        self.calls += 1
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                h = int.from_bytes(hashlib.md5(word.encode()).digest()[:8], "little")
-                out[row, h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
-
-
-class FailingEmbedder(HashingEmbedder):
-    """Raises ``exc`` on call number ``fail_on`` (to interrupt an index build midway)."""
-
-    def __init__(self, fail_on: int, exc: BaseException, dim: int = 64) -> None:
-        super().__init__(dim)
-        self.fail_on = fail_on
-        self.exc = exc
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        if self.calls + 1 >= self.fail_on:
-            self.calls += 1
-            raise self.exc
-        return super().__call__(texts)
 
 
 @functools.lru_cache(maxsize=1)

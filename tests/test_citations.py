@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fakes import FakeCiter, FakeEmbedder
 from pipeline.citations import cite_answer, parse_markers, sentence_spans, strip_markers
 from pipeline.types import Passage
 
@@ -50,20 +49,8 @@ def test_out_of_range_numbers_are_dropped_and_reported() -> None:
     assert parsed.sentences[0].dropped == (7,)
 
 
-class FixedCiter:
-    def __init__(self, picks: list[tuple[int | None, float]]) -> None:
-        self.picks = picks
-        self.seen: list[str] = []
-
-    def best(
-        self, sentences: Sequence[str], passages: Sequence[Passage], question: str = ""
-    ) -> list[tuple[int | None, float]]:
-        self.seen.extend(sentences)
-        return self.picks[: len(sentences)]
-
-
 def test_post_hoc_only_for_uncited_sentences() -> None:
-    citer = FixedCiter([(2, 0.8), (None, 0.1)])
+    citer = FakeCiter([(2, 0.8), (None, 0.1)])
     parsed = cite_answer("Cited [1]. Uncited one. Uncited two.", SHOWN, citer)
     s = parsed.sentences
     assert s[0].citations == (1,) and not s[0].post_hoc
@@ -92,7 +79,7 @@ def test_strip_markers() -> None:
 def test_citations_never_point_outside_shown_passages(parts: list[str], n_shown: int) -> None:
     text = "".join(parts)
     shown = SHOWN[:n_shown] if n_shown <= 3 else SHOWN + SHOWN[: n_shown - 3]
-    parsed = cite_answer(text, shown, FixedCiter([(0, 1.0)] * 50) if shown else None)
+    parsed = cite_answer(text, shown, FakeCiter([(0, 1.0)] * 50) if shown else None)
     for s in parsed.sentences:
         assert text[s.start : s.end] == s.text
         for n in s.citations:
@@ -103,15 +90,8 @@ def test_citations_never_point_outside_shown_passages(parts: list[str], n_shown:
             assert sorted(set(s.citations) | set(s.dropped)) == sorted(parse_markers(s.text))
 
 
-class BagOfWords:
-    """A deterministic embedder: counts of a fixed vocabulary."""
-
-    VOCAB = ("bridge", "opened", "1937", "curie", "nobel", "prize", "everest", "climbed", "when", "who")
-
-    def __call__(self, texts: list[str]):  # type: ignore[no-untyped-def]
-        import numpy as np
-
-        return np.array([[t.lower().count(w) for w in self.VOCAB] for t in texts], dtype=np.float32)
+#: A deterministic embedder: counts of a fixed vocabulary.
+BAG_OF_WORDS = ("bridge", "opened", "1937", "curie", "nobel", "prize", "everest", "climbed", "when", "who")
 
 
 def test_embedding_citer_reads_the_sentence_in_the_question_context() -> None:
@@ -122,7 +102,7 @@ def test_embedding_citer_reads_the_sentence_in_the_question_context() -> None:
         Passage("bridge", "The bridge opened in 1937."),
         Passage("everest", "Everest was climbed."),
     ]
-    citer = EmbeddingPostHocCiter(BagOfWords(), min_similarity=0.3)
+    citer = EmbeddingPostHocCiter(FakeEmbedder(vocab=BAG_OF_WORDS), min_similarity=0.3)
     # "In 1937." alone matches the bridge passage; with the question it still does.
     assert citer.best(["In 1937."], passages, "When was the bridge opened?")[0][0] == 1
     # A bare name says nothing; the question decides.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.cleaning import SCAFFOLD_STOPS, clean_answer
 from pipeline.rag import RAGPipeline
 from pipeline.types import Generation, GenerationParams
-from test_rag import KeywordRetriever, ScriptedGenerator
+from test_rag import corpus_retriever, scripted
 
 
 def test_copied_header_is_removed_and_becomes_a_citation_of_that_document() -> None:
@@ -62,12 +62,12 @@ def test_pipeline_stops_at_scaffolding_and_reports_the_raw_text() -> None:
         seen.append(params)
         return Generation("Document [1] (Title: Golden Gate): The Golden Gate Bridge opened in 1937.", finish_reason="stop")
 
-    pipe = RAGPipeline(KeywordRetriever(), ScriptedGenerator(reply), k=2)
+    pipe = RAGPipeline(corpus_retriever(), scripted(reply), k=2)
     a = pipe.ask("When did the Golden Gate Bridge open?")
     assert set(SCAFFOLD_STOPS) <= set(seen[0].stop)
     assert a.text == "The Golden Gate Bridge opened in 1937 [1]."
     assert a.sentences[0].citations == (1,) and not a.sentences[0].post_hoc
     assert a.report["cleaned"]["raw_text"].startswith("Document [1]")
     # clean=False keeps the raw text (what bench/bench_ask.py compares against).
-    raw = RAGPipeline(KeywordRetriever(), ScriptedGenerator(reply), k=2, clean=False).ask("When did it open?")
+    raw = RAGPipeline(corpus_retriever(), scripted(reply), k=2, clean=False).ask("When did it open?")
     assert raw.text.startswith("Document [1]") and "cleaned" not in raw.report

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fakes import FakeCiter, FakeGenerator, FakeRetriever
 from pipeline.citations import cite_answer
 from pipeline.constrained import (
     ConstraintSpec,
@@ -245,28 +246,21 @@ def test_pipeline_records_the_resolved_mode() -> None:
 
 
 # --------------------------------------------------------------------------- the loop, scripted
-class Scripted:
-    """Replies by a function of (prompt, params); records every call."""
-
-    def __init__(self, reply: Callable[[str, GenerationParams], Generation]) -> None:
-        self.reply = reply
-        self.calls: list[tuple[list[str], GenerationParams]] = []
-
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
-        self.calls.append((list(prompts), params))
-        return [self.reply(p, params) for p in prompts]
+def scripted(reply: Callable[[str, GenerationParams], Generation]) -> FakeGenerator:
+    """Replies by a function of (prompt, params), regex allowed; records every call."""
+    return FakeGenerator(reply, regex=True)
 
 
 def test_one_call_per_k_with_its_regex_and_the_reserved_budget() -> None:
-    gen = Scripted(lambda p, params: Generation("Paris [1].", finish_reason="stop"))
+    gen = scripted(lambda p, params: Generation("Paris [1].", finish_reason="stop"))
     out = generate_constrained(gen, ["p1", "p2", "p3"], [5, 3, 5], GenerationParams(max_tokens=64))
     assert [r.generation.text for r in out] == ["Paris [1]."] * 3
-    assert [(c[0], c[1].regex) for c in gen.calls] == [(["p2"], answer_regex(3)), (["p1", "p3"], answer_regex(5))]
-    assert {c[1].max_tokens for c in gen.calls} == {64 - tail_reserve(3), 64 - tail_reserve(5)} == {64 - 11}
+    assert [(b, c.regex) for b, c in zip(gen.batches, gen.calls)] == [(["p2"], answer_regex(3)), (["p1", "p3"], answer_regex(5))]
+    assert {c.max_tokens for c in gen.calls} == {64 - tail_reserve(3), 64 - tail_reserve(5)} == {64 - 11}
 
 
 def test_a_cut_after_a_complete_sentence_drops_the_rest() -> None:
-    gen = Scripted(lambda p, params: Generation("Paris is big [1]. It has a tower [", finish_reason="length"))
+    gen = scripted(lambda p, params: Generation("Paris is big [1]. It has a tower [", finish_reason="length"))
     [r] = generate_constrained(gen, ["p"], [2], GenerationParams(max_tokens=30))
     assert r.generation.text == "Paris is big [1]."
     assert r.dropped_chars == len("It has a tower [")
@@ -281,7 +275,7 @@ def test_a_cut_before_any_citation_is_closed_by_a_tail_decode() -> None:
             return Generation(" [2].", finish_reason="stop")
         return Generation("Paris is the capital of", finish_reason="length")
 
-    gen = Scripted(reply)
+    gen = scripted(reply)
     [r] = generate_constrained(gen, ["PROMPT "], [3], GenerationParams(max_tokens=40))
     assert r.generation.text == "Paris is the capital [2]." and r.closed
     assert re.fullmatch(answer_regex(3), r.generation.text)
@@ -296,7 +290,7 @@ def test_a_cut_after_a_full_stop_gets_only_the_groups() -> None:
             return Generation(" [3]", finish_reason="stop")
         return Generation("Paris is big. [", finish_reason="length")
 
-    [r] = generate_constrained(Scripted(reply), ["PROMPT "], [3], GenerationParams(max_tokens=40))
+    [r] = generate_constrained(scripted(reply), ["PROMPT "], [3], GenerationParams(max_tokens=40))
     assert r.generation.text == "Paris is big. [3]" and r.closed
     assert [s.citations for s in cite_answer(r.generation.text, _shown(3)).sentences] == [(3,)]
 
@@ -307,49 +301,46 @@ def test_an_unclosable_answer_is_empty_not_uncited() -> None:
             return Generation(" [2]", finish_reason="length")  # cut before its full stop
         return Generation("Paris is", finish_reason="length")
 
-    [r] = generate_constrained(Scripted(reply), ["p"], [3], GenerationParams(max_tokens=40))
+    [r] = generate_constrained(scripted(reply), ["p"], [3], GenerationParams(max_tokens=40))
     assert r.generation.text == "" and not r.closed
     [r] = generate_constrained(
-        Scripted(lambda p, params: Generation("Supercalifragilistic", finish_reason="length")),
+        scripted(lambda p, params: Generation("Supercalifragilistic", finish_reason="length")),
         ["p"], [3], GenerationParams(max_tokens=40),
     )
     assert r.generation.text == ""
 
 
 def test_nothing_shown_means_no_answer_and_no_call() -> None:
-    gen = Scripted(lambda p, params: Generation("x [1].", finish_reason="stop"))
+    gen = scripted(lambda p, params: Generation("x [1].", finish_reason="stop"))
     out = generate_constrained(gen, ["a", "b"], [0, 1], GenerationParams(max_tokens=40))
     assert [r.generation.text for r in out] == ["", "x [1]."]
-    assert [c[0] for c in gen.calls] == [["b"]]
+    assert gen.batches == [["b"]]
 
 
 def test_a_backend_that_ignores_the_regex_is_an_error() -> None:
-    gen = Scripted(lambda p, params: Generation("Document [1] (Title: x): y [1].", finish_reason="stop"))
+    gen = scripted(lambda p, params: Generation("Document [1] (Title: x): y [1].", finish_reason="stop"))
     with pytest.raises(GeneratorUnavailableError, match="ignored the structured-output regex"):
         generate_constrained(gen, ["p"], [2], GenerationParams(max_tokens=40))
 
 
 def test_too_small_a_budget_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="--max-tokens above 11"):
-        generate_constrained(Scripted(lambda p, q: Generation("")), ["p"], [5], GenerationParams(max_tokens=11))
+        generate_constrained(scripted(lambda p, q: Generation("")), ["p"], [5], GenerationParams(max_tokens=11))
 
 
 def test_fake_backend_refuses_a_regex() -> None:
-    from pipeline.generators.fake import FakeGenerator
-
     with pytest.raises(ConfigError, match="use --backend vllm or --llm-url"):
         FakeGenerator(["x [1]."]).generate(["p"], GenerationParams(regex="x"))
 
 
 # --------------------------------------------------------------------------- pipeline, settings, CLI
 def test_pipeline_records_the_mode_and_adds_nothing_post_hoc() -> None:
-    from test_rag import KeywordRetriever, ScriptedGenerator
+    from test_rag import corpus_retriever, scripted as scripted_words
 
     from pipeline.rag import RAGPipeline
 
-    class Never:
-        def best(self, sentences: Sequence[str], passages: Sequence[Passage], question: str = "") -> Any:
-            raise AssertionError("post hoc must not run in constrained mode")
+    def never(sentence: str) -> Any:
+        raise AssertionError("post hoc must not run in constrained mode")
 
     seen: list[GenerationParams] = []
 
@@ -357,26 +348,28 @@ def test_pipeline_records_the_mode_and_adds_nothing_post_hoc() -> None:
         seen.append(params)
         return Generation("It opened in 1937 [1]. Curie won twice [2].", finish_reason="stop")
 
-    pipe = RAGPipeline(KeywordRetriever(), ScriptedGenerator(reply), k=2, post_hoc=Never(), citations="constrained")
+    citer = FakeCiter(never)
+    pipe = RAGPipeline(corpus_retriever(), scripted_words(reply), k=2, post_hoc=citer, citations="constrained")
     a = pipe.ask("When did the Golden Gate Bridge open?")
+    assert citer.calls == []
     assert seen[0].regex == answer_regex(2)
     d = a.to_dict()
     assert d["citation_mode"] == "constrained"
     assert [(s["citations"], s["post_hoc"]) for s in d["sentences"]] == [([1], False), ([2], False)]
-    post = RAGPipeline(KeywordRetriever(), ScriptedGenerator(lambda p, q: Generation("x")), k=2)
+    post = RAGPipeline(corpus_retriever(), scripted_words(lambda p, q: Generation("x")), k=2)
     assert post.ask("bridge?").to_dict()["citation_mode"] == "post-hoc"
 
 
 def test_pipeline_rejects_unknown_mode_and_iterative() -> None:
-    from test_rag import KeywordRetriever, ScriptedGenerator
+    from test_rag import corpus_retriever, scripted as scripted_words
 
     from pipeline.rag import IterativeConfig, RAGPipeline
 
-    gen = ScriptedGenerator(lambda p, q: Generation("x"))
+    gen = scripted_words(lambda p, q: Generation("x"))
     with pytest.raises(ConfigError, match="valid modes"):
-        RAGPipeline(KeywordRetriever(), gen, citations="by-magic")
+        RAGPipeline(corpus_retriever(), gen, citations="by-magic")
     with pytest.raises(ConfigError, match="--iterative"):
-        RAGPipeline(KeywordRetriever(), gen, citations="constrained", iterative=IterativeConfig())
+        RAGPipeline(corpus_retriever(), gen, citations="constrained", iterative=IterativeConfig())
 
 
 def test_settings_and_factory_reject_backends_without_structured_outputs(tmp_path: Path) -> None:
@@ -418,16 +411,7 @@ def _tiny_corpus_retriever() -> Any:
     texts = list(dict.fromkeys(training_text()))
     corpus = [Passage(f"doc{i}", t, f"Doc {i}", 0.0, 0, len(t)) for i, t in enumerate(texts)]
 
-    class Retr:
-        def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
-            out = []
-            for q in queries:
-                words = set(q.lower().split())
-                ranked = sorted(corpus, key=lambda p: -len(words & set(p.text.lower().split())))
-                out.append(ranked[:k])
-            return out
-
-    return Retr()
+    return FakeRetriever(corpus, pad=True)
 
 
 def _assert_constrained(answers: Sequence[Any], k: int) -> None:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from fakes import FakeEditor, FakeJudge, FakeQuestionGenerator, FakeRetriever
 from pipeline.errors import ConfigError
 from pipeline.types import Passage
 from verifiers.editor import DEFAULT_EDITOR, AlignedEditor, EditCandidate, find_contradiction
-from verifiers.fakes import FakeEditor, FakeJudge, FakeQuestionGenerator, KeywordRetriever
 from verifiers.rarr import RARRConfig, RARRReviser, build_reviser
 from verifiers.text import align, apply_diffs, slot_kind, slot_runs, tokenize, transplant
 
@@ -176,7 +176,7 @@ TRUE = "The Tamar river is 300 km long."
 
 
 def loop(editor: Any = None, aligned: AlignedEditor | None = None, judge: FakeJudge | None = None, **cfg: Any) -> RARRReviser:
-    return RARRReviser(KeywordRetriever([BRIDGE, RIVER, TOWER]), judge or FakeJudge(), FakeQuestionGenerator(), editor,
+    return RARRReviser(FakeRetriever([BRIDGE, RIVER, TOWER]), judge or FakeJudge(), FakeQuestionGenerator(), editor,
                        RARRConfig(**cfg), aligned=aligned)
 
 
@@ -297,11 +297,11 @@ def test_reviser_needs_an_editor_and_build_reviser_checks_the_name() -> None:
     with pytest.raises(ConfigError, match="needs an editor"):
         loop()
     with pytest.raises(ConfigError, match="aligned, llm, both"):
-        build_reviser(KeywordRetriever([]), None, FakeJudge(), editor="magic")  # type: ignore[arg-type]
-    r = build_reviser(KeywordRetriever([]), None, FakeJudge(), editor="aligned")
+        build_reviser(FakeRetriever([]), None, FakeJudge(), editor="magic")  # type: ignore[arg-type]
+    r = build_reviser(FakeRetriever([]), None, FakeJudge(), editor="aligned")
     assert r.editor is None and r.aligned is not None and r.editors == ["aligned"]
-    assert build_reviser(KeywordRetriever([]), None, FakeJudge()).editors == [DEFAULT_EDITOR] == ["aligned"]  # chosen by the bench
-    assert build_reviser(KeywordRetriever([]), None, FakeJudge(), editor="both").editors == ["aligned", "llm"]
+    assert build_reviser(FakeRetriever([]), None, FakeJudge()).editors == [DEFAULT_EDITOR] == ["aligned"]  # chosen by the bench
+    assert build_reviser(FakeRetriever([]), None, FakeJudge(), editor="both").editors == ["aligned", "llm"]
     assert EditCandidate("x", "llm", ()).to_dict() == {"text": "x", "editor": "llm", "diffs": []}
 
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from fakes import FakeEditor, FakeJudge, FakeRetriever
 from pipeline.cli import cli
 from pipeline.errors import InputError
 from pipeline.types import AttributedAnswer, Passage, Sentence
-from verifiers.fakes import FakeEditor, FakeJudge, KeywordRetriever
 from verifiers.rarr import RARRConfig, RARRReviser
 
 BRIDGE = {"title": "Bridge", "text": "The Golden Gate Bridge opened in 1937."}
@@ -167,7 +167,7 @@ def test_ask_json_single_answer(tmp_path: Path, fake_judge: FakeJudge) -> None:
 def test_revise_jsonl(tmp_path: Path, fake_judge: FakeJudge) -> None:
     corpus = [Passage("bridge.md", BRIDGE["text"], "Bridge", 0.0, 0, 38), Passage("cats.md", CATS["text"], "Cats", 0.0, 0, 27)]
     reviser = RARRReviser(
-        retriever=KeywordRetriever(corpus),
+        retriever=FakeRetriever(corpus),
         judge=FakeJudge(),
         question_generator=None,
         editor=FakeEditor(lambda claim, ev: claim.replace("1938", "1937")),

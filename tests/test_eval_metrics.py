@@ -2,7 +2,7 @@
 values that pin ALCE's semantics (princeton-nlp/ALCE eval.py, compute_autoais).
 
 The fake judge supports a claim iff every content word of it occurs in the evidence
-(``verifiers.fakes.containment`` = 1.0; threshold 0.99), so each expected value below can be
+(``fakes.containment`` = 1.0; threshold 0.99), so each expected value below can be
 worked out by reading the documents.
 """
 
@@ -17,7 +17,7 @@ from eval.alce import CitationInput, score_citations, score_citations_sequential
 from eval.answers import answer_in_output, exact_match, normalize_answer, qampari_scores, str_em
 from eval.formats import Doc, Example
 from eval.scoring import EvalConfig, evaluate
-from verifiers.fakes import FakeJudge
+from fakes import FakeJudge
 from verifiers.text import preservation
 
 THR = 0.99

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
+from fakes import FakeEmbedder, FakeGenerator, FakeJudge, FakeTokenizer
 from pipeline.citations import cite_answer
 from pipeline.types import AttributedAnswer, Passage
-from verifiers.fakes import FakeJudge
 from verifiers.grounding import ABSTAIN_TEXT, AbstainRule, Grounder, candidate_spans
 
 DOC = "The bridge is in San Francisco. The Golden Gate Bridge opened in 1937. It is orange."
@@ -69,16 +68,15 @@ def test_default_rule_abstains_only_when_nothing_supports_at_all() -> None:
 
 
 def test_abstains_when_retrieval_found_nothing_relevant() -> None:
-    def embed(texts: list[str]) -> np.ndarray:
-        # question -> e0, passages -> e1: cosine 0 for every passage.
-        return np.array([[1.0, 0.0] if t.startswith("When") else [0.0, 1.0] for t in texts])
+    # question -> e0, passages -> e1: cosine 0 for every passage.
+    embed = FakeEmbedder(rule=lambda t: [1.0, 0.0] if t.startswith("When") else [0.0, 1.0])
 
     g = Grounder(FakeJudge(threshold=0.99), embed=embed, abstain=AbstainRule(min_relevance=0.3))
     a = g.ground(answer("The Golden Gate Bridge opened in 1937 [1]."))
     assert a.report["abstained"] is True
     assert a.report["abstention"]["relevance"] == 0.0
     # Relevant passages and a supported answer: no abstention.
-    same = lambda texts: np.ones((len(texts), 2))  # noqa: E731
+    same = FakeEmbedder(rule=lambda t: [1.0, 1.0])
     ok = Grounder(FakeJudge(threshold=0.99), embed=same, abstain=AbstainRule(min_relevance=0.3)).ground(
         answer("The Golden Gate Bridge opened in 1937 [1].")
     )
@@ -106,24 +104,15 @@ def test_real_default_judge_quotes_the_year_sentence() -> None:
     assert wrong.report["abstained"] is True and wrong.report["draft"]["answer"].endswith("1990 [1].")
 
 
-class _UseGenerator:
+def _scores_copied_words(prompt: str, continuation: str) -> list[float]:
     """Scores a word -0.1 when the prompt contains it, else -5.0 (word tokens): removing the
     passage a sentence copied costs it 4.9 nats a word; other passages cost nothing."""
+    words = set(prompt.lower().replace(".", " ").split())
+    return [-0.1 if w.lower().strip(".") in words else -5.0 for w in continuation.split()]
 
-    max_context = 4096
 
-    @property
-    def tokenizer(self):  # type: ignore[no-untyped-def]
-        from test_rag import WordTok
-
-        return WordTok()
-
-    def score(self, prompts, continuations):  # type: ignore[no-untyped-def]
-        out = []
-        for p, c in zip(prompts, continuations):
-            words = set(p.lower().replace(".", " ").split())
-            out.append([-0.1 if w.lower().strip(".") in words else -5.0 for w in c.split()])
-        return out
+def _use_generator() -> FakeGenerator:
+    return FakeGenerator(tokenizer=FakeTokenizer(words=True), scorer=_scores_copied_words)
 
 
 def test_use_aware_cites_the_supportive_passage_the_sentence_used() -> None:
@@ -133,13 +122,13 @@ def test_use_aware_cites_the_supportive_passage_the_sentence_used() -> None:
     # `copy` and BRIDGE both hold every word of the sentence, so removing either one alone
     # costs nothing: no passage is "used" and the first of the equally supportive ones is cited.
     a = answer("The Golden Gate Bridge opened in 1937 [2].", passages=(copy, BRIDGE, CURIE))
-    g = Grounder(FakeJudge(threshold=0.99), abstain=None, quotes=False, use=PassageUse(_UseGenerator()))
+    g = Grounder(FakeJudge(threshold=0.99), abstain=None, quotes=False, use=PassageUse(_use_generator()))
     out = g.ground(a)
     assert out.sentences[0].citations == (1,) and out.report["citation_mode"] == "use-aware"
     # With a single supportive passage that the sentence used, that passage is cited.
     b = answer("Marie Curie won two Nobel Prizes [1].", passages=(BRIDGE, CURIE))
     s = g.ground(b).sentences[0]
     assert s.citations == (2,) and s.post_hoc and s.text == "Marie Curie won two Nobel Prizes [2]."
-    drops = PassageUse(_UseGenerator()).drops([b])
+    drops = PassageUse(_use_generator()).drops([b])
     # Without CURIE, "Marie", "Curie", "won", "two", "Nobel", "Prizes" each cost 4.9 nats.
     assert drops[(0, 0)][0] == 0.0 and drops[(0, 0)][1] == pytest.approx(6 * 4.9)

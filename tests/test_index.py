@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes import FakeEmbedder
 from pipeline.errors import (
     ConfigError,
     CorpusError,
@@ -16,7 +17,7 @@ from pipeline.errors import (
     InputError,
 )
 from pipeline.models import DEFAULT_EMBEDDER
-from retriever_fixtures import TOPICS, FailingEmbedder, HashingEmbedder, doc_id_of, minilm_embedder, write_corpus
+from retriever_fixtures import TOPICS, doc_id_of, minilm_embedder, write_corpus
 from retrievers.bm25 import BM25Retriever
 from retrievers.dense import DenseRetriever, SentenceTransformerEmbedder
 from retrievers.hybrid import HybridRetriever
@@ -37,14 +38,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _build(corpus: Path, index_dir: Path, **kwargs: object) -> dict:
-    opts: dict = {"embedder": HashingEmbedder(), "embedder_name": "hashing-64", "progress": False}
+    opts: dict = {"embedder": FakeEmbedder(), "embedder_name": "hashing-64", "progress": False}
     opts.update(kwargs)
     return build_index(corpus, index_dir, **opts)
 
 
 def _snapshot(index_dir: Path) -> tuple[dict, list, list]:
     idx = load_index(index_dir)
-    hybrid = idx.retriever("hybrid", embedder=HashingEmbedder())
+    hybrid = idx.retriever("hybrid", embedder=FakeEmbedder())
     return idx.manifest, idx.passages, hybrid.retrieve(QUERIES, 5)
 
 
@@ -70,14 +71,14 @@ def test_build_load_and_retrieve(corpus: Path, tmp_path: Path, kind: str) -> Non
     assert len(idx.passages) == len(TOPICS)
     assert all(p.pid == f"{p.doc_id}#0" for p in idx.passages)
     assert isinstance(idx.bm25(), BM25Retriever)
-    dense = idx.dense(HashingEmbedder())
+    dense = idx.dense(FakeEmbedder())
     assert isinstance(dense, DenseRetriever) and dense.kind == kind
     want = [doc_id_of("honeybee"), doc_id_of("penicillin")]
     for kind_name in ("bm25", "hybrid"):
-        r = idx.retriever(kind_name, embedder=HashingEmbedder())
+        r = idx.retriever(kind_name, embedder=FakeEmbedder())
         assert [res[0].doc_id for res in r.retrieve(QUERIES, 3)] == want
-    assert isinstance(idx.retriever("hybrid", embedder=HashingEmbedder()), HybridRetriever)
-    exact = idx.retriever("dense", embedder=HashingEmbedder()).retrieve([idx.passages[7].text], 1)
+    assert isinstance(idx.retriever("hybrid", embedder=FakeEmbedder()), HybridRetriever)
+    exact = idx.retriever("dense", embedder=FakeEmbedder()).retrieve([idx.passages[7].text], 1)
     assert exact[0][0].pid == idx.passages[7].pid
 
 
@@ -97,8 +98,8 @@ def test_ivf_index_on_many_passages(corpus: Path, tmp_path: Path) -> None:
     manifest = _build(corpus, tmp_path / "idx", faiss_kind="ivf", mode="tokens", size=6, overlap=2, nprobe=3)
     assert manifest["faiss_kind"] == "ivf" and manifest["faiss"]["nprobe"] == 3
     idx = load_index(tmp_path / "idx")
-    assert idx.dense(HashingEmbedder()).nprobe == 3  # saved with the FAISS index
-    dense = idx.dense(HashingEmbedder(), nprobe=1000)
+    assert idx.dense(FakeEmbedder()).nprobe == 3  # saved with the FAISS index
+    dense = idx.dense(FakeEmbedder(), nprobe=1000)
     assert dense.kind == "ivf"
     assert dense.retrieve([idx.passages[40].text], 1)[0][0].pid == idx.passages[40].pid
 
@@ -117,7 +118,7 @@ def test_failed_build_keeps_the_old_index(corpus: Path, tmp_path: Path, exc: Bas
     before = _snapshot(index_dir)
     files_before = {p.relative_to(index_dir): p.read_bytes() for p in index_dir.rglob("*") if p.is_file()}
 
-    failing = FailingEmbedder(fail_on=3, exc=exc)
+    failing = FakeEmbedder(fail_on=3, exc=exc)
     with pytest.raises(type(exc)):
         _build(corpus, index_dir, embedder=failing, batch_size=4, mode="tokens", size=10, overlap=2)
     assert failing.calls == 3  # it failed midway through embedding
@@ -128,7 +129,7 @@ def test_failed_build_keeps_the_old_index(corpus: Path, tmp_path: Path, exc: Bas
 
 def test_failed_first_build_leaves_no_folder(corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
-        _build(corpus, tmp_path / "idx", embedder=FailingEmbedder(1, RuntimeError("x")))
+        _build(corpus, tmp_path / "idx", embedder=FakeEmbedder(fail_on=1, exc=RuntimeError("x")))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -188,7 +189,7 @@ def test_incompatible_indexes(corpus: Path, tmp_path: Path) -> None:
     index_dir = tmp_path / "idx"
     _build(corpus, index_dir)
     with pytest.raises(IndexIncompatibleError, match="rebuild it with `citerag index"):
-        load_index(index_dir).dense(HashingEmbedder(dim=32))
+        load_index(index_dir).dense(FakeEmbedder(dim=32))
 
     manifest = json.loads((index_dir / "manifest.json").read_text())
     manifest["format_version"] = 99

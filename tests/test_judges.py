@@ -569,7 +569,7 @@ def test_seq2seq_judge_on_a_tiny_t5(tmp_path: Path) -> None:
 
 
 def test_llm_judge_with_the_fake_generator_reads_logprobs() -> None:
-    from pipeline.generators.fake import FakeGenerator
+    from fakes import FakeGenerator
     from verifiers.judges import LLMJudge, load_judge
 
     gen = FakeGenerator()

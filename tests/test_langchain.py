@@ -97,7 +97,7 @@ def _check_store(store: Any, index: Any) -> None:
             assert isinstance(p, Passage) and source_text(p.doc_id)[p.start : p.end] == p.text
     assert [len(h) for h in r.retrieve([BRIDGE], 1)] == [1]
     # A store plugs into the answer pipeline like any citerag retriever.
-    from pipeline.generators.fake import FakeGenerator
+    from fakes import FakeGenerator
     from pipeline.rag import RAGPipeline
 
     pipe = RAGPipeline(retriever=r, generator=FakeGenerator(["It opened in 1937 [1]."]), k=2)

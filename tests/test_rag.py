@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import pytest
 
+from fakes import FakeCiter, FakeGenerator, FakeRetriever, FakeTokenizer
 from pipeline.errors import ContextBudgetError, InputError
 from pipeline.rag import IterativeConfig, RAGPipeline
 from pipeline.types import Generation, GenerationParams, Passage
@@ -17,57 +18,22 @@ CORPUS = [
 ]
 
 
-class KeywordRetriever:
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-
-    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
-        self.calls.append(list(queries))
-        out = []
-        for q in queries:
-            words = set(q.lower().split())
-            ranked = sorted(CORPUS, key=lambda p: -len(words & set(p.text.lower().split())))
-            out.append([p.with_score(1.0 / (i + 1)) for i, p in enumerate(ranked[:k])])
-        return out
+def corpus_retriever() -> FakeRetriever:
+    """Ranks CORPUS by shared words and always returns ``k`` passages."""
+    return FakeRetriever(CORPUS, pad=True)
 
 
-class WordTok:
-    def encode(self, text: str) -> list[int]:
-        return [hash(w) % 1000 for w in text.split()]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return " ".join(f"w{i}" for i in ids)
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
-        return None
-
-
-class ScriptedGenerator:
-    """Replies by a function of the prompt; records every call."""
-
-    def __init__(self, reply, max_context: int = 4096) -> None:  # type: ignore[no-untyped-def]
-        self.reply = reply
-        self.max_context = max_context
-        self.calls: list[list[str]] = []
-
-    @property
-    def tokenizer(self) -> WordTok:
-        return WordTok()
-
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
-        self.calls.append(list(prompts))
-        return [self.reply(p, params) for p in prompts]
-
-    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
-        return [[0.0] for _ in prompts]
+def scripted(reply: Callable[[str, GenerationParams], Generation], max_context: int = 4096) -> FakeGenerator:
+    """Replies by a function of the prompt (Generations as scripted); one token per word."""
+    return FakeGenerator(reply, max_context, tokenizer=FakeTokenizer(words=True), regex=True)
 
 
 def test_batch_is_one_retrieval_and_one_generation_call() -> None:
-    ret = KeywordRetriever()
-    gen = ScriptedGenerator(lambda p, _: Generation("It opened in 1937 [1].", finish_reason="stop"))
+    ret = corpus_retriever()
+    gen = scripted(lambda p, _: Generation("It opened in 1937 [1].", finish_reason="stop"))
     pipe = RAGPipeline(ret, gen, k=2)
     answers = pipe.ask_batch(["When did the bridge open?", "Who won two Nobel Prizes?"], progress=False)
-    assert len(ret.calls) == 1 and len(gen.calls) == 1 and len(gen.calls[0]) == 2
+    assert len(ret.calls) == 1 and len(gen.calls) == 1 and len(gen.batches[0]) == 2
     a = answers[0]
     assert a.passages[0].doc_id == "bridge.md"
     assert a.sentences[0].citations == (1,)
@@ -78,35 +44,31 @@ def test_batch_is_one_retrieval_and_one_generation_call() -> None:
 
 
 def test_invalid_citation_never_reaches_output() -> None:
-    gen = ScriptedGenerator(lambda p, _: Generation("It opened in 1937 [9].", finish_reason="stop"))
-    a = RAGPipeline(KeywordRetriever(), gen, k=2).ask("When did the bridge open?")
+    gen = scripted(lambda p, _: Generation("It opened in 1937 [9].", finish_reason="stop"))
+    a = RAGPipeline(corpus_retriever(), gen, k=2).ask("When did the bridge open?")
     d = a.to_dict()
     assert d["citations"] == [] and d["dropped_citations"] == [9]
     assert d["sentences"][0]["citations"] == [] and d["sentences"][0]["dropped_citations"] == [9]
 
 
 def test_post_hoc_citation_is_marked() -> None:
-    class First:
-        def best(self, sentences, passages, question=""):  # type: ignore[no-untyped-def]
-            return [(0, 0.9) for _ in sentences]
-
-    gen = ScriptedGenerator(lambda p, _: Generation("It opened in 1937.", finish_reason="stop"))
-    a = RAGPipeline(KeywordRetriever(), gen, k=2, post_hoc=First()).ask("bridge open?")
+    gen = scripted(lambda p, _: Generation("It opened in 1937.", finish_reason="stop"))
+    a = RAGPipeline(corpus_retriever(), gen, k=2, post_hoc=FakeCiter(lambda s: (0, 0.9))).ask("bridge open?")
     s = a.to_dict()["sentences"][0]
     assert s["citations"] == [1] and s["post_hoc"] is True
 
 
 def test_ask_many_reports_bad_questions_in_place() -> None:
-    gen = ScriptedGenerator(lambda p, _: Generation("Yes [1].", finish_reason="stop"))
-    out = RAGPipeline(KeywordRetriever(), gen, k=1).ask_many(["the bridge", "  ", "marie curie won"], progress=False)
+    gen = scripted(lambda p, _: Generation("Yes [1].", finish_reason="stop"))
+    out = RAGPipeline(corpus_retriever(), gen, k=1).ask_many(["the bridge", "  ", "marie curie won"], progress=False)
     assert isinstance(out[1], InputError)
     assert out[0].passages[0].doc_id == "bridge.md" and out[2].passages[0].doc_id == "curie.txt"  # type: ignore[union-attr]
 
 
 def test_question_too_long_for_context_is_budget_error() -> None:
-    gen = ScriptedGenerator(lambda p, _: Generation("x"), max_context=200)
+    gen = scripted(lambda p, _: Generation("x"), max_context=200)
     with pytest.raises(ContextBudgetError):
-        RAGPipeline(KeywordRetriever(), gen, k=2, params=GenerationParams(max_tokens=50)).ask("word " * 300)
+        RAGPipeline(corpus_retriever(), gen, k=2, params=GenerationParams(max_tokens=50)).ask("word " * 300)
 
 
 def test_iterative_mode_reretrieves_and_keeps_numbers_stable() -> None:
@@ -115,31 +77,17 @@ def test_iterative_mode_reretrieves_and_keeps_numbers_stable() -> None:
         Generation("The bridge opened in 1937 [1]. Marie Curie", finish_reason="length"),
         Generation(" won two Nobel Prizes [3].", finish_reason="stop"),
     ])
-    gen = ScriptedGenerator(lambda p, _: next(script))
+    gen = scripted(lambda p, _: next(script))
 
-    class Tok(WordTok):
-        def encode(self, text: str) -> list[int]:
-            return list(range(len(text.split())))
-
-    words: list[str] = []
-
-    class Retr(KeywordRetriever):
-        def retrieve(self, queries, k):  # type: ignore[no-untyped-def]
-            words.extend(queries)
-            if len(self.calls) == 0:
-                self.calls.append(list(queries))
-                return [[CORPUS[0], CORPUS[2]]]
-            self.calls.append(list(queries))
-            return [[CORPUS[1], CORPUS[0]]]
-
-    gen.tokenizer  # noqa: B018
-    pipe = RAGPipeline(Retr(), gen, k=2, iterative=IterativeConfig(stride=8, query_tokens=4),
+    rounds = iter([[CORPUS[0], CORPUS[2]], [CORPUS[1], CORPUS[0]]])
+    retriever = FakeRetriever(CORPUS, rank=lambda q, passages, k: next(rounds))
+    pipe = RAGPipeline(retriever, gen, k=2, iterative=IterativeConfig(stride=8, query_tokens=4),
                        params=GenerationParams(max_tokens=64))
     a = pipe.ask("Tell me about the bridge")
     # Passages keep their first number: bridge [1], everest [2], curie [3].
     assert [p.doc_id for p in a.passages] == ["bridge.md", "everest.md", "curie.txt"]
     assert [s.citations for s in a.sentences] == [(1,), (3,)]
-    second_prompt = gen.calls[1][0]
+    second_prompt = gen.batches[1][0]
     assert "Document [3] (Title: Curie)" in second_prompt and "Document [1] (Title: Golden Gate)" in second_prompt
     assert second_prompt.endswith("The bridge opened in 1937 [1]. Marie Curie")
     assert a.report["rounds"] == 2
@@ -147,7 +95,7 @@ def test_iterative_mode_reretrieves_and_keeps_numbers_stable() -> None:
 
 def test_k_must_be_positive() -> None:
     with pytest.raises(InputError):
-        RAGPipeline(KeywordRetriever(), ScriptedGenerator(lambda p, _: Generation("")), k=0)
+        RAGPipeline(corpus_retriever(), scripted(lambda p, _: Generation("")), k=0)
 
 
 def test_text_output_marks_post_hoc_and_unsupported_sentences() -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from fakes import FakeJudge
 from pipeline.rag import RAGPipeline
 from pipeline.types import AttributedAnswer, GenerationParams
-from verifiers.fakes import FakeJudge
 from verifiers.rarr import RARRConfig, RevisionResult, build_reviser
 from verifiers.text import preservation
 from verifiers.verify import verify_answers

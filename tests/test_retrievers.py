@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fakes import FakeEmbedder, FakeRetriever
 from pipeline.errors import ConfigError, IndexIncompatibleError, ModelNotFoundError
 from pipeline.protocols import Retriever
 from pipeline.types import Passage
-from retriever_fixtures import TOPICS, HashingEmbedder, minilm_embedder
+from retriever_fixtures import TOPICS, minilm_embedder
 from retrievers.bm25 import BM25Retriever, top_k
 from retrievers.chunking import split_passages
 from retrievers.dense import DenseRetriever, SentenceTransformerEmbedder, ivf_nlist
@@ -49,18 +49,6 @@ def minilm() -> SentenceTransformerEmbedder:
     return minilm_embedder()
 
 
-class FakeRetriever:
-    """Canned rankings (a fake for the pure fusion logic)."""
-
-    def __init__(self, ranking: list[Passage]) -> None:
-        self.ranking = ranking
-        self.asked: list[int] = []
-
-    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
-        self.asked.append(k)
-        return [self.ranking[:k] for _ in queries]
-
-
 # --- RRF ------------------------------------------------------------------------------
 
 
@@ -85,11 +73,11 @@ def test_rrf_fuse_identity_by_key_ties_and_edges() -> None:
 
 
 def test_hybrid_fuses_at_depth_and_is_batched() -> None:
-    r1 = FakeRetriever([_p("a"), _p("b"), _p("c")])
-    r2 = FakeRetriever([_p("c"), _p("b"), _p("a")])
+    r1 = FakeRetriever([_p("a"), _p("b"), _p("c")], rank="fixed")
+    r2 = FakeRetriever([_p("c"), _p("b"), _p("a")], rank="fixed")
     hybrid = HybridRetriever([r1, r2], depth=3)
     out = hybrid.retrieve(["q1", "q2"], k=1)
-    assert r1.asked == [3] and r2.asked == [3]
+    assert r1.ks == [3] and r2.ks == [3]
     assert len(out) == 2 and [p.doc_id for p in out[0]] == ["a"]  # a and c tie; a seen first
     assert hybrid.retrieve([], k=3) == []
     assert isinstance(hybrid, Retriever)
@@ -142,7 +130,7 @@ def test_bm25_save_load_roundtrip(bm25: BM25Retriever, passages: list[Passage], 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_dense_exact_text_is_rank_one(kind: str, passages: list[Passage], tmp_path: Path) -> None:
-    dense = DenseRetriever.build(passages, HashingEmbedder(), kind, batch_size=7)
+    dense = DenseRetriever.build(passages, FakeEmbedder(), kind, batch_size=7)
     assert dense.kind == kind
     assert dense.ef_search == (64 if kind == "hnsw" else None)
     queries = [passages[3].text, passages[17].text]
@@ -154,11 +142,11 @@ def test_dense_exact_text_is_rank_one(kind: str, passages: list[Passage], tmp_pa
     assert dense.retrieve([], k=3) == []
 
     dense.save(tmp_path / "dense.faiss")
-    loaded = DenseRetriever.load(tmp_path / "dense.faiss", passages, HashingEmbedder())
+    loaded = DenseRetriever.load(tmp_path / "dense.faiss", passages, FakeEmbedder())
     assert loaded.kind == kind
     assert loaded.retrieve(queries, 5) == results
     with pytest.raises(IndexIncompatibleError, match="citerag index"):
-        DenseRetriever.load(tmp_path / "dense.faiss", passages, HashingEmbedder(dim=32))
+        DenseRetriever.load(tmp_path / "dense.faiss", passages, FakeEmbedder(dim=32))
 
 
 def test_dense_ivf_trains_and_searches(tmp_path: Path) -> None:
@@ -169,27 +157,27 @@ def test_dense_ivf_trains_and_searches(tmp_path: Path) -> None:
     n = len(passages)
     nlist = ivf_nlist(n)
     assert nlist >= 2 and n >= 39 * nlist
-    dense = DenseRetriever.build(passages, HashingEmbedder(), "ivf", nprobe=2)
+    dense = DenseRetriever.build(passages, FakeEmbedder(), "ivf", nprobe=2)
     assert dense.kind == "ivf" and dense.nprobe == 2
     dense.nprobe = 10_000  # capped at nlist: search every list, exact results
     assert dense.nprobe == nlist
     queries = [passages[5].text, passages[n - 1].text]
     assert [r[0].pid for r in dense.retrieve(queries, k=3)] == [passages[5].pid, passages[n - 1].pid]
     dense.save(tmp_path / "ivf.faiss")
-    assert DenseRetriever.load(tmp_path / "ivf.faiss", passages, HashingEmbedder()).kind == "ivf"
+    assert DenseRetriever.load(tmp_path / "ivf.faiss", passages, FakeEmbedder()).kind == "ivf"
 
 
 def test_dense_ivf_falls_back_to_flat_on_small_corpus(
     passages: list[Passage], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="retrievers.dense"):
-        dense = DenseRetriever.build(passages, HashingEmbedder(), "ivf")
+        dense = DenseRetriever.build(passages, FakeEmbedder(), "ivf")
     assert dense.kind == "flat"
     assert "too few for an IVF index" in caplog.text
 
 
 def test_dense_accepts_any_callable_and_checks_options(passages: list[Passage]) -> None:
-    hashing = HashingEmbedder(dim=16)
+    hashing = FakeEmbedder(dim=16)
     dense = DenseRetriever.build(passages[:5], lambda texts: hashing(texts) * 3.0)  # no .dim, unnormalised
     top = dense.retrieve([passages[2].text], k=2)[0]
     assert top[0].pid == passages[2].pid and top[0].score == pytest.approx(1.0, abs=1e-5)
@@ -227,7 +215,7 @@ def test_missing_model_path_is_model_not_found(tmp_path: Path) -> None:
 
 
 def test_reranking_retriever_reorders_base_candidates() -> None:
-    base = FakeRetriever([_p("a"), _p("bb"), _p("ccc"), _p("dddd")])
+    base = FakeRetriever([_p("a"), _p("bb"), _p("ccc"), _p("dddd")], rank="fixed")
     seen: list[tuple[str, list[str]]] = []
 
     def by_length(query: str, texts: list[str]) -> list[float]:
@@ -236,7 +224,7 @@ def test_reranking_retriever_reorders_base_candidates() -> None:
 
     rr = RerankingRetriever(base, by_length, depth=3)
     out = rr.retrieve(["q1", "q2"], k=2)
-    assert base.asked == [3]
+    assert base.ks == [3]
     assert seen[0] == ("q1", ["a", "bb", "ccc"])
     assert [[(p.doc_id, p.score) for p in r] for r in out] == [[("ccc", 3.0), ("bb", 2.0)]] * 2
     assert rr.retrieve([], 2) == []
@@ -264,7 +252,7 @@ def test_langchain_adapter_maps_metadata_and_truncates(passages: list[Passage]) 
     from langchain_core.vectorstores import InMemoryVectorStore
 
     class OurEmbeddings(Embeddings):
-        def __init__(self, embedder: HashingEmbedder) -> None:
+        def __init__(self, embedder: FakeEmbedder) -> None:
             self.embedder = embedder
 
         def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -273,7 +261,7 @@ def test_langchain_adapter_maps_metadata_and_truncates(passages: list[Passage]) 
         def embed_query(self, text: str) -> list[float]:
             return self.embedder([text])[0].tolist()
 
-    store = InMemoryVectorStore(embedding=OurEmbeddings(HashingEmbedder()))
+    store = InMemoryVectorStore(embedding=OurEmbeddings(FakeEmbedder()))
     with_meta = passages[:10]
     store.add_texts(
         [p.text for p in with_meta],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,8 @@ from eval.saliency import (
     used_sources,
 )
 from eval.saliency.ablation import logit_prob, loo_masks
+from fakes import FakeGenerator, FakeTokenizer
 from pipeline.errors import ConfigError, ContextBudgetError, InputError
-from pipeline.generators.fake import FakeGenerator
 from pipeline.prompting import build_prompt
 from pipeline.types import AttributedAnswer, Passage
 
@@ -52,34 +51,28 @@ ANSWER = "The capital of France is Paris [1]. It lies on the Seine [1][3]."
 W = np.array([[6.0, 0.5, 2.0], [3.0, 0.0, -1.0]])
 
 
-class LinearFake(FakeGenerator):
+def linear_fake(answer: str) -> FakeGenerator:
     """Every answer token has log-prob -1, except the first token of sentence j, which gets
     -20 + sum of W[j][n-1] over the documents n the prompt shows (whole-passage effects) or
     over the shown sentences of each passage, each worth W[j][n-1] / (sentences in n)."""
+    tokenizer = FakeTokenizer()
+    starts = [m.start() for m in re.finditer(r"(?:^|(?<=\. ))\S", answer)]
 
-    def __init__(self, answer: str) -> None:
-        super().__init__(max_context=4096)
-        self.answer = answer
-        self.calls_to_score = 0
+    def score(p: str, c: str) -> list[float]:
+        assert c == answer
+        presence = np.zeros(len(PASSAGES))
+        for n, passage in enumerate(PASSAGES):
+            sents = [s for s in re.split(r"(?<=\.) ", passage.text)]
+            presence[n] = sum(s in p for s in sents) / len(sents)
+        row, pos = [], 0
+        for tok in tokenizer.encode(c):
+            text = tokenizer.decode([tok])
+            j = starts.index(pos) if pos in starts else None
+            row.append(-20.0 + float(W[j] @ presence) if j is not None else -1.0)
+            pos += len(text)
+        return row
 
-    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
-        self.calls_to_score += 1
-        starts = [m.start() for m in re.finditer(r"(?:^|(?<=\. ))\S", self.answer)]
-        out = []
-        for p, c in zip(prompts, continuations):
-            assert c == self.answer
-            presence = np.zeros(len(PASSAGES))
-            for n, passage in enumerate(PASSAGES):
-                sents = [s for s in re.split(r"(?<=\.) ", passage.text)]
-                presence[n] = sum(s in p for s in sents) / len(sents)
-            row, pos = [], 0
-            for tok in self.tokenizer.encode(c):
-                text = self.tokenizer.decode([tok])
-                j = starts.index(pos) if pos in starts else None
-                row.append(-20.0 + float(W[j] @ presence) if j is not None else -1.0)
-                pos += len(text)
-            out.append(row)
-        return out
+    return FakeGenerator(max_context=4096, tokenizer=tokenizer, scorer=score)
 
 
 @pytest.fixture()
@@ -137,10 +130,10 @@ def test_passages_that_do_not_fit_are_an_error(answer: AttributedAnswer) -> None
 
 
 def test_loo_recovers_the_known_effects_in_one_scoring_call(answer: AttributedAnswer) -> None:
-    gen = LinearFake(ANSWER)
+    gen = linear_fake(ANSWER)
     ctx = prepare(answer, gen)
     (att,) = leave_one_out(gen, [ctx], "passage")
-    assert gen.calls_to_score == 1
+    assert gen.score_calls == 1
     np.testing.assert_allclose(att.scores, W, atol=1e-9)
     n_tok = [sum(t.scorable for t in ctx.tokens if t.sentence == j) for j in range(2)]
     np.testing.assert_allclose(att.info["full_logprob"], [-20 + W[j].sum() - (n_tok[j] - 1) for j in range(2)])
@@ -155,10 +148,10 @@ def test_loo_masks_shape() -> None:
 
 
 def test_contextcite_surrogate_recovers_linear_effects(answer: AttributedAnswer) -> None:
-    gen = LinearFake(ANSWER)
+    gen = linear_fake(ANSWER)
     ctx = prepare(answer, gen)
     (att,) = context_cite(gen, [ctx], "passage", n_masks=64, seed=3)
-    assert gen.calls_to_score == 1
+    assert gen.score_calls == 1
     # The logit of a tiny probability is its log: the surrogate is the linear model itself,
     # up to Lasso's shrinkage (alpha / Var(mask) = 0.04).
     np.testing.assert_allclose(att.scores, W, atol=0.1)
@@ -184,21 +177,21 @@ def test_methods_registry() -> None:
 
 
 def test_gradient_methods_need_the_transformers_backend(answer: AttributedAnswer) -> None:
-    gen = LinearFake(ANSWER)
+    gen = linear_fake(ANSWER)
     with pytest.raises(ConfigError, match="--backend transformers"):
         attribute(gen, [answer], ("loo", "ig"))
-    assert gen.calls_to_score == 0  # nothing was scored before the error
+    assert gen.score_calls == 0  # nothing was scored before the error
 
 
 # -- faithfulness ----------------------------------------------------------------------------------
 
 
 def test_faithfulness_arithmetic(answer: AttributedAnswer) -> None:
-    gen = LinearFake(ANSWER)
+    gen = linear_fake(ANSWER)
     reports = attribute(gen, [answer], ("loo", "contextcite"), n_masks=32)
-    gen.calls_to_score = 0
+    gen.score_calls = 0
     (rep,) = check_faithfulness(gen, reports, k=1, seeds=4, n_heldout=16, seed=7)
-    assert gen.calls_to_score == 1
+    assert gen.score_calls == 1
     loo = rep.faithfulness["loo"]
     np.testing.assert_allclose(loo.topk_drop, W.max(axis=1))
     # The random sources come from the documented seeded stream.
@@ -236,13 +229,13 @@ def test_compare_citations_counts() -> None:
 
 
 def test_used_sources_and_agreement(answer: AttributedAnswer) -> None:
-    gen = LinearFake(ANSWER)
+    gen = linear_fake(ANSWER)
     (att,) = leave_one_out(gen, [prepare(answer, gen)], "passage")
     assert used_sources(att, threshold=1.0) == [(1, 3), (1,)]
     assert used_sources(att, threshold=1.0, max_sources=1) == [(1,), (1,)]
-    gen.calls_to_score = 0
+    gen.score_calls = 0
     agg = citation_use_agreement(gen, [answer, answer], threshold=1.0)
-    assert gen.calls_to_score == 1  # both answers in one batched call
+    assert gen.score_calls == 1  # both answers in one batched call
     # Sentence 1 cites [1] and used [1][3]; sentence 2 cites [1][3] and used [1].
     assert (agg.sentences, agg.cited, agg.used, agg.cited_unused, agg.used_uncited) == (4, 6, 6, 2, 2)
     assert agg.cited_but_unused_rate == pytest.approx(1 / 3)
@@ -253,14 +246,14 @@ def test_used_sources_and_agreement(answer: AttributedAnswer) -> None:
 def test_progress_scores_in_chunks_with_the_same_result(answer: AttributedAnswer, monkeypatch: pytest.MonkeyPatch) -> None:
     import eval.saliency.ablation as ablation
 
-    gen = LinearFake(ANSWER)
+    gen = linear_fake(ANSWER)
     ctx = prepare(answer, gen)
     (one,) = leave_one_out(gen, [ctx], "sentence")
-    gen.calls_to_score = 0
+    gen.score_calls = 0
     monkeypatch.setattr(ablation, "PROGRESS_CHUNK", 2)
     (chunked,) = leave_one_out(gen, [ctx], "sentence", progress=True)
     n_prompts = 1 + len(ctx.sources("sentence"))
-    assert gen.calls_to_score == -(-n_prompts // 2) > 1
+    assert gen.score_calls == -(-n_prompts // 2) > 1
     np.testing.assert_array_equal(chunked.scores, one.scores)
 
 

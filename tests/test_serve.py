@@ -131,29 +131,18 @@ def without_timings(d: dict[str, Any]) -> dict[str, Any]:
 
 def test_token_tap_streams_and_stops() -> None:
     """The tap reports each piece, returns the whole generation, and closes a cancelled stream."""
-    from pipeline.generators.fake import FakeGenerator
+    from fakes import FakeGenerator
     from pipeline.streaming import TokenTap
-    from pipeline.types import Generation, GenerationParams
-
-    class Streaming(FakeGenerator):
-        closed = False
-
-        def stream(self, prompt: str, params: Any) -> Iterator[Generation]:
-            try:
-                for piece in ("It ", "opened ", "in 1937."):
-                    yield Generation(piece, (1,), "")
-                yield Generation("", (), "stop")
-            finally:
-                Streaming.closed = True
+    from pipeline.types import GenerationParams
 
     seen: list[str] = []
-    gen = Streaming()
+    gen = FakeGenerator(stream=("It ", "opened ", "in 1937."))
     out = TokenTap(gen, seen.append).generate(["q"], GenerationParams())
     assert seen == ["It ", "opened ", "in 1937."] and out[0].text == "It opened in 1937." and out[0].finish_reason == "stop"
-    Streaming.closed = False
+    gen.stream_closed = False
     seen.clear()
     out = TokenTap(gen, seen.append, cancelled=lambda: bool(seen)).generate(["q"], GenerationParams())
-    assert seen == ["It "] and out[0].finish_reason == "abort" and Streaming.closed
+    assert seen == ["It "] and out[0].finish_reason == "abort" and gen.stream_closed
     # Without a stream method: one piece, the whole text; batches pass through untouched.
     plain = FakeGenerator(["Whole answer."])
     assert TokenTap(plain, seen.append).generate(["q"], GenerationParams())[0].text == "Whole answer." and seen[-1] == "Whole answer."
@@ -347,15 +336,10 @@ def test_bearer_token_auth(sample_index: Path, tiny_vllm_server: Any) -> None:
 
 
 def test_request_timeout(sample_index: Path) -> None:
-    from pipeline.generators.fake import FakeGenerator
-
-    class Slow(FakeGenerator):
-        def generate(self, prompts: Any, params: Any) -> Any:
-            time.sleep(3)
-            return super().generate(prompts, params)
+    from fakes import FakeGenerator
 
     s = settings(sample_index, retriever="bm25", post_hoc=False, request_timeout=0.5)
-    with serving(s, generator=Slow(["Soon [1]."])) as url:
+    with serving(s, generator=FakeGenerator(["Soon [1]."], delay=3)) as url:
         r = httpx.post(f"{url}/v1/ask", json={"question": QUESTION}, timeout=30)
         assert r.status_code == 504 and "--request-timeout" in r.json()["error"]["message"]
         r = httpx.post(f"{url}/v1/ask", json={"question": QUESTION, "stream": True}, timeout=30)

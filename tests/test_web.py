@@ -57,7 +57,7 @@ def web_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def site(web_index: Path) -> Iterator[str]:
-    from pipeline.generators.fake import FakeGenerator
+    from fakes import FakeGenerator
 
     with serving(settings(web_index), generator=FakeGenerator([ANSWER])) as url:
         yield url
@@ -113,7 +113,7 @@ def test_ask_and_follow_a_citation(browser: Any, site: str, tmp_path: Path) -> N
 
 
 def test_abstention_shows_the_draft_apart(browser: Any, web_index: Path) -> None:
-    from pipeline.generators.fake import FakeGenerator
+    from fakes import FakeGenerator
     from selenium.webdriver.common.by import By
 
     with serving(settings(web_index), generator=FakeGenerator(["France won it [1]."])) as url:

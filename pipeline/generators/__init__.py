@@ -4,7 +4,6 @@
 * ``openai``: :class:`~pipeline.generators.openai_http.OpenAIGenerator`, an OpenAI-compatible
   server (``citerag llm serve`` starts one: :mod:`pipeline.generators.server`)
 * ``transformers``: :class:`~pipeline.generators.hf.TransformersGenerator`
-* ``fake``: :class:`~pipeline.generators.fake.FakeGenerator`, canned replies for tests
 
 Importing this package is cheap: each backend module (and torch, vllm, transformers, httpx)
 is imported only when :func:`make_generator` builds that backend.
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Valid ``backend`` names for :func:`make_generator`.
-BACKENDS: tuple[str, ...] = ("vllm", "openai", "transformers", "fake")
+BACKENDS: tuple[str, ...] = ("vllm", "openai", "transformers")
 
 
 def make_generator(backend: str, model: str | None = None, *, llm_url: str | None = None, **opts: Any) -> Generator:
@@ -50,13 +49,6 @@ def make_generator(backend: str, model: str | None = None, *, llm_url: str | Non
         # the client discover the served id instead of sending the short name.
         served = None if not model or packaged_generator(model) is not None else model
         return OpenAIGenerator(llm_url, served, **opts)
-    if name == "fake":
-        from pipeline.generators.fake import FakeGenerator
-
-        fake_opts = {k: v for k, v in opts.items() if k in ("replies", "max_context")}
-        if len(fake_opts) < len(opts):
-            log.debug("the fake backend ignores %s", sorted(set(opts) - set(fake_opts)))
-        return FakeGenerator(**fake_opts)
 
     from pipeline.models import resolve_generator
 
