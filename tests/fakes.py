@@ -112,7 +112,8 @@ class FakeGenerator:
     ``replies`` is a list (used in turn, cycling when exhausted) or a function of
     ``(prompt, params)``. Text replies honour ``stop`` and ``max_tokens`` (counted in tokenizer
     pieces). Like a backend without structured outputs, it refuses ``params.regex`` unless
-    ``regex=True`` (then the replies stand in for constrained decoding). ``score`` returns
+    ``regex=True`` (then the replies stand in for constrained decoding); ``supports_regex=True``
+    also declares the capability, so citations "auto" resolve to "constrained". ``score`` returns
     ``scorer(prompt, continuation)`` when given, else deterministic pseudo log-probs in
     ``[-10, 0)`` derived from a hash of the prompt and the token. ``delay`` seconds are slept
     in every ``generate`` call (a slow backend). With ``stream`` (a list of text pieces) it
@@ -128,6 +129,7 @@ class FakeGenerator:
         tokenizer: FakeTokenizer | None = None,
         scorer: Callable[[str, str], list[float]] | None = None,
         regex: bool = False,
+        supports_regex: bool = False,
         delay: float = 0.0,
         stream: Sequence[str] | None = None,
     ) -> None:
@@ -136,6 +138,10 @@ class FakeGenerator:
         self._tokenizer = tokenizer or FakeTokenizer()
         self.scorer = scorer
         self.regex = regex
+        #: What citations "auto" reads (pipeline.constrained.can_constrain): True -> "constrained".
+        self.supports_regex = supports_regex
+        if supports_regex and not regex:
+            raise ValueError("supports_regex=True needs regex=True")
         self.delay = delay
         self._turn = 0
         #: Every prompt passed to ``generate``, in order.

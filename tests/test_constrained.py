@@ -227,18 +227,15 @@ def test_auto_mode_is_constrained_only_where_decoding_can_be_constrained() -> No
 
 
 def test_pipeline_records_the_resolved_mode() -> None:
-    from pipeline.generators.fake import FakeGenerator
     from pipeline.rag import IterativeConfig, RAGPipeline
 
-    class OneRetriever:
-        def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
-            return [_shown(1) for _ in queries]
+    def OneRetriever() -> FakeRetriever:  # noqa: N802 - reads like the class it builds
+        return FakeRetriever(_shown(1), rank="fixed")
 
     pipe = RAGPipeline(OneRetriever(), FakeGenerator(["Paris [1]."]))
     assert pipe.citations == "auto" and pipe.citation_mode() == "post-hoc"  # the fake cannot constrain decoding
     assert pipe.ask("Where?").report["citation_mode"] == "post-hoc"
-    regexful = FakeGenerator(["Paris [1]."])
-    regexful.supports_regex = True  # type: ignore[attr-defined]
+    regexful = FakeGenerator(["Paris [1]."], regex=True, supports_regex=True)
     assert RAGPipeline(OneRetriever(), regexful).citation_mode() == "constrained"
     assert RAGPipeline(OneRetriever(), regexful, iterative=IterativeConfig()).citation_mode() == "post-hoc"
     with pytest.raises(ConfigError, match="iterative"):
