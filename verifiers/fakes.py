@@ -29,6 +29,7 @@ class FakeJudge:
     """A ``SupportJudge``: ``rule(evidence, claim)`` (word containment by default); records calls."""
 
     rule: Callable[[str, str], float] = containment
+    #: High by default: with containment, only a claim whose every content word is in the evidence passes.
     threshold: float = 0.99
     calls: list[list[tuple[str, str]]] = field(default_factory=list)
 

@@ -232,7 +232,7 @@ class RARRReviser:
     def threshold(self) -> float:
         if self.config.threshold is not None:
             return self.config.threshold
-        return float(getattr(self.judge, "threshold", 0.5))
+        return float(self.judge.threshold)
 
     # -- the loop over claims ---------------------------------------------------------------
 

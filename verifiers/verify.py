@@ -69,7 +69,7 @@ def verify_answers(
 ) -> list[AttributedAnswer]:
     """Batched :func:`verify_answer`: one judge call for all answers, one RARR pass."""
     t0 = time.perf_counter()
-    thr = threshold if threshold is not None else float(getattr(judge, "threshold", 0.5))
+    thr = threshold if threshold is not None else float(judge.threshold)
     contents = [[strip_markers(s.text) for s in a.sentences] for a in answers]
     words = [[checkable(c) for c in cs] for cs in contents]
     pairs, where = [], []
