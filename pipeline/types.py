@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
@@ -27,8 +27,32 @@ class Passage:
         """Identity of the span, independent of score."""
         return (self.doc_id, self.start, self.end)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(
+        self,
+        *,
+        support: float | None = None,
+        text: bool = True,
+        span: bool = True,
+        score: bool = True,
+        pid: bool = False,
+    ) -> dict[str, Any]:
+        """The passage as JSON: the one way every output (CLI, HTTP API, reports) writes one.
+
+        Keys, in this order: ``doc_id``, ``title``, ``text``, ``start``, ``end``, ``score``, and
+        ``pid`` only when asked for. ``support`` replaces the retrieval score (the judge's support,
+        in verifier results). ``text`` / ``span`` / ``score`` False leave out the text (where
+        it travels separately, as a LangChain document's content), start and end, and the score
+        (saliency reports name passages only)."""
+        d: dict[str, Any] = {"doc_id": self.doc_id, "title": self.title}
+        if text:
+            d["text"] = self.text
+        if span:
+            d["start"], d["end"] = self.start, self.end
+        if score:
+            d["score"] = float(support) if support is not None else self.score
+        if pid:
+            d["pid"] = self.pid
+        return d
 
 
 @dataclass(frozen=True)
@@ -41,16 +65,7 @@ class Citation:
     support: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        p = self.passage
-        return {
-            "n": self.n,
-            "doc_id": p.doc_id,
-            "title": p.title,
-            "text": p.text,
-            "start": p.start,
-            "end": p.end,
-            "score": p.score,
-        }
+        return {"n": self.n, **self.passage.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -132,13 +147,9 @@ class AttributedAnswer:
             "answer": self.text,
             "sentences": [s.to_dict() for s in self.sentences],
             "citations": [self.citation(n).to_dict() for n in self.cited_numbers()],
-            "passages": [dict(n=i + 1, **_passage_public(p)) for i, p in enumerate(self.passages)],
+            "passages": [{"n": i + 1, **p.to_dict()} for i, p in enumerate(self.passages)],
             **self.report,
         }
-
-
-def _passage_public(p: Passage) -> dict[str, Any]:
-    return {"doc_id": p.doc_id, "title": p.title, "text": p.text, "start": p.start, "end": p.end, "score": p.score}
 
 
 @dataclass(frozen=True)

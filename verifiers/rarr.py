@@ -112,18 +112,6 @@ def sentence_evidence(c: EditCandidate) -> str:
     return f"{title}: {c.sentence}" if title and not c.sentence.startswith(title) else c.sentence
 
 
-def passage_dict(p: Passage, support: float | None = None) -> dict[str, Any]:
-    """A passage for JSON output; ``score`` is the judge's support when given."""
-    return {
-        "doc_id": p.doc_id,
-        "title": p.title,
-        "text": p.text,
-        "start": p.start,
-        "end": p.end,
-        "score": float(support) if support is not None else p.score,
-    }
-
-
 @dataclass(frozen=True)
 class ClaimCheck:
     """What the loop found and did for one claim."""
@@ -150,7 +138,7 @@ class ClaimCheck:
             "claim": self.claim,
             "questions": list(self.questions),
             "evidence": [
-                {**passage_dict(p, s), "retrieval_score": p.score}
+                {**p.to_dict(support=s), "retrieval_score": p.score}
                 for p, s in zip(self.evidence.passages, self.evidence.support)
             ],
             "candidates": self.evidence.candidates,
@@ -268,7 +256,7 @@ class RARRReviser:
             for i, r in enumerate(research):
                 found = find_contradiction(r.claim, r.alignable(cfg.align_with), cfg.min_overlap)
                 if found is not None:
-                    contradictions[i] = {**passage_dict(found.passage), **found.alignment.to_dict(), "gate_agreed": r.decision.agree}
+                    contradictions[i] = {**found.passage.to_dict(), **found.alignment.to_dict(), "gate_agreed": r.decision.agree}
         todo = [i for i, r in enumerate(research) if (not r.decision.agree or i in contradictions) and r.evidence.passages]
         cands: dict[int, list[EditCandidate]] = {i: [] for i in todo}
         if self.aligned is not None and todo:
@@ -347,7 +335,7 @@ class RARRReviser:
         return {
             "original_text": claim,
             "revised_text": edit,
-            "evidence": [passage_dict(p, s) for p, s in zip(shown, support)],
+            "evidence": [p.to_dict(support=s) for p, s in zip(shown, support)],
             "support": best,
             "preservation": pres,
             "accepted": accepted,
@@ -413,7 +401,7 @@ class RARRReviser:
                 applied.append({
                     "original_text": claim.sentence,
                     "revised_text": "",
-                    "evidence": [passage_dict(p, s) for p, s in zip(chk.evidence.passages, chk.evidence.support)],
+                    "evidence": [p.to_dict(support=s) for p, s in zip(chk.evidence.passages, chk.evidence.support)],
                     "support": chk.decision.score,
                     "preservation": 0.0,
                     "reason": "removed: no accepted edit and the evidence does not support the claim"
@@ -435,7 +423,7 @@ class RARRReviser:
                 "revised": chk.status in ("edited", "removed"),
                 **({"editor": chk.edit["editor"]} if chk.status == "edited" and chk.edit else {}),
                 **({"contradicted": True} if chk.contradiction is not None else {}),
-                "citations": [passage_dict(p, s) for p, s in chk.citations],
+                "citations": [p.to_dict(support=s) for p, s in chk.citations],
             })
         revised = join_claims(text, claims, replacements) if replacements else text
         pres = preservation(text, revised)

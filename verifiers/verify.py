@@ -29,7 +29,7 @@ from pipeline.protocols import SupportJudge
 from pipeline.types import AttributedAnswer, Passage, Sentence
 from verifiers.claims import checkable
 from verifiers.evidence import evidence_text
-from verifiers.rarr import ClaimCheck, RARRReviser, passage_dict
+from verifiers.rarr import ClaimCheck, RARRReviser
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _rebuild(
         "supported_before": sum(d["support_before"] >= thr for d in before),
         "supported_after": sum(d["supported"] for d in details if d["status"] != "removed"),
         "checked": len(details),
-        "added_passages": [passage_dict(p) for p in passages[len(a.passages) :]],
+        "added_passages": [p.to_dict() for p in passages[len(a.passages) :]],
         "seconds": seconds,
     }
     return AttributedAnswer(a.question, out_text, tuple(sentences), tuple(passages), report)
