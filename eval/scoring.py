@@ -217,6 +217,8 @@ class ReadExample:
 
 
 def read_example(example: Example, config: EvalConfig) -> ReadExample:
+    """ALCE's text rules (its clean-up only for outputs with citations, as ALCE scores them) and
+    its citation plan; the original of a revise result is read as written."""
     text = alce.read_output(example.output, example.question, clean=example.cites, first_line=config.truncate,
                             qampari=config.qampari)
     original = None
@@ -256,13 +258,14 @@ def evaluate(
     progress: bool = False,
 ) -> Evaluation:
     """Score every example; the judge sees each distinct pair once, in at most three rounds."""
-    read = [read_example(ex, config) for ex in examples]
+    read = [read_example(ex, config) for ex in examples]  # no model yet
     attribution = [p for r in read for p in attribution_needs(r)] if config.attribution else []
 
     def needs(known: Mapping[Pair, float]) -> list[Pair]:
+        # Attribution's pairs are known up front; ALCE's precision asks for more once it sees scores.
         return [*attribution, *(p for r in read for p in r.citations.needs(known, config.threshold))]
 
     scores = PairScores(judge, chunk_size=chunk_size, progress=progress)
-    scores.fill_rounds(needs)
+    scores.fill_rounds(needs)  # batched, de-duplicated judge calls
     results = [score_example(r, scores, config) for r in read]
     return Evaluation(config, tuple(results), len(scores), scores.rounds, scores.calls)

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.protocols import Retriever, SupportJudge
-from pipeline.types import ClaimResult, ClaimStatus, Edit, EditAttempt, Passage, Revision, RevisionResult
+from pipeline.types import ClaimResult, ClaimStatus, Edit, EditAttempt, Passage, Revision, RevisionResult, SupportedPassage
 from verifiers.claims import Claim, ClaimSplitter, SentenceClaimSplitter, join_claims
 from verifiers.editor import (
     DEFAULT_EDITOR,
@@ -126,7 +126,7 @@ class ClaimCheck:
     supported: bool
     #: Support of ``final`` by its citations (supported), else the best support seen.
     support: float
-    citations: tuple[tuple[Passage, float], ...]
+    citations: tuple[SupportedPassage, ...]
     #: The chosen (else the best rejected) edit attempt, when the claim went to the editors;
     #: ``edit.editor`` names the editor, ``edit.candidates`` lists every attempt.
     edit: EditAttempt | None = None
