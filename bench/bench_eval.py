@@ -125,6 +125,10 @@ class CountingJudge:
         self.calls = 0
         self.pairs = 0
 
+    @property
+    def threshold(self) -> float:
+        return float(self.inner.threshold)  # type: ignore[attr-defined]
+
     def judge(self, pairs: list[tuple[str, str]]) -> list[float]:
         self.calls += 1
         self.pairs += len(pairs)

@@ -154,7 +154,7 @@ def outcomes(pairs: list[Pair], results: list[Any]) -> list[dict[str, Any]]:
     rows = []
     for k, p in enumerate(pairs):
         bad, good = results[2 * k], results[2 * k + 1]
-        flagged = bad.revised == p.corrupted and any(not c["supported"] for c in bad.claims)
+        flagged = bad.revised == p.corrupted and any(not c.supported for c in bad.claims)
         restored = bad.revised == p.true
         value_back = count(bad.revised, p.old) == count(p.true, p.old) and count(bad.revised, p.new) == count(p.true, p.new)
         edited_bad = bad.revised != p.corrupted
@@ -164,7 +164,7 @@ def outcomes(pairs: list[Pair], results: list[Any]) -> list[dict[str, Any]]:
             "passed": bad.revised == p.corrupted and not flagged,
             "true_kept": good.revised == p.true,
             "new_errors": int(edited_bad and not restored) + int(good.revised != p.true),
-            "editors": [c.get("editor") for c in bad.claims if c.get("editor")],
+            "editors": [c.editor for c in bad.claims if c.editor],
             "corrupted": p.corrupted, "true": p.true, "revised_corrupted": bad.revised, "revised_true": good.revised,
         })
     return rows

@@ -116,7 +116,7 @@ def main() -> None:
     batch_s = time.perf_counter() - t
     n_claims = sum(len(r.claims) for r in results)
     n_edits = sum(len(r.revision.edits) for r in results)
-    kept = sum(c["status"] == "kept" for r in results for c in r.claims)
+    kept = sum(c.status == "kept" for r in results for c in r.claims)
     pres = sum(r.revision.preservation for r in results) / max(len(results), 1)
     sub = rev_texts[: args.serial]
     t = time.perf_counter()

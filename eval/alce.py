@@ -6,14 +6,16 @@ that ALCE's NLI model (TRUE, a T5) answers 0/1 while citerag's judges return pro
 a pair counts as supported when its probability reaches the judge's threshold.
 
 The logic is split so that a whole file is scored with few, batched judge calls:
-:func:`plan_sentences` parses an output without any model; :func:`sentence_needs` says which
-(evidence, claim) pairs a sentence still needs given the scores known so far (ALCE's
-precision asks about single passages only when the joint passage supports the sentence, and
-about leave-one-out passages only when a single passage does not); :func:`judge_sentence`
-assembles the decisions once everything is scored. :func:`score_citations` runs those rounds
-through :class:`eval.pairs.PairScores`; :func:`score_citations_sequential` is ALCE's own
-control flow, one judge call per pair with no de-duplication (the benchmark baseline and a
-cross-check of the batched path).
+:func:`read_output` applies ALCE's text rules to an output (clean-up, sentences, claims) and
+:func:`plan_citations` parses its citations, both without any model; the resulting
+:class:`CitationPlan` says which (evidence, claim) pairs it still needs given the scores known
+so far (:meth:`CitationPlan.needs`: ALCE's precision asks about single passages only when the
+joint passage supports the sentence, and about leave-one-out passages only when a single
+passage does not) and assembles the decisions once everything is scored
+(:meth:`CitationPlan.decide`). :func:`score_citations` runs those rounds through
+:class:`eval.pairs.PairScores`; :func:`score_citations_sequential` is ALCE's own control flow,
+one judge call per pair with no de-duplication (the benchmark baseline and a cross-check of
+the batched path).
 """
 
 from __future__ import annotations
@@ -75,6 +77,31 @@ def split_output(output: str, question: str = "", *, qampari: bool = False) -> l
     import punkt
 
     return punkt.sent_tokenize(output)
+
+
+@dataclass(frozen=True)
+class ReadOutput:
+    """An output as ALCE's metrics read it, before any judging."""
+
+    #: The text scored: after ALCE's clean-up when ``clean`` was asked for.
+    output: str
+    #: Whether the clean-up cut the output at a newline.
+    truncated: bool
+    #: The sentences scored, citation markers still in.
+    sentences: tuple[str, ...]
+    #: What the judge reads for each sentence (:func:`claim_text`).
+    claims: tuple[str, ...]
+
+
+def read_output(output: str, question: str = "", *, clean: bool = True, first_line: bool = True,
+                qampari: bool = False) -> ReadOutput:
+    """ALCE's text rules in order: the clean-up (:func:`clean_output`, only with ``clean``; ALCE
+    cleans outputs with citations), the sentence split (:func:`split_output`), the claims."""
+    truncated = False
+    if clean:
+        output, truncated = clean_output(output, first_line=first_line)
+    sentences = tuple(split_output(output, question, qampari=qampari))
+    return ReadOutput(output, truncated, sentences, tuple(claim_text(s) for s in sentences))
 
 
 def cited_ids(sentence: str) -> list[int]:
@@ -275,17 +302,27 @@ class CitationInput:
     docs: tuple[Doc, ...]
 
 
-def needs_all(plans: Sequence[Sequence[SentencePlan]], inputs: Sequence[CitationInput], scores: Mapping[Pair, float], threshold: float) -> list[Pair]:
-    """Every pair any sentence of the file still needs (see :func:`sentence_needs`)."""
-    return [p for plan, inp in zip(plans, inputs) for sp in plan for p in sentence_needs(sp, inp.docs, scores, threshold)]
+@dataclass(frozen=True)
+class CitationPlan:
+    """ALCE's plan for one example: each sentence's citations, parsed, and the documents they
+    point at. It asks for the pairs it needs round by round and then gives the decisions."""
+
+    sentences: tuple[SentencePlan, ...]
+    docs: tuple[Doc, ...]
+
+    def needs(self, scores: Mapping[Pair, float], threshold: float) -> list[Pair]:
+        """The pairs its sentences still need scored, given ``scores`` (see :func:`sentence_needs`)."""
+        return [p for sp in self.sentences for p in sentence_needs(sp, self.docs, scores, threshold)]
+
+    def decide(self, scores: Mapping[Pair, float], threshold: float) -> ExampleCitations | None:
+        """The decisions once :meth:`needs` asks for nothing; None without sentences (ALCE skips it)."""
+        if not self.sentences:
+            return None
+        return ExampleCitations(tuple(judge_sentence(sp, self.docs, scores, threshold) for sp in self.sentences))
 
 
-def assemble(plans: Sequence[Sequence[SentencePlan]], inputs: Sequence[CitationInput], scores: Mapping[Pair, float], threshold: float) -> list[ExampleCitations | None]:
-    """Per-example results; None for an example without sentences (ALCE skips it)."""
-    return [
-        ExampleCitations(tuple(judge_sentence(sp, inp.docs, scores, threshold) for sp in plan)) if plan else None
-        for plan, inp in zip(plans, inputs)
-    ]
+def plan_citations(inp: CitationInput, at_most: int | None = AT_MOST_CITATIONS) -> CitationPlan:
+    return CitationPlan(tuple(plan_sentences(inp.sentences, len(inp.docs), at_most)), inp.docs)
 
 
 def score_citations(
@@ -298,10 +335,9 @@ def score_citations(
 ) -> list[ExampleCitations | None]:
     """ALCE citation scores of many examples in at most three batched, de-duplicated rounds."""
     table = table if table is not None else PairScores(judge)
-    plans = [plan_sentences(inp.sentences, len(inp.docs), at_most) for inp in inputs]
-    while table.fill(needs_all(plans, inputs, table, threshold)):
-        pass
-    return assemble(plans, inputs, table, threshold)
+    plans = [plan_citations(inp, at_most) for inp in inputs]
+    table.fill_rounds(lambda scores: [p for plan in plans for p in plan.needs(scores, threshold)])
+    return [plan.decide(table, threshold) for plan in plans]
 
 
 def score_citations_sequential(

@@ -125,7 +125,7 @@ def eval_cmd(pred_file: str, fmt: str, as_json: bool, report_dir: str | None, ou
 
     judge = load_judge(judge_name, threshold=threshold, batch_size=batch_size)
     config = EvalConfig(
-        threshold=float(threshold if threshold is not None else getattr(judge, "threshold", 0.5)),
+        threshold=float(threshold if threshold is not None else judge.threshold),
         at_most_citations=at_most_citations or None,
         qampari=qampari,
         truncate=not no_truncate,

@@ -70,3 +70,9 @@ class PairScores(Mapping[Pair, float]):
                 self._scores.update(zip(chunk, (float(s) for s in scores)))
                 bar.update(len(chunk))
         return len(new)
+
+    def fill_rounds(self, needs: Callable[[Mapping[Pair, float]], Iterable[Pair]]) -> None:
+        """Judge rounds until ``needs(scores so far)`` asks for no new pair: for metrics whose
+        later questions depend on earlier answers; pairs already scored are never sent again."""
+        while self.fill(needs(self)):
+            pass

@@ -1,12 +1,18 @@
 """The scorer behind ``citerag eval``: every metric of a predictions file in a few judge rounds.
 
-:func:`evaluate` prepares each example (ALCE's output clean-up, sentence split), then asks
-for the support of every (evidence, claim) pair that any metric needs: round 1 holds ALCE's
-joint-passage pairs and RARR's sentence x document pairs of the whole file, de-duplicated,
-in one judge call (``chunk_size`` splits it, for a progress bar); ALCE's precision adds its single-document pairs (round 2) and its
-leave-one-out pairs (round 3) only for the sentences where they decide something. The
-result, :class:`Evaluation`, gives the file-level metrics (:meth:`Evaluation.metrics`) and
-one row per example (:meth:`Evaluation.rows`).
+:func:`evaluate` reads top to bottom:
+
+1. read each example as ALCE does (:func:`read_example`: output clean-up, sentences, claims,
+   the citation plan), without any model;
+2. collect every (evidence, claim) pair a metric needs: RARR's sentence x document pairs and
+   ALCE's joint-passage pairs of the whole file;
+3. judge them, de-duplicated, in batched rounds (``chunk_size`` splits a round, for a progress
+   bar): ALCE's precision adds its single-document pairs (round 2) and its leave-one-out pairs
+   (round 3) only for the sentences where the earlier scores make them decide something;
+4. compute each example's figures from the scores (:func:`score_example`).
+
+Reporting is the caller's: the result, :class:`Evaluation`, gives the file-level metrics
+(:meth:`Evaluation.metrics`) and one row per example (:meth:`Evaluation.rows`).
 
 Extra metric sections (for example saliency-based citation-use agreement, which needs the
 generator) plug into :meth:`Evaluation.metrics` as ``extra={"name": fn}``: each ``fn(evaluation)``
@@ -198,23 +204,49 @@ def example_answers(example: Example, output: str, qampari: bool) -> dict[str, f
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    output: str
-    truncated: bool
-    sentences: tuple[str, ...]
-    claims: tuple[str, ...]
-    original_claims: tuple[str, ...] | None
+class ReadExample:
+    """One example as the metrics read it, before any judging."""
+
+    example: Example
+    #: The output after ALCE's clean-up (outputs with citations only), its sentences and claims.
+    text: alce.ReadOutput
+    #: The original text, read the same way without the clean-up (revise results only).
+    original: alce.ReadOutput | None
+    #: ALCE's citation plan; without sentences for texts without citations (revise results).
+    citations: alce.CitationPlan
 
 
-def _prepare(example: Example, cfg: EvalConfig) -> _Prepared:
-    output, truncated = example.output, False
-    if example.cites:
-        output, truncated = alce.clean_output(output, first_line=cfg.truncate)
-    sentences = tuple(alce.split_output(output, example.question, qampari=cfg.qampari))
+def read_example(example: Example, config: EvalConfig) -> ReadExample:
+    """ALCE's text rules (its clean-up only for outputs with citations, as ALCE scores them) and
+    its citation plan; the original of a revise result is read as written."""
+    text = alce.read_output(example.output, example.question, clean=example.cites, first_line=config.truncate,
+                            qampari=config.qampari)
     original = None
     if example.original is not None:
-        original = tuple(alce.claim_text(s) for s in alce.split_output(example.original, example.question, qampari=cfg.qampari))
-    return _Prepared(output, truncated, sentences, tuple(alce.claim_text(s) for s in sentences), original)
+        original = alce.read_output(example.original, example.question, clean=False, qampari=config.qampari)
+    if example.cites:
+        plan = alce.plan_citations(CitationInput(text.sentences, example.docs), config.at_most_citations)
+    else:
+        plan = alce.CitationPlan((), example.docs)
+    return ReadExample(example, text, original, plan)
+
+
+def attribution_needs(read: ReadExample) -> list[Pair]:
+    """RARR's pairs: every claim (and every claim of the original) against every document."""
+    docs = read.example.docs
+    return attribution_pairs(read.text.claims, docs) + attribution_pairs(read.original.claims if read.original else (), docs)
+
+
+def score_example(read: ReadExample, scores: Mapping[Pair, float], config: EvalConfig) -> ExampleResult:
+    """Every figure of one example, from the scores of the pairs it needed."""
+    ex, text = read.example, read.text
+    att = None
+    if config.attribution:
+        original = attribute(read.original.claims, ex.docs, scores) if read.original is not None else None
+        att = ExampleAttribution(attribute(text.claims, ex.docs, scores), original)
+    pres = preservation(ex.original, text.output) if ex.original is not None else None
+    return ExampleResult(ex, text.output, text.truncated, text.sentences, read.citations.decide(scores, config.threshold),
+                         att, pres, example_answers(ex, text.output, config.qampari))
 
 
 def evaluate(
@@ -226,30 +258,14 @@ def evaluate(
     progress: bool = False,
 ) -> Evaluation:
     """Score every example; the judge sees each distinct pair once, in at most three rounds."""
-    thr = config.threshold
-    table = PairScores(judge, chunk_size=chunk_size, progress=progress)
-    prepared = [_prepare(ex, config) for ex in examples]
-    inputs = [CitationInput(p.sentences, ex.docs) for ex, p in zip(examples, prepared)]
-    plans = [
-        alce.plan_sentences(p.sentences, len(ex.docs), config.at_most_citations) if ex.cites else []
-        for ex, p in zip(examples, prepared)
-    ]
-    pending: list[Pair] = []
-    if config.attribution:
-        for ex, p in zip(examples, prepared):
-            pending += attribution_pairs(p.claims, ex.docs)
-            pending += attribution_pairs(p.original_claims or (), ex.docs)
-    while table.fill([*pending, *alce.needs_all(plans, inputs, table, thr)]):
-        pending = []
-    citations = alce.assemble(plans, inputs, table, thr)
-    results = []
-    for ex, p, cit in zip(examples, prepared, citations):
-        att = None
-        if config.attribution:
-            original = attribute(p.original_claims, ex.docs, table) if p.original_claims is not None else None
-            att = ExampleAttribution(attribute(p.claims, ex.docs, table), original)
-        pres = preservation(ex.original, p.output) if ex.original is not None else None
-        results.append(
-            ExampleResult(ex, p.output, p.truncated, p.sentences, cit, att, pres, example_answers(ex, p.output, config.qampari))
-        )
-    return Evaluation(config, tuple(results), len(table), table.rounds, table.calls)
+    read = [read_example(ex, config) for ex in examples]  # no model yet
+    attribution = [p for r in read for p in attribution_needs(r)] if config.attribution else []
+
+    def needs(known: Mapping[Pair, float]) -> list[Pair]:
+        # Attribution's pairs are known up front; ALCE's precision asks for more once it sees scores.
+        return [*attribution, *(p for r in read for p in r.citations.needs(known, config.threshold))]
+
+    scores = PairScores(judge, chunk_size=chunk_size, progress=progress)
+    scores.fill_rounds(needs)  # batched, de-duplicated judge calls
+    results = [score_example(r, scores, config) for r in read]
+    return Evaluation(config, tuple(results), len(scores), scores.rounds, scores.calls)

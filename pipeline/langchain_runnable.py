@@ -42,8 +42,7 @@ _DONE = object()
 
 def passage_document(p: Passage) -> Document:
     """A passage as a LangChain ``Document`` (metadata: doc_id, title, start, end, score, pid)."""
-    meta = {"doc_id": p.doc_id, "title": p.title, "start": p.start, "end": p.end, "score": p.score, "pid": p.pid}
-    return Document(page_content=p.text, metadata=meta, id=p.pid or None)
+    return Document(page_content=p.text, metadata=p.to_dict(text=False, pid=True), id=p.pid or None)
 
 
 class CiteragRetriever(BaseRetriever):

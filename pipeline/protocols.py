@@ -58,6 +58,10 @@ Pair = tuple[str, str]
 
 @runtime_checkable
 class SupportJudge(Protocol):
+    #: Support at or above which a pair counts as supported: the judge's own calibrated
+    #: cut-off (from its card), so every caller decides with the same number unless told otherwise.
+    threshold: float
+
     def judge(self, pairs: Sequence[Pair]) -> list[float]:
         """Probability that each evidence text supports (entails) its claim (batched)."""
         ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
@@ -27,8 +27,32 @@ class Passage:
         """Identity of the span, independent of score."""
         return (self.doc_id, self.start, self.end)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(
+        self,
+        *,
+        support: float | None = None,
+        text: bool = True,
+        span: bool = True,
+        score: bool = True,
+        pid: bool = False,
+    ) -> dict[str, Any]:
+        """The passage as JSON: the one way every output (CLI, HTTP API, reports) writes one.
+
+        Keys, in this order: ``doc_id``, ``title``, ``text``, ``start``, ``end``, ``score``, and
+        ``pid`` only when asked for. ``support`` replaces the retrieval score (the judge's support,
+        in verifier results). ``text`` / ``span`` / ``score`` False leave out the text (where
+        it travels separately, as a LangChain document's content), start and end, and the score
+        (saliency reports name passages only)."""
+        d: dict[str, Any] = {"doc_id": self.doc_id, "title": self.title}
+        if text:
+            d["text"] = self.text
+        if span:
+            d["start"], d["end"] = self.start, self.end
+        if score:
+            d["score"] = float(support) if support is not None else self.score
+        if pid:
+            d["pid"] = self.pid
+        return d
 
 
 @dataclass(frozen=True)
@@ -41,16 +65,7 @@ class Citation:
     support: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        p = self.passage
-        return {
-            "n": self.n,
-            "doc_id": p.doc_id,
-            "title": p.title,
-            "text": p.text,
-            "start": p.start,
-            "end": p.end,
-            "score": p.score,
-        }
+        return {"n": self.n, **self.passage.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -132,22 +147,187 @@ class AttributedAnswer:
             "answer": self.text,
             "sentences": [s.to_dict() for s in self.sentences],
             "citations": [self.citation(n).to_dict() for n in self.cited_numbers()],
-            "passages": [dict(n=i + 1, **_passage_public(p)) for i, p in enumerate(self.passages)],
+            "passages": [{"n": i + 1, **p.to_dict()} for i, p in enumerate(self.passages)],
             **self.report,
         }
 
 
-def _passage_public(p: Passage) -> dict[str, Any]:
-    return {"doc_id": p.doc_id, "title": p.title, "text": p.text, "start": p.start, "end": p.end, "score": p.score}
+# ---------------------------------------------------------------- verifier results
+
+#: A passage with the judge's support of a claim (or of an edit) by it.
+SupportedPassage = tuple[Passage, float]
+#: What the revision loop did with a claim.
+ClaimStatus = Literal["kept", "edited", "marked", "removed"]
+
+
+def _supported_dicts(passages: tuple[SupportedPassage, ...]) -> list[dict[str, Any]]:
+    """Passages as JSON, each ``score`` being the judge's support (not the retrieval score)."""
+    return [p.to_dict(support=s) for p, s in passages]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A change the revision made to the text: an accepted edit, or a claim removed."""
+
+    original_text: str
+    #: "" when the claim was removed.
+    revised_text: str
+    #: The passages the edit was judged against (a removed claim: its selected evidence).
+    evidence: tuple[SupportedPassage, ...]
+    support: float
+    preservation: float
+    reason: str
+    #: The editor that wrote it; None for a removal (no editor was involved).
+    editor: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "original_text": self.original_text,
+            "revised_text": self.revised_text,
+            "evidence": _supported_dicts(self.evidence),
+            "support": self.support,
+            "preservation": self.preservation,
+            "reason": self.reason,
+        }
+        if self.editor is not None:
+            d["editor"] = self.editor
+        return d
+
+
+@dataclass(frozen=True)
+class EditAttempt:
+    """The edit of one claim as the loop judged it: the chosen candidate (else the best rejected
+    one), why it was accepted or not, and every candidate the editors proposed."""
+
+    original_text: str
+    revised_text: str
+    #: The passages the edit was judged against, with the judge's support of the edit by each.
+    evidence: tuple[SupportedPassage, ...]
+    #: The best of those supports.
+    support: float
+    preservation: float
+    accepted: bool
+    reason: str
+    editor: str
+    #: The spans an aligned edit replaced, and every candidate with its verdict, as the editors
+    #: report them (their types live in ``verifiers``, above this module).
+    diffs: tuple[dict[str, Any], ...] = ()
+    candidates: tuple[dict[str, Any], ...] = ()
+
+    def applied(self) -> Edit:
+        """The edit as the revision records it once accepted."""
+        return Edit(self.original_text, self.revised_text, self.evidence, self.support, self.preservation, self.reason,
+                    self.editor)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original_text": self.original_text,
+            "revised_text": self.revised_text,
+            "evidence": _supported_dicts(self.evidence),
+            "support": self.support,
+            "preservation": self.preservation,
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "editor": self.editor,
+            "diffs": [dict(d) for d in self.diffs],
+            "candidates": [dict(c) for c in self.candidates],
+        }
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """One claim of a revised text: its final wording, what happened to it, its citations."""
+
+    #: The final sentence ("" when removed).
+    text: str
+    original_text: str
+    #: Offsets of the claim in the original text.
+    start: int
+    end: int
+    status: ClaimStatus
+    supported: bool
+    #: Support of ``text`` by its citations when supported, else the best support seen.
+    support: float
+    citations: tuple[SupportedPassage, ...] = ()
+    #: The editor of an edited claim.
+    editor: str | None = None
+    #: An evidence sentence gives another value (number, date, name) for the same slot.
+    contradicted: bool = False
+
+    @property
+    def revised(self) -> bool:
+        """Its words were edited, or it was removed."""
+        return self.status in ("edited", "removed")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "text": self.text,
+            "original_text": self.original_text,
+            "start": self.start,
+            "end": self.end,
+            "status": self.status,
+            "supported": self.supported,
+            "support": self.support,
+            "revised": self.revised,
+        }
+        if self.editor is not None:
+            d["editor"] = self.editor
+        if self.contradicted:
+            d["contradicted"] = True
+        d["citations"] = _supported_dicts(self.citations)
+        return d
 
 
 @dataclass(frozen=True)
 class Revision:
     original: str
     revised: str
-    edits: tuple[dict[str, Any], ...] = ()
+    edits: tuple[Edit, ...] = ()
     evidence: tuple[Passage, ...] = ()
     preservation: float = 1.0
+
+
+@dataclass(frozen=True)
+class RevisionResult:
+    """A revised text (``citerag revise``): the revision, each claim's result, and the report."""
+
+    revision: Revision
+    claims: tuple[ClaimResult, ...]
+    #: Everything the loop found (JSON-ready): research per claim, edit attempts, timings.
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def original(self) -> str:
+        return self.revision.original
+
+    @property
+    def revised(self) -> str:
+        return self.revision.revised
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original": self.revision.original,
+            "revised": self.revision.revised,
+            "edits": [e.to_dict() for e in self.revision.edits],
+            "claims": [c.to_dict() for c in self.claims],
+            "preservation": self.revision.preservation,
+            "report": self.report,
+        }
+
+
+@dataclass(frozen=True)
+class SentenceVerdict:
+    """``ask --verify``'s first decision on one sentence, from the judge's scores of every
+    shown passage: ``supported`` by a cited passage, ``recited`` to the supportive passages
+    ``numbers``, or sent to the revision loop (``rarr``)."""
+
+    status: Literal["supported", "recited", "rarr"]
+    #: The support the sentence ends with (best cited one; for ``recited``, the best new one).
+    support: float
+    #: The best support by the passages it cited as written.
+    before: float
+    #: ``recited``: the passage numbers it now cites, best first.
+    numbers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ def _add_eval(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
                 raise ConfigError("/v1/eval cannot use the llm judge: start the server with --judge default or a model folder")
             preds = predictions_from_rows(req.predictions, req.format)
             judge = service.judge()
-            threshold = req.threshold if req.threshold is not None else float(getattr(judge, "threshold", 0.5))
+            threshold = req.threshold if req.threshold is not None else float(judge.threshold)
             config = EvalConfig(threshold=threshold, at_most_citations=req.at_most_citations or None, qampari=req.qampari,
                                 attribution=req.attribution)  # fmt: skip
             evaluation = evaluate_examples(preds.examples, judge.judge, config, chunk_size=1024)

@@ -180,14 +180,45 @@ def loop(editor: Any = None, aligned: AlignedEditor | None = None, judge: FakeJu
                        RARRConfig(**cfg), aligned=aligned)
 
 
+#: The JSON layout of ``citerag revise --json`` (and of the HTTP API's /v1/revise), key by key
+#: and in order, as it was when the results were loose dicts: typed results must not change it.
+PASSAGE_KEYS = ["doc_id", "title", "text", "start", "end", "score"]
+REVISION_KEYS = ["original", "revised", "edits", "claims", "preservation", "report"]
+APPLIED_EDIT_KEYS = ["original_text", "revised_text", "evidence", "support", "preservation", "reason", "editor"]
+REMOVAL_KEYS = ["original_text", "revised_text", "evidence", "support", "preservation", "reason"]
+ATTEMPT_KEYS = ["claim", "original_text", "revised_text", "evidence", "support", "preservation", "accepted", "reason",
+                "editor", "diffs", "candidates"]
+CLAIM_KEYS = ["text", "original_text", "start", "end", "status", "supported", "support", "revised", "citations"]
+
+
+def test_revision_json_keys_are_unchanged() -> None:
+    lenient = FakeJudge(rule=lambda e, c: 1.0)  # passes the wrong year: edited because contradicted
+    d = json.loads(json.dumps(loop(aligned=AlignedEditor(), judge=lenient).revise(f"{WRONG} {TRUE}").to_dict()))
+    assert list(d) == REVISION_KEYS
+    (edit,) = d["edits"]
+    assert list(edit) == APPLIED_EDIT_KEYS and list(edit["evidence"][0]) == PASSAGE_KEYS
+    assert list(d["claims"][0]) == CLAIM_KEYS[:8] + ["editor", "contradicted", "citations"]
+    assert list(d["claims"][1]) == CLAIM_KEYS and list(d["claims"][1]["citations"][0]) == PASSAGE_KEYS
+    (attempt,) = d["report"]["edits"]
+    assert list(attempt) == ATTEMPT_KEYS and list(attempt["candidates"][0]) == [
+        "text", "editor", "diffs", "sentence", "support", "preservation", "accepted", "reason"]
+    research = d["report"]["claims"][0]
+    assert list(research["edit"]) == ATTEMPT_KEYS[1:]
+    assert list(research["evidence"][0]) == [*PASSAGE_KEYS, "retrieval_score"]
+    removed = json.loads(json.dumps(loop(editor=FakeEditor(), policy="remove").revise(WRONG).to_dict()))
+    (edit,) = removed["edits"]
+    assert list(edit) == REMOVAL_KEYS and edit["revised_text"] == ""
+    assert list(removed["claims"][0]) == CLAIM_KEYS[:8] + ["contradicted", "citations"]
+
+
 def test_aligned_edit_fixes_the_year_and_says_so() -> None:
     res = loop(aligned=AlignedEditor()).revise(f"{WRONG} {TRUE}")
     assert res.revised == f"{RIGHT} {TRUE}"
     c0, c1 = res.claims
-    assert (c0["status"], c0["editor"], c0["text"]) == ("edited", "aligned", RIGHT)
-    assert c1["status"] == "kept" and c1["text"] == TRUE and "editor" not in c1
+    assert (c0.status, c0.editor, c0.text) == ("edited", "aligned", RIGHT)
+    assert c1.status == "kept" and c1.text == TRUE and c1.editor is None and "editor" not in c1.to_dict()
     (edit,) = res.revision.edits
-    assert edit["editor"] == "aligned" and edit["evidence"][0]["doc_id"] == "bridge.md"
+    assert edit.editor == "aligned" and edit.evidence[0][0].doc_id == "bridge.md"
     rec = res.report["claims"][0]["edit"]
     assert rec["diffs"] == [{"start": 29, "end": 33, "old": "1975", "new": "1931", "kind": "date"}]
     assert res.report["editors"] == ["aligned"]
@@ -213,7 +244,7 @@ def test_both_editors_keep_the_best_accepted_candidate() -> None:
     # When only the LLM's edit is accepted, it is kept and recorded as the LLM's.
     judge = FakeJudge(rule=lambda e, c: 1.0 if c == "The bridge opened in 1931." else 0.0)
     res = loop(editor=FakeEditor(lambda c, ev: "The bridge opened in 1931."), aligned=AlignedEditor(), judge=judge).revise(WRONG)
-    assert res.revised == "The bridge opened in 1931." and res.claims[0]["editor"] == "llm"
+    assert res.revised == "The bridge opened in 1931." and res.claims[0].editor == "llm"
     # An identical edit from both editors is judged once and credited to the aligned editor.
     judge = FakeJudge()
     res = loop(editor=FakeEditor(lambda c, ev: RIGHT), aligned=AlignedEditor(), judge=judge).revise(WRONG)
@@ -225,25 +256,25 @@ def test_a_claim_the_judge_passes_but_the_evidence_contradicts_is_edited() -> No
     res = loop(aligned=AlignedEditor(), judge=lenient).revise(f"{WRONG} {TRUE}")
     assert res.revised == f"{RIGHT} {TRUE}"
     c0, c1 = res.claims
-    assert c0["status"] == "edited" and c0["contradicted"] is True
+    assert c0.status == "edited" and c0.contradicted is True
     contra = res.report["claims"][0]["contradiction"]
     assert contra["doc_id"] == "bridge.md" and contra["gate_agreed"] is True
     assert contra["sentence"] == "The Harbour Bridge opened in 1931." and contra["diffs"][0]["new"] == "1931"
-    assert c1["status"] == "kept" and "contradicted" not in c1
+    assert c1.status == "kept" and not c1.contradicted and "contradicted" not in c1.to_dict()
     # With only an editor that changes nothing, the contradicted claim is marked, not passed.
     res = loop(editor=FakeEditor(), judge=lenient).revise(WRONG)
-    assert res.revised == WRONG and res.claims[0]["status"] == "marked" and res.claims[0]["supported"] is False
+    assert res.revised == WRONG and res.claims[0].status == "marked" and res.claims[0].supported is False
     # The check can be switched off: then the judge alone decides.
     res = loop(aligned=AlignedEditor(), judge=lenient, detect_contradictions=False).revise(WRONG)
-    assert res.revised == WRONG and res.claims[0]["status"] == "kept"
+    assert res.revised == WRONG and res.claims[0].status == "kept"
 
 
 def test_a_claim_nothing_is_about_stays_marked() -> None:
     res = loop(aligned=AlignedEditor()).revise("The clock tower was built in 1850. Penguins run the port.")
     tower, penguins = res.claims
-    assert tower["status"] == "marked" and res.report["claims"][0]["contradiction"] is None
+    assert tower.status == "marked" and res.report["claims"][0]["contradiction"] is None
     assert res.report["claims"][0]["edit"] is None  # the tower passage says nothing about when: no candidate
-    assert penguins["status"] == "marked" and res.report["claims"][1]["evidence"] == []
+    assert penguins.status == "marked" and res.report["claims"][1]["evidence"] == []
     assert res.revised == "The clock tower was built in 1850. Penguins run the port."
 
 
@@ -275,7 +306,7 @@ def test_the_aligned_editor_reads_the_whole_pool_and_the_sentence() -> None:
     assert [e["doc_id"] for e in res.report["claims"][0]["evidence"]] == ["river.md"]  # selected
     assert rec["editor"] == "aligned" and rec["accepted"] and rec["support"] == 0.9
     assert rec["candidates"][0]["sentence"] == "The Harbour Bridge opened in 1931."
-    assert rec["evidence"][0]["doc_id"] == "bridge.md" and res.claims[0]["citations"][0]["doc_id"] == "bridge.md"
+    assert rec["evidence"][0]["doc_id"] == "bridge.md" and res.claims[0].citations[0][0].doc_id == "bridge.md"
     assert res.revised == RIGHT
     assert ("Harbour Bridge: The Harbour Bridge opened in 1931.", RIGHT) in judge.pairs
     assert ("Harbour Bridge: " + BRIDGE.text, RIGHT) in judge.pairs  # the passage was judged too (0.2)
@@ -289,8 +320,8 @@ def test_an_edit_keeps_the_spacing_of_the_original_sentence() -> None:
     text = "The Harbour  Bridge opened in 1975 .  " + TRUE
     res = loop(aligned=AlignedEditor()).revise(text)
     assert res.revised == "The Harbour  Bridge opened in 1931 .  " + TRUE
-    assert res.claims[0]["text"] == "The Harbour  Bridge opened in 1931 ."
-    assert res.revision.edits[0]["revised_text"] == RIGHT  # what the judge read
+    assert res.claims[0].text == "The Harbour  Bridge opened in 1931 ."
+    assert res.revision.edits[0].revised_text == RIGHT  # what the judge read
 
 
 def test_reviser_needs_an_editor_and_build_reviser_checks_the_name() -> None:
@@ -363,12 +394,12 @@ def test_real_judge_and_index_fix_the_wrong_year(real_index: Any, default_judge:
     wrong, river, prices, bridge = reviser.revise_batch(texts)
     assert wrong.revised == GERMANY_RIGHT
     (c,) = wrong.claims
-    assert c["status"] == "edited" and c["editor"] == "aligned" and c["citations"][0]["doc_id"] == "weimar.txt"
-    assert c["support"] >= default_judge.threshold
+    assert c.status == "edited" and c.editor == "aligned" and c.citations[0][0].doc_id == "weimar.txt"
+    assert c.support >= default_judge.threshold
     assert wrong.report["claims"][0]["contradiction"]["gate_agreed"] is True  # the judge alone passed it
     for res, text in zip((river, prices), TRUE_TEXTS):
-        assert res.revised == text and res.claims[0]["status"] == "kept"  # byte-identical
-    assert bridge.revised == "The Harbour Bridge opened in 1931." and bridge.claims[0]["editor"] == "aligned"
+        assert res.revised == text and res.claims[0].status == "kept"  # byte-identical
+    assert bridge.revised == "The Harbour Bridge opened in 1931." and bridge.claims[0].editor == "aligned"
 
 
 def test_build_reviser_both_editors_with_the_tiny_model(tiny_vllm: Any, real_index: Any, default_judge: Any) -> None:
@@ -378,6 +409,6 @@ def test_build_reviser_both_editors_with_the_tiny_model(tiny_vllm: Any, real_ind
     reviser = build_reviser(retriever, tiny_vllm, default_judge, samples=1, editor="both")
     assert reviser.editors == ["aligned", "llm"]
     wrong, true = reviser.revise_batch([GERMANY_WRONG, TRUE_TEXTS[0]])
-    assert wrong.revised == GERMANY_RIGHT and wrong.claims[0]["editor"] == "aligned"
+    assert wrong.revised == GERMANY_RIGHT and wrong.claims[0].editor == "aligned"
     assert {c["editor"] for c in wrong.report["claims"][0]["edit"]["candidates"]} <= {"aligned", "llm"}
     assert true.revised == TRUE_TEXTS[0]

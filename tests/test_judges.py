@@ -641,7 +641,7 @@ def test_default_judge_on_clear_pairs(default_judge: SupportJudge) -> None:
     names = list(CLEAR)
     scores = dict(zip(names, default_judge.judge([CLEAR[n] for n in names])))
     [copied] = default_judge.judge([(CLEAR["verbatim"][1], CLEAR["verbatim"][1])])
-    threshold = getattr(default_judge, "threshold", 0.5)
+    threshold = default_judge.threshold
     assert scores["verbatim"] > 0.5 and copied > 0.5
     # The threshold calibrated on AttributionBench (long web evidence) sits high; clear
     # failures fall below both it and 0.5.

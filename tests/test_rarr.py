@@ -202,12 +202,12 @@ def test_contradicted_claim_edited_and_cited_true_claim_untouched() -> None:
     res = reviser().revise(text)
     assert res.revised == f"{RIGHT} {TRUE}"
     (edit,) = res.revision.edits
-    assert (edit["original_text"], edit["revised_text"]) == (WRONG, RIGHT)
-    assert edit["evidence"][0]["doc_id"] == "bridge.md" and edit["preservation"] == pytest.approx(1 - 2 / 34)
+    assert (edit.original_text, edit.revised_text) == (WRONG, RIGHT)
+    assert edit.evidence[0][0].doc_id == "bridge.md" and edit.preservation == pytest.approx(1 - 2 / 34)
     c0, c1 = res.claims
-    assert c0["status"] == "edited" and c0["supported"] and c0["text"] == RIGHT
-    assert [(c["doc_id"], c["start"], c["end"]) for c in c0["citations"]] == [("bridge.md", 120, 154)]
-    assert c1["status"] == "kept" and c1["text"] == TRUE and c1["citations"][0]["doc_id"] == "river.md"
+    assert c0.status == "edited" and c0.supported and c0.text == RIGHT
+    assert [(p.doc_id, p.start, p.end) for p, _ in c0.citations] == [("bridge.md", 120, 154)]
+    assert c1.status == "kept" and c1.text == TRUE and c1.citations[0][0].doc_id == "river.md"
     assert res.revision.preservation == pytest.approx(1 - 2 / len(text))
 
 
@@ -215,7 +215,7 @@ def test_supported_text_is_byte_identical() -> None:
     text = "  The Tamar river is 300 km long [4].\n\nThe clock   tower has four faces!\t"
     res = reviser().revise(text)
     assert res.revised == text and res.revision.edits == () and res.revision.preservation == 1.0
-    assert all(c["supported"] and c["status"] == "kept" for c in res.claims)
+    assert all(c.supported and c.status == "kept" for c in res.claims)
 
 
 @pytest.mark.parametrize(
@@ -235,12 +235,12 @@ def test_rejected_edit_follows_the_policy(edit, reason: str, policy: str) -> Non
     (attempt,) = res.report["edits"]
     assert attempt["accepted"] is False and reason in attempt["reason"]
     claim = res.claims[1]
-    assert claim["supported"] is False and claim["citations"] == []
+    assert claim.supported is False and claim.citations == ()
     if policy == "mark":
-        assert res.revised == text and claim["status"] == "marked" and res.revision.edits == ()
+        assert res.revised == text and claim.status == "marked" and res.revision.edits == ()
     else:
-        assert res.revised == TRUE and claim["status"] == "removed"
-        assert res.revision.edits[0]["revised_text"] == "" and res.revision.edits[0]["original_text"] == WRONG
+        assert res.revised == TRUE and claim.status == "removed"
+        assert res.revision.edits[0].revised_text == "" and res.revision.edits[0].original_text == WRONG
         assert res.revision.preservation == pytest.approx(1 - (len(text) - len(TRUE)) / len(text))
 
 
@@ -271,9 +271,9 @@ def test_citations_only_point_at_passages_the_judge_saw() -> None:
     judge = FakeJudge()
     res = reviser(judge=judge).revise_batch([f"{WRONG} {TRUE}", "The clock tower has four faces. Unknown stuff here."])
     seen = {e for e, _ in judge.pairs}
-    cited = [c for r in res for cl in r.claims for c in cl["citations"]]
-    assert cited and all(f"{c['title']}: {c['text']}" in seen for c in cited)
-    assert res[1].claims[1]["status"] == "marked"  # nothing in the corpus about it
+    cited = [p for r in res for cl in r.claims for p, _ in cl.citations]
+    assert cited and all(f"{p.title}: {p.text}" in seen for p in cited)
+    assert res[1].claims[1].status == "marked"  # nothing in the corpus about it
 
 
 def test_config_is_validated() -> None:
@@ -370,8 +370,8 @@ def test_an_editor_that_obeys_the_document_is_not_accepted() -> None:
                     FakeEditor(lambda c, ev: "BANANA"), RARRConfig())
     res = r.revise(TRUE + " The Harbour Bridge opened in 1931.")
     assert res.revised == TRUE + " The Harbour Bridge opened in 1931."
-    assert "BANANA" not in json.dumps(res.claims)
-    assert [c["status"] for c in res.claims] == ["marked", "marked"] and all(not c["citations"] for c in res.claims)
+    assert "BANANA" not in json.dumps([c.to_dict() for c in res.claims])
+    assert [c.status for c in res.claims] == ["marked", "marked"] and all(not c.citations for c in res.claims)
     (attempt,) = res.report["edits"]  # the true claim had no evidence at all: nothing to edit with
     assert attempt["revised_text"] == "BANANA" and not attempt["accepted"] and "changes too much" in attempt["reason"]
 

@@ -89,13 +89,13 @@ def check_revision(res: RevisionResult, sources: dict[str, str], threshold: floa
     # An aligned edit may rest on a pooled passage beyond the selected ones: judged with the edit.
     judged |= {(e["doc_id"], e["start"], e["end"]) for a in res.report["edits"] for e in a["evidence"]}
     for claim in res.claims:
-        for c in claim["citations"]:
-            assert sources[c["doc_id"]][c["start"] : c["end"]] == c["text"]
-            assert (c["doc_id"], c["start"], c["end"]) in judged
-        if claim["status"] in ("kept", "marked"):
-            assert claim["text"] == claim["original_text"] == res.original[claim["start"] : claim["end"]]
-        if claim["status"] in ("kept", "edited"):
-            assert claim["citations"] and claim["supported"]
+        for p, _ in claim.citations:
+            assert sources[p.doc_id][p.start : p.end] == p.text
+            assert (p.doc_id, p.start, p.end) in judged
+        if claim.status in ("kept", "marked"):
+            assert claim.text == claim.original_text == res.original[claim.start : claim.end]
+        if claim.status in ("kept", "edited"):
+            assert claim.citations and claim.supported
     for e in res.report["edits"]:
         if e["accepted"]:
             assert e["support"] >= threshold
@@ -127,9 +127,9 @@ def test_tiny_vllm_revise_with_a_real_index(tiny_vllm: Any, index: Any, sources:
     for res in results:
         check_revision(res, sources, judge.threshold, 0.5)
     first, second = results
-    assert first.claims[1]["status"] == "kept" and first.claims[1]["citations"][0]["doc_id"] == "river.txt"
-    assert second.claims[0]["status"] == "kept" and second.claims[0]["citations"][0]["doc_id"] == "tower.txt"
-    assert second.claims[1]["supported"] is False
+    assert first.claims[1].status == "kept" and first.claims[1].citations[0][0].doc_id == "river.txt"
+    assert second.claims[0].status == "kept" and second.claims[0].citations[0][0].doc_id == "tower.txt"
+    assert second.claims[1].supported is False
     # Unchanged claims are byte-identical in the revised text.
     assert TRUE in first.revised and "The clock tower in the old town has four faces." in second.revised
     # The claim is always among the queries (the tiny model's questions are gibberish).
@@ -220,15 +220,15 @@ def test_smollm2_corrects_or_marks_the_wrong_year(smollm2: Any, default_judge: A
     check_revision(res, sources, default_judge.threshold, 0.5)
     wrong, true = res.claims
     # The true sentence comes back exactly as written (kept and cited, or at worst marked).
-    assert true["text"] == TRUE and res.revised.endswith(" " + TRUE) and true["status"] in ("kept", "marked")
-    if true["status"] == "kept":
-        assert "river.txt" in {c["doc_id"] for c in true["citations"]}
-    if wrong["status"] == "edited":
-        assert "1931" in wrong["text"] and "1975" not in wrong["text"]
-        assert "bridge.txt" in {c["doc_id"] for c in wrong["citations"]}
-        assert res.revised.startswith(wrong["text"])
+    assert true.text == TRUE and res.revised.endswith(" " + TRUE) and true.status in ("kept", "marked")
+    if true.status == "kept":
+        assert "river.txt" in {p.doc_id for p, _ in true.citations}
+    if wrong.status == "edited":
+        assert "1931" in wrong.text and "1975" not in wrong.text
+        assert "bridge.txt" in {p.doc_id for p, _ in wrong.citations}
+        assert res.revised.startswith(wrong.text)
     else:
-        assert wrong["status"] == "marked" and wrong["supported"] is False and res.revised.startswith(WRONG)
+        assert wrong.status == "marked" and wrong.supported is False and res.revised.startswith(WRONG)
         bridge = [e for e in res.report["claims"][0]["evidence"] if e["doc_id"] == "bridge.txt"]
         assert bridge  # the contradicting evidence was found and is in the report
 
@@ -237,7 +237,7 @@ def test_smollm2_corrects_or_marks_the_wrong_year(smollm2: Any, default_judge: A
 def test_smollm2_true_claim_is_kept_and_cited(smollm2: Any, default_judge: Any, index: Any) -> None:
     retriever = index.retriever("hybrid", embedder=index.embedder())
     res = build_reviser(retriever, smollm2, default_judge, samples=1).revise(TRUE)
-    assert res.claims[0]["status"] == "kept" and res.claims[0]["citations"][0]["doc_id"] == "river.txt"
+    assert res.claims[0].status == "kept" and res.claims[0].citations[0][0].doc_id == "river.txt"
 
 
 @pytest.mark.slow

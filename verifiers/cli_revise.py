@@ -109,7 +109,7 @@ def format_revision(result: Any) -> str:
         return refs[key][0]
 
     claims = split_claims(result.original)
-    by_start = {c["start"]: c for c in result.claims}
+    by_start = {c["start"]: c for c in (c.to_dict() for c in result.claims)}
     replacements: dict[int, str | None] = {}
     for i, cl in enumerate(claims):
         info = by_start.get(cl.start)
@@ -122,7 +122,7 @@ def format_revision(result: Any) -> str:
         flag = "" if info["supported"] else " [unsupported]"
         replacements[i] = f"{info['text']}{' ' + marks if marks else ''}{flag}"
     lines = [join_claims(result.original, claims, replacements) if replacements else result.original]
-    edits = result.revision.edits
+    edits = [e.to_dict() for e in result.revision.edits]
     if edits:
         lines += ["", "Edits:"]
         for e in edits:

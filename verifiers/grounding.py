@@ -136,7 +136,7 @@ class Grounder:
 
     @property
     def support_threshold(self) -> float:
-        return float(self.threshold if self.threshold is not None else getattr(self.judge, "threshold", 0.5))
+        return float(self.threshold if self.threshold is not None else self.judge.threshold)
 
     def ground(self, answer: AttributedAnswer) -> AttributedAnswer:
         return self.ground_batch([answer])[0]

@@ -115,7 +115,7 @@ def evaluate_judge(
     seconds = time.time() - t0
     stats = dict(getattr(judge, "last_stats", {}) or {})
     labels = [p.label for p in pairs]
-    used = float(threshold if threshold is not None else getattr(judge, "threshold", 0.5))
+    used = float(threshold if threshold is not None else judge.threshold)
     uncalibrated = binary_scores(labels, [s >= used for s in scores])
     if calibrate:
         used, _ = calibrate_threshold(labels, scores)
@@ -140,7 +140,7 @@ def evaluate_judge(
         "f1_not_supported": round(overall.f1_not_supported, 4),
         "threshold": round(used, 6),
         "calibrated": calibrate,
-        "before_calibration": {"threshold": threshold if threshold is not None else getattr(judge, "threshold", 0.5),
+        "before_calibration": {"threshold": threshold if threshold is not None else judge.threshold,
                                "macro_f1": round(uncalibrated.macro_f1, 4),
                                "accuracy": round(uncalibrated.accuracy, 4)} if calibrate else None,
         "held_out_macro_f1": round(held_out_macro_f1(labels, scores), 4) if calibrate and len(scores) >= 4 else None,
@@ -258,7 +258,7 @@ def evaluate_protocol(
     halves = {h: [i for i, p in enumerate(pairs) if split_of(p) == h] for h in HALVES}
     if not halves["selection"] or not halves["report"]:
         raise InputError("both halves need pairs: give more data (the split is by question)")
-    used = float(threshold if threshold is not None else getattr(judge, "threshold", 0.5))
+    used = float(threshold if threshold is not None else judge.threshold)
     sel = halves["selection"]
     if calibrate:
         used, _ = calibrate_threshold([pairs[i].label for i in sel], [scores[i] for i in sel])

@@ -142,6 +142,8 @@ class WindowedJudge(ABC):
     score a batch of (evidence window, claim) pairs that all fit (``score_windows``).
     """
 
+    #: Support at or above which a pair counts as supported (``SupportJudge.threshold``); the
+    #: model judges set it from the card's calibrated value unless given one.
     threshold: float = DEFAULT_THRESHOLD
     batch_size: int = 32
     window_stride: int = 64  # tokens shared by consecutive windows

@@ -27,12 +27,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.protocols import Retriever, SupportJudge
-from pipeline.types import Passage, Revision
+from pipeline.types import ClaimResult, ClaimStatus, Edit, EditAttempt, Passage, Revision, RevisionResult, SupportedPassage
 from verifiers.claims import Claim, ClaimSplitter, SentenceClaimSplitter, join_claims
 from verifiers.editor import (
     DEFAULT_EDITOR,
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 Policy = Literal["mark", "remove"]
 POLICIES: tuple[str, ...] = ("mark", "remove")
-Status = Literal["kept", "edited", "marked", "removed"]
+Status = ClaimStatus
 
 
 @dataclass(frozen=True)
@@ -112,18 +112,6 @@ def sentence_evidence(c: EditCandidate) -> str:
     return f"{title}: {c.sentence}" if title and not c.sentence.startswith(title) else c.sentence
 
 
-def passage_dict(p: Passage, support: float | None = None) -> dict[str, Any]:
-    """A passage for JSON output; ``score`` is the judge's support when given."""
-    return {
-        "doc_id": p.doc_id,
-        "title": p.title,
-        "text": p.text,
-        "start": p.start,
-        "end": p.end,
-        "score": float(support) if support is not None else p.score,
-    }
-
-
 @dataclass(frozen=True)
 class ClaimCheck:
     """What the loop found and did for one claim."""
@@ -138,10 +126,10 @@ class ClaimCheck:
     supported: bool
     #: Support of ``final`` by its citations (supported), else the best support seen.
     support: float
-    citations: tuple[tuple[Passage, float], ...]
+    citations: tuple[SupportedPassage, ...]
     #: The chosen (else the best rejected) edit attempt, when the claim went to the editors;
-    #: ``edit["editor"]`` names the editor, ``edit["candidates"]`` lists every attempt.
-    edit: dict[str, Any] | None = None
+    #: ``edit.editor`` names the editor, ``edit.candidates`` lists every attempt.
+    edit: EditAttempt | None = None
     #: The evidence sentence that contradicts the claim (otherwise matching, another value).
     contradiction: dict[str, Any] | None = None
 
@@ -150,14 +138,14 @@ class ClaimCheck:
             "claim": self.claim,
             "questions": list(self.questions),
             "evidence": [
-                {**passage_dict(p, s), "retrieval_score": p.score}
+                {**p.to_dict(support=s), "retrieval_score": p.score}
                 for p, s in zip(self.evidence.passages, self.evidence.support)
             ],
             "candidates": self.evidence.candidates,
             "gate": self.decision.to_dict(),
             "contradiction": self.contradiction,
             "status": self.status,
-            "edit": self.edit,
+            "edit": self.edit.to_dict() if self.edit is not None else None,
         }
 
 
@@ -179,31 +167,6 @@ class Research:
             keys = {p.key for p in out}
             out += [p for p in self.pool if p.key not in keys]
         return out
-
-
-@dataclass(frozen=True)
-class RevisionResult:
-    revision: Revision
-    claims: tuple[dict[str, Any], ...]
-    report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def original(self) -> str:
-        return self.revision.original
-
-    @property
-    def revised(self) -> str:
-        return self.revision.revised
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "original": self.revision.original,
-            "revised": self.revision.revised,
-            "edits": [dict(e) for e in self.revision.edits],
-            "claims": [dict(c) for c in self.claims],
-            "preservation": self.revision.preservation,
-            "report": self.report,
-        }
 
 
 @dataclass
@@ -232,7 +195,7 @@ class RARRReviser:
     def threshold(self) -> float:
         if self.config.threshold is not None:
             return self.config.threshold
-        return float(getattr(self.judge, "threshold", 0.5))
+        return float(self.judge.threshold)
 
     # -- the loop over claims ---------------------------------------------------------------
 
@@ -268,7 +231,7 @@ class RARRReviser:
             for i, r in enumerate(research):
                 found = find_contradiction(r.claim, r.alignable(cfg.align_with), cfg.min_overlap)
                 if found is not None:
-                    contradictions[i] = {**passage_dict(found.passage), **found.alignment.to_dict(), "gate_agreed": r.decision.agree}
+                    contradictions[i] = {**found.passage.to_dict(), **found.alignment.to_dict(), "gate_agreed": r.decision.agree}
         todo = [i for i, r in enumerate(research) if (not r.decision.agree or i in contradictions) and r.evidence.passages]
         cands: dict[int, list[EditCandidate]] = {i: [] for i in todo}
         if self.aligned is not None and todo:
@@ -293,13 +256,13 @@ class RARRReviser:
         pairs += [(sentence_evidence(c), c.text) for _, c in flat if c.sentence]
         scores = self.judge.judge(pairs) if pairs else []
         passage_scores, sentence_scores = iter(scores[:n_passage_pairs]), iter(scores[n_passage_pairs:])
-        records: dict[int, list[tuple[EditCandidate, list[float], dict[str, Any]]]] = {i: [] for i in todo}
+        records: dict[int, list[tuple[EditCandidate, list[float], EditAttempt]]] = {i: [] for i in todo}
         for i, c in flat:
             support = [float(next(passage_scores)) for _ in c.evidence]
             if c.sentence:
                 by_sentence = float(next(sentence_scores))
                 support = [max(x, by_sentence) for x in support]
-            records[i].append((c, support, self._judge_edit(research[i].claim, c.text, list(c.evidence), support, thr)))
+            records[i].append((c, support, self._judge_edit(research[i].claim, c, support, thr)))
         log.info("settled %d claims (%d sent to the editors, %d candidates) in %.2fs",
                  len(research), len(todo), len(flat), time.perf_counter() - t0)
 
@@ -316,13 +279,16 @@ class RARRReviser:
                 tried = records[i]
                 aligned_first = cfg.prefer_aligned and self.aligned is not None
                 best = max(range(len(tried)), key=lambda j: (
-                    tried[j][2]["accepted"], aligned_first and tried[j][0].editor == self.aligned.name,  # type: ignore[union-attr]
-                    tried[j][2]["support"], tried[j][2]["preservation"], -j))
+                    tried[j][2].accepted, aligned_first and tried[j][0].editor == self.aligned.name,  # type: ignore[union-attr]
+                    tried[j][2].support, tried[j][2].preservation, -j))
                 cand, support, record = tried[best]
-                record = {**record, "editor": cand.editor, "diffs": [d.to_dict() for d in cand.diffs],
-                          "candidates": [{**c.to_dict(), **{k: rec[k] for k in ("support", "preservation", "accepted", "reason")}}
-                                         for c, _, rec in tried]}
-                if record["accepted"]:
+                record = replace(
+                    record,
+                    diffs=tuple(d.to_dict() for d in cand.diffs),
+                    candidates=tuple({**c.to_dict(), "support": rec.support, "preservation": rec.preservation,
+                                      "accepted": rec.accepted, "reason": rec.reason} for c, _, rec in tried),
+                )
+                if record.accepted:
                     cites = supporting(cand.evidence, support, thr, cfg.max_citations)
                     out.append(ClaimCheck(claim, qs, sel, dec, "edited", cand.text, True, cites[0][1], tuple(cites), record, contra))
                     continue
@@ -331,7 +297,8 @@ class RARRReviser:
             out.append(ClaimCheck(claim, qs, sel, dec, status, final, False, dec.score, (), record, contra))
         return out
 
-    def _judge_edit(self, claim: str, edit: str, shown: list[Passage], support: list[float], thr: float) -> dict[str, Any]:
+    def _judge_edit(self, claim: str, cand: EditCandidate, support: list[float], thr: float) -> EditAttempt:
+        edit, shown = cand.text, cand.evidence
         best = max(support, default=0.0)
         pres = preservation(claim, edit)
         if not edit.strip():
@@ -344,15 +311,7 @@ class RARRReviser:
             accepted, reason = False, f"the edit changes too much (preservation {pres:.3f} < {self.config.min_preservation:.3f})"
         else:
             accepted, reason = True, f"supported (support {best:.3f} >= {thr:.3f}) and preserving ({pres:.3f} >= {self.config.min_preservation:.3f})"
-        return {
-            "original_text": claim,
-            "revised_text": edit,
-            "evidence": [passage_dict(p, s) for p, s in zip(shown, support)],
-            "support": best,
-            "preservation": pres,
-            "accepted": accepted,
-            "reason": reason,
-        }
+        return EditAttempt(claim, edit, tuple(zip(shown, support)), best, pres, accepted, reason, cand.editor)
 
     # -- texts ------------------------------------------------------------------------------
 
@@ -392,9 +351,9 @@ class RARRReviser:
 
     def _compose(self, text: str, claims: list[Claim], checks: dict[int, ClaimCheck]) -> RevisionResult:
         replacements: dict[int, str | None] = {}
-        applied: list[dict[str, Any]] = []
+        applied: list[Edit] = []
         attempts: list[dict[str, Any]] = []
-        out_claims: list[dict[str, Any]] = []
+        out_claims: list[ClaimResult] = []
         evidence: dict[tuple[str, int, int], Passage] = {}
         for ci, claim in enumerate(claims):
             chk = checks.get(ci)
@@ -403,40 +362,39 @@ class RARRReviser:
             for p in chk.evidence.passages:
                 evidence.setdefault(p.key, p)
             if chk.edit is not None:
-                attempts.append({"claim": ci, **chk.edit})
+                attempts.append({"claim": ci, **chk.edit.to_dict()})
             if chk.status == "edited":
                 assert chk.final is not None and chk.edit is not None
                 replacements[ci] = chk.final
-                applied.append({k: chk.edit[k] for k in ("original_text", "revised_text", "evidence", "support", "preservation", "reason", "editor")})
+                applied.append(chk.edit.applied())
             elif chk.status == "removed":
                 replacements[ci] = None
-                applied.append({
-                    "original_text": claim.sentence,
-                    "revised_text": "",
-                    "evidence": [passage_dict(p, s) for p, s in zip(chk.evidence.passages, chk.evidence.support)],
-                    "support": chk.decision.score,
-                    "preservation": 0.0,
-                    "reason": "removed: no accepted edit and the evidence does not support the claim"
-                    + (f" ({chk.edit['reason']})" if chk.edit else ""),
-                })
+                applied.append(Edit(
+                    claim.sentence,
+                    "",
+                    tuple(zip(chk.evidence.passages, chk.evidence.support)),
+                    chk.decision.score,
+                    0.0,
+                    "removed: no accepted edit and the evidence does not support the claim"
+                    + (f" ({chk.edit.reason})" if chk.edit else ""),
+                ))
             final = claim.sentence if chk.status in ("kept", "marked") else (chk.final or "")
             if chk.status == "edited" and not claim.markers and claim.text != claim.sentence:
                 # Keep the sentence's own spacing where the edit did not touch it.
                 final = transplant(claim.text, final, claim.sentence) or final
                 replacements[ci] = final
-            out_claims.append({
-                "text": final,
-                "original_text": claim.sentence,
-                "start": claim.start,
-                "end": claim.end,
-                "status": chk.status,
-                "supported": chk.supported,
-                "support": chk.support,
-                "revised": chk.status in ("edited", "removed"),
-                **({"editor": chk.edit["editor"]} if chk.status == "edited" and chk.edit else {}),
-                **({"contradicted": True} if chk.contradiction is not None else {}),
-                "citations": [passage_dict(p, s) for p, s in chk.citations],
-            })
+            out_claims.append(ClaimResult(
+                final,
+                claim.sentence,
+                claim.start,
+                claim.end,
+                chk.status,
+                chk.supported,
+                chk.support,
+                chk.citations,
+                editor=chk.edit.editor if chk.status == "edited" and chk.edit else None,
+                contradicted=chk.contradiction is not None,
+            ))
         revised = join_claims(text, claims, replacements) if replacements else text
         pres = preservation(text, revised)
         report = {

@@ -26,10 +26,10 @@ from typing import Any
 
 from pipeline.citations import strip_markers
 from pipeline.protocols import SupportJudge
-from pipeline.types import AttributedAnswer, Passage, Sentence
+from pipeline.types import AttributedAnswer, Passage, Sentence, SentenceVerdict
 from verifiers.claims import checkable
 from verifiers.evidence import evidence_text
-from verifiers.rarr import ClaimCheck, RARRReviser, passage_dict
+from verifiers.rarr import ClaimCheck, RARRReviser
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def verify_answers(
 ) -> list[AttributedAnswer]:
     """Batched :func:`verify_answer`: one judge call for all answers, one RARR pass."""
     t0 = time.perf_counter()
-    thr = threshold if threshold is not None else float(getattr(judge, "threshold", 0.5))
+    thr = threshold if threshold is not None else float(judge.threshold)
     contents = [[strip_markers(s.text) for s in a.sentences] for a in answers]
     words = [[checkable(c) for c in cs] for cs in contents]
     pairs, where = [], []
@@ -84,7 +84,7 @@ def verify_answers(
         scores.setdefault((ai, si), [0.0] * len(answers[ai].passages))[pi] = float(s)
 
     # Decide supported / recited; collect the rest for RARR.
-    plans: dict[tuple[int, int], dict[str, Any]] = {}
+    plans: dict[tuple[int, int], SentenceVerdict] = {}
     rarr_keys: list[tuple[int, int]] = []
     for ai, a in enumerate(answers):
         for si, s in enumerate(a.sentences):
@@ -95,11 +95,11 @@ def verify_answers(
             ranked = sorted(range(len(row)), key=lambda j: (-row[j], j))
             good = [j for j in ranked if row[j] >= thr][:max_citations]
             if s.citations and cited >= thr:
-                plans[(ai, si)] = {"status": "supported", "support": cited, "before": cited}
+                plans[(ai, si)] = SentenceVerdict("supported", cited, cited)
             elif good:
-                plans[(ai, si)] = {"status": "recited", "numbers": [j + 1 for j in good], "support": row[good[0]], "before": cited}
+                plans[(ai, si)] = SentenceVerdict("recited", row[good[0]], cited, tuple(j + 1 for j in good))
             else:
-                plans[(ai, si)] = {"status": "rarr", "before": cited, "support": cited}
+                plans[(ai, si)] = SentenceVerdict("rarr", cited, cited)
                 rarr_keys.append((ai, si))
 
     checks: dict[tuple[int, int], ClaimCheck] = {}
@@ -115,7 +115,7 @@ def verify_answers(
 def _rebuild(
     a: AttributedAnswer,
     ai: int,
-    plans: dict[tuple[int, int], dict[str, Any]],
+    plans: dict[tuple[int, int], SentenceVerdict],
     checks: dict[tuple[int, int], ClaimCheck],
     thr: float,
     seconds: float,
@@ -139,11 +139,11 @@ def _rebuild(
         if plan is None:  # nothing to check (a stray marker or symbol)
             pieces.append((gap, replace(s, support=0.0, revised=False)))
             continue
-        status, support, revised = plan["status"], float(plan["support"]), False
+        status, support, revised = plan.status, float(plan.support), False
         text, nums, post_hoc = s.text, s.citations, s.post_hoc
         extra: dict[str, Any] = {}
         if status == "recited":
-            nums = tuple(plan["numbers"])
+            nums = plan.numbers
             text, post_hoc = with_markers(strip_markers(s.text), nums), True
         elif status == "rarr":
             chk = checks.get((ai, si))
@@ -164,7 +164,7 @@ def _rebuild(
             "original_text": s.text,
             "text": None if status == "removed" else text,
             "status": status,
-            "support_before": float(plan["before"]),
+            "support_before": float(plan.before),
             "support": support,
             "supported": status in ("supported", "recited", "kept", "edited"),
             "revised": revised,
@@ -195,7 +195,7 @@ def _rebuild(
         "supported_before": sum(d["support_before"] >= thr for d in before),
         "supported_after": sum(d["supported"] for d in details if d["status"] != "removed"),
         "checked": len(details),
-        "added_passages": [passage_dict(p) for p in passages[len(a.passages) :]],
+        "added_passages": [p.to_dict() for p in passages[len(a.passages) :]],
         "seconds": seconds,
     }
     return AttributedAnswer(a.question, out_text, tuple(sentences), tuple(passages), report)

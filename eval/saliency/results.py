@@ -113,8 +113,7 @@ class SaliencyReport:
                  "post_hoc": s.post_hoc}
                 for j, s in enumerate(ctx.sentences)
             ],
-            "passages": [{"n": n, "doc_id": p.doc_id, "title": p.title, "text": p.text}
-                         for n, p in enumerate(ctx.passages, start=1)],
+            "passages": [{"n": n, **p.to_dict(span=False, score=False)} for n, p in enumerate(ctx.passages, start=1)],
             "sources": [s.to_dict() for s in self.sources],
             "methods": {},
         }
