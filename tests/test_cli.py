@@ -21,7 +21,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"
 def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "-q", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "app.cli", "-q", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -53,7 +53,7 @@ def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
         port = sock.getsockname()[1]
     log = (tmp_path_factory.mktemp("llm") / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "llm", "serve", "--port", str(port)],
+        [sys.executable, "-m", "app.cli", "llm", "serve", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True,
     )
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import cli
+from app.cli import cli
 from pipeline.errors import InputError
 from pipeline.types import AttributedAnswer, Passage, Sentence
 from verifiers.fakes import FakeEditor, FakeJudge, KeywordRetriever

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli_errors import handle_errors
+from app.cli_errors import handle_errors
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,12 @@ def serve(index_dir: str | None, host: str, port: int, llm_url: str | None, llm_
 
 
 def build_settings(index: str | None, **kw: Any) -> Any:
-    """Validated :class:`~serve_app.service.ServeSettings`; the index must exist (checked now)."""
+    """Validated :class:`~app.serve.service.ServeSettings`; the index must exist (checked now)."""
     from pydantic import ValidationError
 
     from pipeline.errors import ConfigError
     from retrievers.index import read_manifest
-    from serve_app.service import ServeSettings
+    from app.serve.service import ServeSettings
 
     if index is None:
         index = str(sample_index())
@@ -94,7 +94,7 @@ def sample_index() -> Any:
 
     target = cache_dir() / "sample-index"
     if not (target / "manifest.json").is_file():
-        corpus = Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"
+        corpus = Path(__file__).resolve().parents[2] / "pipeline" / "sample_corpus"
         click.echo(f"indexing the sample corpus ({corpus}) into {target}", err=True)
         build_index(str(corpus), str(target), progress=False)
     return target
@@ -105,8 +105,8 @@ def run_server(settings: Any, *, host: str = "127.0.0.1", port: int = 8080, log_
     import uvicorn
 
     from pipeline.generators.base import vllm_env
-    from serve_app.app import create_app
-    from serve_app.service import CiteragService
+    from app.serve.app import create_app
+    from app.serve.service import CiteragService
 
     vllm_env(settings.model)
     # vLLM logs every engine step's details at INFO; the server's own log level decides.

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pipeline.cli_errors import handle_errors
+from app.cli_errors import handle_errors
 
 from pipeline.errors import CiteragError
 
@@ -209,7 +209,7 @@ def _check(pipe: Any, results: list[Any], judge_name: str, verify: bool, abstain
 
 
 def _build(settings: Any) -> Any:
-    from pipeline.factory import build_pipeline
+    from app.factory import build_pipeline
 
     return build_pipeline(settings)
 
@@ -314,7 +314,7 @@ def demo_cmd(question: str, index_dir: str | None) -> None:
     from pipeline.models import cache_dir
     from retrievers.index import build_index
 
-    corpus = Path(__file__).parent / "sample_corpus"
+    corpus = Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"
     target = Path(index_dir) if index_dir else cache_dir() / "sample-index"
     click.echo(f"indexing the sample corpus ({corpus}) into {target}", err=True)
     build_index(str(corpus), str(target), progress=True)
@@ -323,26 +323,26 @@ def demo_cmd(question: str, index_dir: str | None) -> None:
     click.echo(format_answer(_check(pipe, [pipe.ask(question)], "default", verify=False, abstain=True, quotes=True)[0]))
 
 
-from verifiers.cli_revise import revise as _revise_cmd  # noqa: E402
+from app.cli_revise import revise as _revise_cmd  # noqa: E402
 
 cli.add_command(_revise_cmd)
 
 
-from verifiers.cli_judge import judge as _judge_group  # noqa: E402
+from app.cli_judge import judge as _judge_group  # noqa: E402
 cli.add_command(_judge_group)
 
 
-from eval.cli import eval_cmd as _eval_cmd  # noqa: E402
+from app.cli_eval import eval_cmd as _eval_cmd  # noqa: E402
 
 cli.add_command(_eval_cmd)
 
 
-from eval.attribute_cli import attribute_cmd as _attribute_cmd  # noqa: E402
+from app.cli_attribute import attribute_cmd as _attribute_cmd  # noqa: E402
 
 cli.add_command(_attribute_cmd)
 
 
-from serve_app.cli import serve as _serve_cmd  # noqa: E402
+from app.serve.cli import serve as _serve_cmd  # noqa: E402
 
 cli.add_command(_serve_cmd)
 

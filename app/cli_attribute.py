@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli_errors import handle_errors
+from app.cli_errors import handle_errors
 
 _METHOD_CHOICES = ("loo", "contextcite", "ig", "ixg", "all")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli_errors import handle_errors
+from app.cli_errors import handle_errors
 from verifiers.editor import DEFAULT_EDITOR, EDITORS  # no model import: only the names
 
 
@@ -75,7 +75,7 @@ def revise(text: str | None, input_file: str | None, out_file: str | None, index
         first = exc.errors()[0]
         raise ConfigError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
 
-    from pipeline.factory import build_pipeline
+    from app.factory import build_pipeline
     from verifiers.judges import load_judge
     from verifiers.rarr import build_reviser
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli_errors import handle_errors
+from app.cli_errors import handle_errors
 
 log = logging.getLogger("citerag.eval")
 
@@ -135,7 +135,7 @@ def eval_cmd(pred_file: str, fmt: str, as_json: bool, report_dir: str | None, ou
     extra: dict[str, Any] = {}
     per_example: list[Any] = []
     if agreement:
-        from eval.attribute_cli import scoring_generator
+        from app.cli_attribute import scoring_generator
 
         with scoring_generator(backend, model, llm_url, api_key, max_model_len) as generator:
             section, per_example = agreement_section(
