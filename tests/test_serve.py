@@ -471,3 +471,35 @@ def test_serve_py_and_citerag_serve_start_the_server(sample_index: Path, tiny_vl
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+def test_server_settings_reach_the_pipeline(sample_index: Path) -> None:
+    """The server's pipeline comes from the factory, so the options `ask` honours reach it."""
+    from app.serve.service import CiteragService
+    from pipeline.generators.fake import FakeGenerator
+
+    s = settings(sample_index, retriever="bm25", post_hoc=False, max_doc_tokens=40, iterative=True, stride=8,
+                 query_tokens=16, temperature=0.5, citations="use-aware", max_tokens=16)  # fmt: skip
+    service = CiteragService(s, generator=FakeGenerator(["It opened in 1937 [1]."]))
+    service.load()
+    pipe = service.pipeline
+    assert pipe.prompt.max_doc_tokens == 40
+    assert pipe.params.temperature == 0.5 and pipe.params.max_tokens == 16
+    assert pipe.iterative is not None and (pipe.iterative.stride, pipe.iterative.query_tokens) == (8, 16)
+    assert pipe.citations == "use-aware"
+
+
+def test_citerag_serve_options_reach_the_settings(sample_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import app.serve.cli
+    from app.cli import cli
+
+    seen: list[Any] = []
+    monkeypatch.setattr(app.serve.cli, "run_server", lambda s, **kw: seen.append(s))
+    result = CliRunner().invoke(cli, ["serve", "--index", str(sample_index), "--citations", "constrained", "--iterative",
+                                      "--stride", "8", "--llm-api-key", "llm-key", "--api-key", "server-key"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (s,) = seen
+    assert (s.citations, s.iterative, s.stride) == ("constrained", True, 8)
+    assert (s.llm_api_key, s.api_key) == ("llm-key", "server-key")
