@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-test demo test test-fast bench clean
+.PHONY: setup setup-test demo test test-fast lint-imports bench clean
 
 setup:
 	scripts/setup.sh
@@ -15,13 +15,19 @@ setup-test:
 demo: setup
 	$(VENV)/bin/citerag demo
 
-## Set up and run the whole test suite (what CI runs).
-test: setup setup-test
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+## Set up, check the import layers and run the whole test suite (what CI runs). The browser
+## test fails here (instead of skipping) when Chromium is missing.
+test: setup setup-test lint-imports
+	CITERAG_REQUIRE_BROWSER=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 ## Unit and component tests without the real SmolLM2 end-to-end runs.
-test-fast: setup setup-test
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+test-fast: setup setup-test lint-imports
+	CITERAG_REQUIRE_BROWSER=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+## The layers of pyproject.toml's [tool.importlinter]: imports point down only. The packages
+## must be importable from this checkout, hence PYTHONPATH.
+lint-imports:
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_ask.py

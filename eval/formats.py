@@ -283,8 +283,7 @@ def _ask_output(obj: dict[str, Any], where: str, mode: str) -> str:
     """The answer text; in ``final`` mode each sentence span re-written with its final
     citations as ``[a][b]`` before its closing punctuation, where ALCE's prompts put them and
     Punkt keeps them in the sentence (the text between sentences, newlines included, is kept)."""
-    from pipeline.citations import strip_markers
-    from verifiers.verify import with_markers
+    from pipeline.citations import strip_markers, with_markers
 
     answer = _string(obj, "answer", where)
     sentences = obj.get("sentences")

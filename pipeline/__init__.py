@@ -1,4 +1,5 @@
-"""citerag's answer pipeline: types, config, prompting, generator backends, citations, CLI.
+"""citerag's answer pipeline, the floor of the layers: types, config, prompting, generator backends,
+citations, the RAG loop. It imports no other package of ours (ARCHITECTURE.md).
 
 Importing this package is cheap: torch, faiss, vllm and transformers are imported lazily by
 the modules that need them (see ``tests/test_imports.py``).

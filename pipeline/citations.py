@@ -111,6 +111,21 @@ def strip_markers(text: str) -> str:
     return re.sub(r"[ \t]{2,}", " ", out).strip()
 
 
+_FINAL_PUNCT = re.compile(r"[.!?]+[\"'\u201d\u2019)]*$")
+
+
+def with_markers(content: str, numbers: Sequence[int]) -> str:
+    """``content`` with ``[n]`` markers placed before its final punctuation (the inverse of
+    :func:`strip_markers` for one sentence), where ALCE's prompts and Punkt expect them."""
+    marks = "".join(f"[{n}]" for n in numbers)
+    if not marks:
+        return content
+    m = _FINAL_PUNCT.search(content)
+    if m:
+        return f"{content[: m.start()].rstrip()} {marks}{content[m.start():]}"
+    return f"{content} {marks}"
+
+
 class PostHocCiter(Protocol):
     def best(
         self, sentences: Sequence[str], passages: Sequence[Passage], question: str = ""

@@ -26,7 +26,8 @@ class Settings(BaseModel):
     backend: Backend = "vllm"
     model: str = DEFAULT_GENERATOR
     llm_url: str | None = None
-    api_key: str | None = None
+    #: Bearer token of the OpenAI-compatible server at ``llm_url`` (``--llm-api-key``).
+    llm_api_key: str | None = None
     max_model_len: int = Field(2048, ge=64)
     dtype: str = "float32"
     max_tokens: int = Field(128, ge=1)

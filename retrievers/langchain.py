@@ -2,7 +2,7 @@
 
 Users with Elasticsearch, Qdrant, pgvector, Chroma, FAISS... stores behind LangChain plug them
 in as they are: ``RAGPipeline(retriever=LangChainRetriever(store), ...)``. The other
-direction (a citerag index as a LangChain retriever) is :mod:`pipeline.langchain_runnable`.
+direction (a citerag index as a LangChain retriever) is :mod:`app.langchain_runnable`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"
 def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "-q", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "app.cli", "-q", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -53,7 +53,7 @@ def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
         port = sock.getsockname()[1]
     log = (tmp_path_factory.mktemp("llm") / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "llm", "serve", "--port", str(port)],
+        [sys.executable, "-m", "app.cli", "llm", "serve", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True,
     )
 
@@ -230,3 +230,58 @@ def test_smollm2_text_output_and_iterative_mode(sample_index: Path, smollm2_serv
     answer = json.loads(proc.stdout)
     assert answer["rounds"] >= 2
     check_citations(answer)
+
+
+# -- --llm-api-key and its deprecated alias ----------------------------------------------
+
+
+def _ask_settings(monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str] | None = None) -> tuple[Any, Any]:
+    """The Settings `citerag ask ARGS` builds (the factory is stopped there), and the result."""
+    from click.testing import CliRunner
+
+    import app.factory
+    from app.cli import cli
+    from pipeline.errors import ConfigError
+
+    seen: list[Any] = []
+
+    def stop(settings: Any, *a: Any, **kw: Any) -> None:
+        seen.append(settings)
+        raise ConfigError("stopped before loading anything")
+
+    monkeypatch.setattr(app.factory, "build_pipeline", stop)
+    monkeypatch.delenv("CITERAG_LLM_API_KEY", raising=False)
+    result = CliRunner().invoke(cli, ["ask", "Why?", "--index", "idx", "--llm-url", "http://127.0.0.1:9", *args], env=env)
+    assert result.exit_code == 2 and seen, result.output
+    return seen[0], result
+
+
+def test_llm_api_key_reaches_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, result = _ask_settings(monkeypatch, ["--llm-api-key", "k1"])
+    assert settings.llm_api_key == "k1"
+    assert "deprecated" not in result.stderr
+    settings, _ = _ask_settings(monkeypatch, [], env={"CITERAG_LLM_API_KEY": "from-env"})
+    assert settings.llm_api_key == "from-env"
+
+
+def test_api_key_on_ask_is_a_deprecated_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, result = _ask_settings(monkeypatch, ["--api-key", "old"])
+    assert settings.llm_api_key == "old"
+    assert "--api-key is deprecated" in result.stderr and "--llm-api-key" in result.stderr
+    # given explicitly, the alias still beats the environment; --llm-api-key beats both
+    settings, _ = _ask_settings(monkeypatch, ["--api-key", "old"], env={"CITERAG_LLM_API_KEY": "from-env"})
+    assert settings.llm_api_key == "old"
+    settings, _ = _ask_settings(monkeypatch, ["--llm-api-key", "new", "--api-key", "old"])
+    assert settings.llm_api_key == "new"
+
+
+def test_commands_that_talk_to_an_llm_server_take_llm_api_key() -> None:
+    from click.testing import CliRunner
+
+    from app.cli import cli
+
+    for command in (["ask"], ["revise"], ["eval"], ["attribute"], ["serve"]):
+        out = CliRunner().invoke(cli, [*command, "--help"]).output
+        assert "--llm-api-key" in out, command
+    serve_help = CliRunner().invoke(cli, ["serve", "--help"]).output
+    assert "Deprecated" not in serve_help  # serve --api-key is the server's own key

@@ -373,7 +373,7 @@ def test_settings_and_factory_reject_backends_without_structured_outputs(tmp_pat
     from pydantic import ValidationError
 
     from pipeline.config import Settings
-    from pipeline.factory import build_pipeline
+    from app.factory import build_pipeline
 
     assert Settings(index=tmp_path).citations == "auto"
     with pytest.raises(ValidationError):
@@ -385,7 +385,7 @@ def test_settings_and_factory_reject_backends_without_structured_outputs(tmp_pat
 def test_cli_lists_the_citation_modes() -> None:
     from click.testing import CliRunner
 
-    from pipeline.cli import cli
+    from app.cli import cli
 
     res = CliRunner().invoke(cli, ["ask", "--help"])
     assert res.exit_code == 0 and "--citations [auto|post-hoc|constrained|use-aware]" in res.output

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from app.cli import cli
 from fakes import FakeEditor, FakeJudge, FakeRetriever
-from pipeline.cli import cli
 from pipeline.errors import InputError
 from pipeline.types import AttributedAnswer, Passage, Sentence
 from verifiers.rarr import RARRConfig, RARRReviser

@@ -15,12 +15,12 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_importing_packages_loads_no_heavy_library() -> None:
-    assert _loaded_after("import pipeline, retrievers, verifiers, eval, pipeline.generators, pipeline.cli") == set()
+    assert _loaded_after("import pipeline, retrievers, verifiers, eval, pipeline.generators, app.cli") == set()
 
 
 def test_cli_help_loads_no_heavy_library() -> None:
     code = (
-        "from click.testing import CliRunner\nfrom pipeline.cli import cli\n"
+        "from click.testing import CliRunner\nfrom app.cli import cli\n"
         "r = CliRunner().invoke(cli, ['--help'])\nassert r.exit_code == 0, r.output\n"
         "for c in ('ask', 'index', 'demo'):\n    assert CliRunner().invoke(cli, [c, '--help']).exit_code == 0\n"
     )

@@ -417,7 +417,7 @@ def test_judge_eval_cli_saves_a_threshold_only_when_asked(tiny_bert_dir: Path, t
 
     from click.testing import CliRunner
 
-    from pipeline.cli import cli
+    from app.cli import cli
 
     judge_dir = tmp_path / "judge"
     shutil.copytree(tiny_bert_dir, judge_dir)

@@ -30,7 +30,7 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="module")
 def embeddings(index: Any) -> Any:
-    from pipeline.langchain_runnable import CiteragEmbeddings
+    from app.langchain_runnable import CiteragEmbeddings
 
     return CiteragEmbeddings(index.embedder())
 
@@ -48,7 +48,7 @@ def source_text(doc_id: str) -> str:
 def test_index_as_langchain_retriever(index: Any) -> None:
     from langchain_core.retrievers import BaseRetriever
 
-    from pipeline.langchain_runnable import CiteragRetriever
+    from app.langchain_runnable import CiteragRetriever
 
     lc = CiteragRetriever.from_index(index.path, kind="hybrid", k=3)
     assert isinstance(lc, BaseRetriever)
@@ -65,7 +65,7 @@ def test_index_as_langchain_retriever(index: Any) -> None:
 
 
 def test_round_trip_keeps_passages(index: Any) -> None:
-    from pipeline.langchain_runnable import CiteragRetriever
+    from app.langchain_runnable import CiteragRetriever
     from retrievers.langchain import LangChainRetriever
 
     native = index.retriever("bm25")
@@ -77,7 +77,7 @@ def test_round_trip_keeps_passages(index: Any) -> None:
 
 
 def _documents(index: Any) -> list[Any]:
-    from pipeline.langchain_runnable import passage_document
+    from app.langchain_runnable import passage_document
 
     return [passage_document(p) for p in index.passages]
 
@@ -133,7 +133,7 @@ def test_faiss_vector_store_as_citerag_retriever(index: Any, embeddings: Any) ->
 
 @pytest.fixture(scope="module")
 def runnable(index: Any, tiny_vllm_server: Any) -> Any:
-    from pipeline.langchain_runnable import CiteragAskRunnable
+    from app.langchain_runnable import CiteragAskRunnable
 
     r = CiteragAskRunnable.from_index(index.path, llm_url=tiny_vllm_server.url, max_tokens=16, retriever="bm25")
     yield r

@@ -99,7 +99,7 @@ def test_k_must_be_positive() -> None:
 
 
 def test_text_output_marks_post_hoc_and_unsupported_sentences() -> None:
-    from pipeline.cli import format_answer
+    from app.cli import format_answer
     from pipeline.types import AttributedAnswer, Sentence
 
     a = AttributedAnswer(

@@ -380,7 +380,7 @@ def test_an_editor_that_obeys_the_document_is_not_accepted() -> None:
 
 
 def test_revise_cli_input_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from pipeline.cli import cli
+    from app.cli import cli
 
     runner = CliRunner()
     r = runner.invoke(cli, ["revise", "--index", str(tmp_path)])

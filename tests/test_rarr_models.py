@@ -135,7 +135,7 @@ def test_tiny_vllm_revise_with_a_real_index(tiny_vllm: Any, index: Any, sources:
     # The claim is always among the queries (the tiny model's questions are gibberish).
     assert first.report["claims"][0]["evidence"][0]["doc_id"] in {"bridge.txt", "notice.txt"}
     json.dumps([r.to_dict() for r in results])
-    from verifiers.cli_revise import format_revision
+    from app.cli_revise import format_revision
 
     human = format_revision(first)
     assert human.startswith(first.revised.split(" ")[0]) and "References:" in human and "(river.txt, characters" in human
@@ -175,7 +175,7 @@ def test_default_judge_on_the_corpus(default_judge: Any) -> None:
 def test_revise_and_ask_verify_commands(corpus: tuple[Path, Path], tiny_vllm_server: Any, default_judge: Any) -> None:
     """`citerag revise --json` and `citerag ask --verify --json` through the CLI (tiny model server)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    base = [sys.executable, "-m", "pipeline.cli", "-q"]
+    base = [sys.executable, "-m", "app.cli", "-q"]
     idx = str(corpus[1])
     proc = subprocess.run(base + ["revise", "--text", f"{WRONG} {TRUE}", "--index", idx, "--llm-url", tiny_vllm_server.url,
                                   "--json", "--samples", "1"], capture_output=True, text=True, timeout=600, env=env)

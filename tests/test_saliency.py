@@ -409,7 +409,7 @@ def test_integrated_gradients_one_step_is_the_midpoint_gradient(tiny_tf: Any, an
 
 
 def test_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path, answer: AttributedAnswer) -> None:
-    from pipeline.cli import cli
+    from app.cli import cli
 
     src = tmp_path / "answer.json"
     src.write_text(json.dumps(answer.to_dict()))
@@ -439,7 +439,7 @@ def test_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path, answer: Attributed
 
 
 def test_cli_input_errors(tmp_path: Path, answer: AttributedAnswer) -> None:
-    from pipeline.cli import cli
+    from app.cli import cli
 
     src = tmp_path / "answer.json"
     src.write_text(json.dumps(answer.to_dict()))
@@ -467,7 +467,7 @@ def test_cli_input_errors(tmp_path: Path, answer: AttributedAnswer) -> None:
 def test_cli_on_the_default_vllm_backend(tiny_vllm: Any, tiny_model_dir: Path, tmp_path: Path, answer: AttributedAnswer) -> None:
     """The command's default path: an in-process vLLM engine (closed when the command ends),
     the same numbers as the session's engine."""
-    from pipeline.cli import cli
+    from app.cli import cli
 
     src = tmp_path / "answer.json"
     src.write_text(json.dumps(answer.to_dict()))

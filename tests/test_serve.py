@@ -1,4 +1,4 @@
-"""The HTTP API (serve.py / serve_app): real uvicorn servers on free loopback ports.
+"""The HTTP API (serve.py / app.serve): real uvicorn servers on free loopback ports.
 
 Generation goes through real vLLM over the tiny random Llama: the session's vLLM OpenAI
 server as ``--llm-url``, vLLM's async engine in process (the embedded default), and a
@@ -43,7 +43,7 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(index: Path, **kw: Any) -> Any:
-    from serve_app.service import ServeSettings
+    from app.serve.service import ServeSettings
 
     return ServeSettings(index=index, **kw)
 
@@ -55,8 +55,8 @@ def serving(s: Any, generator: Any = None, ready: bool = True, service: list[Any
     ``service``, when given, receives the app's CiteragService."""
     import uvicorn
 
-    from serve_app.app import create_app
-    from serve_app.service import CiteragService
+    from app.serve.app import create_app
+    from app.serve.service import CiteragService
 
     svc = CiteragService(s, generator=generator)
     if service is not None:
@@ -108,7 +108,7 @@ def sse(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -
 
 def check_answer(answer: dict[str, Any]) -> None:
     """The body parses as the documented model and its citations are consistent."""
-    from serve_app.schemas import AskResponse
+    from app.serve.schemas import AskResponse
 
     AskResponse.model_validate(answer)
     shown = {p["n"]: p for p in answer["passages"]}
@@ -174,7 +174,7 @@ def test_probes_and_openapi(api: str) -> None:
 def test_ask_is_the_cli_json(api: str, sample_index: Path, tiny_vllm_server: Any) -> None:
     """Same options, same answer object as `citerag ask --json` (which is ``to_dict``)."""
     from pipeline.config import Settings
-    from pipeline.factory import build_pipeline
+    from app.factory import build_pipeline
 
     r = httpx.post(f"{api}/v1/ask", json={"question": QUESTION, "k": 3, "retriever": "bm25"}, timeout=120)
     assert r.status_code == 200, r.text
@@ -233,7 +233,7 @@ def test_verify_streams_support_in_the_final_event(api: str) -> None:
 
 
 def test_revise(api: str) -> None:
-    from serve_app.schemas import ReviseResponse
+    from app.serve.schemas import ReviseResponse
 
     text = "The Golden Gate Bridge opened in 1937."
     r = httpx.post(f"{api}/v1/revise", json={"text": text, "samples": 0}, timeout=300)
@@ -424,9 +424,9 @@ def test_embedded_async_engine_batches_concurrent_requests(sample_index: Path, t
 
 def test_serve_py_and_citerag_serve_start_the_server(sample_index: Path, tiny_vllm_server: Any, tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "serve", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0 and "--llm-url" in out.stdout and "--api-key" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "pipeline.cli", "serve", "--index", str(tmp_path / "nope")],
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--index", str(tmp_path / "nope")],
                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     assert bad.returncode == 3 and f"citerag index PATH --index {tmp_path / 'nope'}" in bad.stderr
     port = free_port()
@@ -455,3 +455,35 @@ def test_serve_py_and_citerag_serve_start_the_server(sample_index: Path, tiny_vl
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+def test_server_settings_reach_the_pipeline(sample_index: Path) -> None:
+    """The server's pipeline comes from the factory, so the options `ask` honours reach it."""
+    from app.serve.service import CiteragService
+    from pipeline.generators.fake import FakeGenerator
+
+    s = settings(sample_index, retriever="bm25", post_hoc=False, max_doc_tokens=40, iterative=True, stride=8,
+                 query_tokens=16, temperature=0.5, citations="use-aware", max_tokens=16)  # fmt: skip
+    service = CiteragService(s, generator=FakeGenerator(["It opened in 1937 [1]."]))
+    service.load()
+    pipe = service.pipeline
+    assert pipe.prompt.max_doc_tokens == 40
+    assert pipe.params.temperature == 0.5 and pipe.params.max_tokens == 16
+    assert pipe.iterative is not None and (pipe.iterative.stride, pipe.iterative.query_tokens) == (8, 16)
+    assert pipe.citations == "use-aware"
+
+
+def test_citerag_serve_options_reach_the_settings(sample_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import app.serve.cli
+    from app.cli import cli
+
+    seen: list[Any] = []
+    monkeypatch.setattr(app.serve.cli, "run_server", lambda s, **kw: seen.append(s))
+    result = CliRunner().invoke(cli, ["serve", "--index", str(sample_index), "--citations", "constrained", "--iterative",
+                                      "--stride", "8", "--llm-api-key", "llm-key", "--api-key", "server-key"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (s,) = seen
+    assert (s.citations, s.iterative, s.stride) == ("constrained", True, 8)
+    assert (s.llm_api_key, s.api_key) == ("llm-key", "server-key")

@@ -1,17 +1,19 @@
 """The web page in a real headless Chromium (Debian's chromium + chromedriver, Selenium).
 
-``scripts/setup-test.sh`` (run by ``make test``) installs the browser. The server is real
-(uvicorn on a free loopback port, the sample index, MiniLM retrieval); the generator is a
-canned one that writes a cited answer, because the tiny random test model cites nothing a
-person could check. The screenshots land in the test's tmp dir.
+``scripts/setup-test.sh`` (run by ``make test``) installs the browser; without it the test
+skips, except in CI or under ``make test`` (``CI`` or ``CITERAG_REQUIRE_BROWSER`` set), where it
+fails. The server is real (uvicorn on a free loopback port, the sample index, MiniLM
+retrieval); the generator is a canned one that writes a cited answer, because the tiny random
+test model cites nothing a person could check. The screenshots land in the test's tmp dir.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -25,12 +27,39 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 ANSWER = "The Golden Gate Bridge opened to traffic in 1937 [1]. It spans the Golden Gate strait."
 
 
+def browser_required() -> bool:
+    """In CI and under ``make test`` a missing browser is a failure, not a skip: a skipped
+    browser test in CI looks like a pass to anyone who does not read the summary."""
+    return any(os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no") for name in ("CI", "CITERAG_REQUIRE_BROWSER"))
+
+
+def missing(reason: str) -> NoReturn:
+    if browser_required():
+        pytest.fail(f"{reason} (CI or CITERAG_REQUIRE_BROWSER is set, so the browser test must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.mark.parametrize(("env", "outcome"), [({}, pytest.skip.Exception), ({"CI": "true"}, pytest.fail.Exception),
+                                              ({"CITERAG_REQUIRE_BROWSER": "1"}, pytest.fail.Exception),
+                                              ({"CITERAG_REQUIRE_BROWSER": "0"}, pytest.skip.Exception)])  # fmt: skip
+def test_missing_browser_fails_only_when_required(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], outcome: type) -> None:
+    for name in ("CI", "CITERAG_REQUIRE_BROWSER"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(outcome):
+        missing("no chromium")
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: run scripts/setup-test.sh")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        missing("selenium is not installed: pip install -r requirements.txt")
     for path in (CHROMIUM, CHROMEDRIVER):
         if not Path(path).exists():
-            pytest.skip(f"{path} is missing: run scripts/setup-test.sh (apt-get install chromium chromium-driver)")
+            missing(f"{path} is missing: run scripts/setup-test.sh (apt-get install chromium chromium-driver)")
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()

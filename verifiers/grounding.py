@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pipeline.citations import sentence_spans, strip_markers
+from pipeline.citations import sentence_spans, strip_markers, with_markers
 from pipeline.errors import ConfigError
 from pipeline.protocols import SupportJudge
 from pipeline.types import AttributedAnswer, Passage, Quote, Sentence
@@ -185,7 +185,6 @@ class Grounder:
     ) -> list[AttributedAnswer]:
         """Per sentence: the supportive passages whose removal costs it >= ``min_drop`` nats,
         most used first; else the most used supportive one; no supportive passage: unchanged."""
-        from verifiers.verify import with_markers
 
         assert self.use is not None
         drops = self.use.drops(answers)

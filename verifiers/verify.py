@@ -18,13 +18,12 @@ citations, 0 without any) and ``revised`` (its words were edited or it was remov
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from pipeline.citations import strip_markers
+from pipeline.citations import strip_markers, with_markers
 from pipeline.protocols import SupportJudge
 from pipeline.types import AttributedAnswer, Passage, Sentence, SentenceVerdict
 from verifiers.claims import checkable
@@ -32,19 +31,6 @@ from verifiers.evidence import evidence_text
 from verifiers.rarr import ClaimCheck, RARRReviser
 
 log = logging.getLogger(__name__)
-
-_END = re.compile(r"[.!?]+[\"'\u201d\u2019)]*$")
-
-
-def with_markers(content: str, numbers: Sequence[int]) -> str:
-    """``content`` with ``[n]`` markers placed before its final punctuation."""
-    marks = "".join(f"[{n}]" for n in numbers)
-    if not marks:
-        return content
-    m = _END.search(content)
-    if m:
-        return f"{content[: m.start()].rstrip()} {marks}{content[m.start():]}"
-    return f"{content} {marks}"
 
 
 def verify_answer(

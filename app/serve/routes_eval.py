@@ -1,10 +1,10 @@
-"""Optional routes over ``eval``: ``POST /v1/eval`` (``citerag eval``) and ``POST /v1/attribute``
-(``citerag attribute``). :func:`register` adds each one whose ``eval`` module imports; the web
-page shows its saliency control only when ``/v1/attribute`` is listed by ``/v1/info``."""
+"""Routes over ``eval``: ``POST /v1/eval`` (``citerag eval``) and ``POST /v1/attribute``
+(``citerag attribute``). :func:`register` always adds both (the ``eval`` modules are imported
+here, so a broken install fails when the app is built, not silently); the web page shows its
+saliency control when ``/v1/attribute`` is listed by ``/v1/info``."""
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from typing import Any, Literal
@@ -13,10 +13,13 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.serve.schemas import ErrorResponse
+from eval.formats import predictions_from_rows
+from eval.saliency import attribute as attribute_answers
+from eval.saliency.context import answer_from_dict
+from eval.scoring import EvalConfig
+from eval.scoring import evaluate as evaluate_examples
 from pipeline.errors import ConfigError, InputError
-from serve_app.schemas import ErrorResponse
-
-log = logging.getLogger(__name__)
 
 _ERRORS = {422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}, 504: {"model": ErrorResponse}}
 
@@ -61,21 +64,9 @@ class EvalRequest(BaseModel):
 
 
 def register(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
-    """Add the routes whose ``eval`` modules are importable."""
-    try:
-        from eval.saliency import attribute as _attribute  # noqa: F401
-        from eval.saliency.context import answer_from_dict as _answer_from_dict  # noqa: F401
-    except ImportError as exc:
-        log.info("POST /v1/attribute not available: %s", exc)
-    else:
-        _add_attribute(app, service, run)
-    try:
-        from eval.formats import predictions_from_rows as _from_rows  # noqa: F401
-        from eval.scoring import EvalConfig as _EvalConfig, evaluate as _evaluate  # noqa: F401
-    except ImportError as exc:
-        log.info("POST /v1/eval not available: %s", exc)
-    else:
-        _add_eval(app, service, run)
+    """Add ``POST /v1/attribute`` and ``POST /v1/eval``."""
+    _add_attribute(app, service, run)
+    _add_eval(app, service, run)
 
 
 def _add_attribute(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
@@ -85,9 +76,6 @@ def _add_attribute(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
         the server's generator and prompt settings."""
 
         def work() -> dict[str, Any]:
-            from eval.saliency import attribute as attribute_answers
-            from eval.saliency.context import answer_from_dict
-
             service.require_ready()
             answer = answer_from_dict(req.answer, where="answer")
             report = attribute_answers(service.generator, [answer], req.methods, req.level, cfg=service.pipeline.prompt)[0]
@@ -103,10 +91,6 @@ def _add_eval(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
         correctness (``citerag eval --json``), judged by the server's support judge."""
 
         def work() -> dict[str, Any]:
-            from eval.formats import predictions_from_rows
-            from eval.scoring import EvalConfig
-            from eval.scoring import evaluate as evaluate_examples
-
             if not req.predictions:
                 raise InputError("predictions is empty: send the rows of a predictions file")
             if service.settings.judge == "llm":

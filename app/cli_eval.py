@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from pipeline.cli_errors import handle_errors
+from app.cli_common import llm_options
+from app.cli_errors import handle_errors
 
 log = logging.getLogger("citerag.eval")
 
@@ -65,13 +66,8 @@ TABLE = (
               help="Agreement: leave-one-out ablation, or ContextCite's sparse fit of random ablations.")
 @click.option("--agreement-threshold", type=float, default=1.0, show_default=True,
               help="Agreement: a passage is used when removing it lowers the sentence's log-probability by this many nats.")
-@click.option("--backend", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True,
-              help="Agreement: in-process generator (ignored with --llm-url).")
-@click.option("--model", default="smollm2-135m-instruct", show_default=True,
-              help="Agreement: the generator that wrote the answers (the embedded default, a local path or a hub id).")
-@click.option("--llm-url", default=None, envvar="CITERAG_LLM_URL", help="Agreement: OpenAI-compatible vLLM server to score with.")
-@click.option("--api-key", default=None, envvar="CITERAG_LLM_API_KEY", help="Bearer token for --llm-url.")
-@click.option("--max-model-len", type=int, default=2048, show_default=True, help="Agreement: context window of the in-process engine.")
+@llm_options("Agreement: ", model_help="the generator that wrote the answers (the embedded default, a local path or a hub id).",
+             backend_help="in-process generator (ignored with --llm-url).", llm_url_help="OpenAI-compatible vLLM server to score with.")
 @click.option("--max-doc-tokens", type=int, default=200, show_default=True,
               help="Agreement: each document is cut to this many tokens in the rebuilt prompt, as `citerag ask` does.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -79,7 +75,7 @@ TABLE = (
 def eval_cmd(pred_file: str, fmt: str, as_json: bool, report_dir: str | None, out_file: str | None, judge_name: str,
              threshold: float | None, at_most_citations: int, qampari: bool, no_truncate: bool, no_attribution: bool,
              ask_citations: str, batch_size: int | None, agreement: bool, agreement_method: str,
-             agreement_threshold: float, backend: str, model: str, llm_url: str | None, api_key: str | None,
+             agreement_threshold: float, backend: str, model: str, llm_url: str | None, llm_api_key: str | None,
              max_model_len: int, max_doc_tokens: int, no_progress: bool) -> None:
     """Score attributed text: ALCE citation recall / precision / F1, RARR attribution and
     preservation, and answer correctness (ASQA str_em, NQ exact match, answer in output).
@@ -135,9 +131,9 @@ def eval_cmd(pred_file: str, fmt: str, as_json: bool, report_dir: str | None, ou
     extra: dict[str, Any] = {}
     per_example: list[Any] = []
     if agreement:
-        from eval.attribute_cli import scoring_generator
+        from app.factory import scoring_generator
 
-        with scoring_generator(backend, model, llm_url, api_key, max_model_len) as generator:
+        with scoring_generator(backend, model, llm_url, llm_api_key, max_model_len) as generator:
             section, per_example = agreement_section(
                 evaluation, generator, method=agreement_method, threshold=agreement_threshold,
                 max_doc_tokens=max_doc_tokens, progress=progress_enabled(not no_progress))

@@ -127,7 +127,7 @@ class CiteragAskRunnable(Runnable[Any, dict[str, Any]]):
     def from_index(cls, index_dir: str | Path, *, verify: bool = False, judge: Any = "default", **settings: Any) -> CiteragAskRunnable:
         """Build the pipeline like ``citerag ask --index DIR`` (``settings``: ``pipeline.config.Settings`` fields)."""
         from pipeline.config import Settings
-        from pipeline.factory import build_pipeline
+        from app.factory import build_pipeline
 
         return cls(build_pipeline(Settings(index=index_dir, **settings)), verify=verify, judge=judge)
 

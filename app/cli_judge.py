@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli_errors import handle_errors
+from app.cli_errors import handle_errors
 
 
 @click.group("judge")
@@ -118,7 +118,7 @@ def eval_cmd(data: tuple[str, ...], judge_name: str, split: str, as_json: bool, 
         from pathlib import Path
 
         from pipeline.config import Settings
-        from pipeline.factory import build_generator
+        from app.factory import build_generator
 
         # The judge needs only the generator: the index path is never opened.
         settings = Settings(index=Path("."), **({"model": model} if model else {}))

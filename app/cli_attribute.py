@@ -5,13 +5,12 @@ Imports only click at module level, so ``citerag --help`` stays fast.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from pipeline.cli_errors import handle_errors
+from app.cli_common import llm_options
+from app.cli_errors import handle_errors
 
 _METHOD_CHOICES = ("loo", "contextcite", "ig", "ixg", "all")
 
@@ -36,18 +35,15 @@ _METHOD_CHOICES = ("loo", "contextcite", "ig", "ixg", "all")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Gradient methods: sequences per forward pass.")
 @click.option("--no-token-matrix", is_flag=True, help="Gradient methods: one backward pass per sentence, not per answer token (faster; no token matrix).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--backend", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True, help="In-process generator (ignored with --llm-url).")
-@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="The generator that wrote the answer: the embedded default, a local path or a hub id.")
-@click.option("--llm-url", default=None, envvar="CITERAG_LLM_URL", help="OpenAI-compatible vLLM server (ablation methods only).")
-@click.option("--api-key", default=None, envvar="CITERAG_LLM_API_KEY", help="Bearer token for --llm-url.")
-@click.option("--max-model-len", type=int, default=2048, show_default=True, help="Context window of the in-process engine.")
+@llm_options(model_help="The generator that wrote the answer: the embedded default, a local path or a hub id.",
+             llm_url_help="OpenAI-compatible vLLM server (ablation methods only).")
 @click.option("--max-doc-tokens", type=int, default=200, show_default=True, help="Each document is cut to this many tokens, as `citerag ask` does.")
 @handle_errors
 def attribute_cmd(answer_file: str | None, question: str | None, passages_file: str | None, answer_text: str | None,
                   methods: tuple[str, ...], level: str, sentence: int | None, as_json: bool, html_file: str | None,
                   png_file: str | None, faithfulness: bool, k: int, n_masks: int, n_steps: int, batch_size: int,
-                  no_token_matrix: bool, seed: int, backend: str, model: str, llm_url: str | None, api_key: str | None,
-                  max_model_len: int, max_doc_tokens: int) -> None:
+                  no_token_matrix: bool, seed: int, backend: str, model: str, llm_url: str | None,
+                  llm_api_key: str | None, max_model_len: int, max_doc_tokens: int) -> None:
     """Which passages (or evidence sentences, or tokens) each answer sentence depended on.
 
     ANSWER_FILE is `citerag ask --json` output (or `ask --out` JSONL); or give --question,
@@ -81,7 +77,9 @@ def attribute_cmd(answer_file: str | None, question: str | None, passages_file: 
         shortest = min(len(a.sentences) for a in answers)
         raise ConfigError(f"--sentence must be between 1 and {shortest} (the shortest answer's sentence count); got {sentence}")
 
-    with scoring_generator(backend, model, llm_url, api_key, max_model_len) as generator:
+    from app.factory import scoring_generator
+
+    with scoring_generator(backend, model, llm_url, llm_api_key, max_model_len) as generator:
         reports = attribute(generator, answers, names, level, n_masks=n_masks, seed=seed, n_steps=n_steps,  # type: ignore[arg-type]
                             batch_size=batch_size, token_matrix=not no_token_matrix,
                             cfg=PromptConfig(max_doc_tokens=max_doc_tokens), progress=progress_enabled())
@@ -121,24 +119,6 @@ def _read_input(answer_file: str | None, question: str | None, passages_file: st
         raise InputError("give an ANSWER_FILE (`citerag ask --json` output), or all of --question, --passages FILE.jsonl and --answer TEXT")
     rows = read_records(passages_file, "text")  # type: ignore[arg-type]
     return [answer_from_parts(question, passages_from_rows(rows, where=str(passages_file)), answer_text)]  # type: ignore[arg-type]
-
-
-@contextlib.contextmanager
-def scoring_generator(backend: str, model: str, llm_url: str | None, api_key: str | None,
-                      max_model_len: int) -> Iterator[Any]:
-    """The generator that scores ablations (fp32 in process, or ``llm_url``), closed on exit."""
-    from pipeline.generators import make_generator
-
-    if llm_url:
-        generator = make_generator("openai", model, llm_url=llm_url, api_key=api_key)
-    else:
-        generator = make_generator(backend, model, dtype="float32", max_model_len=max_model_len)
-    try:
-        yield generator
-    finally:
-        close = getattr(generator, "close", None)
-        if callable(close):
-            close()
 
 
 def format_report(report: Any, sentence: int | None = None) -> str:

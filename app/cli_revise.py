@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from pipeline.cli_errors import handle_errors
+from app.cli_common import RETRIEVERS, llm_options, reference_lines, validated
+from app.cli_errors import handle_errors
 from verifiers.editor import DEFAULT_EDITOR, EDITORS  # no model import: only the names
 
 
@@ -27,18 +28,14 @@ from verifiers.editor import DEFAULT_EDITOR, EDITORS  # no model import: only th
               help="aligned: replace only a number, date or name that an otherwise matching evidence sentence gives "
                    "differently (no model); llm: RARR's LLM editor; both: every candidate judged, the best accepted kept.")
 @click.option("--llm-gate", is_flag=True, help="Also ask the generator whether the evidence agrees (both must agree).")
-@click.option("--retriever", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid", show_default=True)
+@click.option("--retriever", type=click.Choice(RETRIEVERS), default="hybrid", show_default=True)
 @click.option("-k", "--k", type=int, default=3, show_default=True, help="Passages retrieved per query.")
-@click.option("--backend", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True, help="In-process generator (ignored with --llm-url).")
-@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Generator: the embedded default, a local path or a hub id.")
-@click.option("--llm-url", default=None, envvar="CITERAG_LLM_URL", help="OpenAI-compatible server instead of an in-process engine.")
-@click.option("--api-key", default=None, envvar="CITERAG_LLM_API_KEY", help="Bearer token for --llm-url.")
-@click.option("--max-model-len", type=int, default=2048, show_default=True, help="Context window of the in-process engine.")
+@llm_options(llm_url_help="OpenAI-compatible server instead of an in-process engine.")
 @handle_errors
 def revise(text: str | None, input_file: str | None, out_file: str | None, index_dir: str, as_json: bool, judge_name: str,
            threshold: float | None, policy: str, min_preservation: float, evidence_count: int, select_by: str,
            samples: int, editor: str, llm_gate: bool, retriever: str, k: int, backend: str, model: str, llm_url: str | None,
-           api_key: str | None, max_model_len: int) -> None:
+           llm_api_key: str | None, max_model_len: int) -> None:
     """Check every claim of a text against the index and edit only what the evidence contradicts.
 
     Supported claims are left exactly as written and cited; a contradicted claim is edited
@@ -49,8 +46,6 @@ def revise(text: str | None, input_file: str | None, out_file: str | None, index
     their evidence, and references (or JSON with --json, including the attribution report).
     """
     import json
-
-    from pydantic import ValidationError
 
     from pipeline.config import Settings
     from pipeline.errors import ConfigError, InputError
@@ -68,14 +63,10 @@ def revise(text: str | None, input_file: str | None, out_file: str | None, index
     config = RARRConfig(k=k, evidence_count=evidence_count, select_by=select_by, threshold=threshold,  # type: ignore[arg-type]
                         min_preservation=min_preservation, policy=policy, questions=samples > 0)  # type: ignore[arg-type]
     rows = read_records(input_file, "text") if input_file else [{"text": text}]
-    try:
-        settings = Settings(index=index_dir, retriever=retriever, k=k, backend=backend, model=model, llm_url=llm_url,
-                            api_key=api_key, max_model_len=max_model_len, post_hoc=False)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
+    settings = validated(Settings, index=index_dir, retriever=retriever, k=k, backend=backend, model=model, llm_url=llm_url,
+                         llm_api_key=llm_api_key, max_model_len=max_model_len, post_hoc=False)
 
-    from pipeline.factory import build_pipeline
+    from app.factory import build_pipeline
     from verifiers.judges import load_judge
     from verifiers.rarr import build_reviser
 
@@ -155,10 +146,6 @@ def format_revision(result: Any) -> str:
     if refs:
         lines += ["", "References:"]
         for n, c in sorted(refs.values(), key=lambda t: t[0]):
-            title = f"{c['title']} " if c["title"] else ""
-            snippet = " ".join(c["text"].split())
-            snippet = snippet if len(snippet) <= 200 else snippet[:197] + "..."
-            lines.append(f"[{n}] {title}({c['doc_id']}, characters {c['start']}-{c['end']})")
-            lines.append(f"    \"{snippet}\"")
+            lines += reference_lines(n, c["title"], c["doc_id"], c["start"], c["end"], c["text"])
     lines.append(f"\npreservation: {result.revision.preservation:.3f}")
     return "\n".join(lines)

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from pipeline.cli_errors import handle_errors
-
+from app.cli_common import (
+    RETRIEVERS,
+    default,
+    generation_options,
+    generation_settings,
+    llm_options,
+    quiet_libraries,
+    reference_lines,
+    sample_index,
+    validated,
+)
+from app.cli_errors import handle_errors
 from pipeline.errors import CiteragError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,19 +39,7 @@ def cli(verbose: int, quiet: bool) -> None:
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)  # libraries that set their own loggers to DEBUG stay quiet
     logging.getLogger("citerag").setLevel(level)
-    _quiet_libraries(level)
-
-
-def _quiet_libraries(level: int) -> None:
-    """Libraries log and draw progress bars on their own; follow our level instead."""
-    if level > logging.INFO:
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        # vLLM repeats harmless CPU warnings (thread binding) on every step at WARNING.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    # bm25s sets its own logger to DEBUG at import time.
-    for name in ("bm25s", "sentence_transformers", "faiss", "httpx"):
-        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    quiet_libraries(level)
 
 
 @cli.group()
@@ -100,20 +97,12 @@ def index_cmd(path: str, index_dir: str, embedder: str, chunk_by: str, chunk_siz
 def _settings_options(fn: F) -> F:
     opts = [
         click.option("--index", "index_dir", required=True, type=click.Path(path_type=str), help="Index built by `citerag index`."),
-        click.option("--retriever", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid", show_default=True),
-        click.option("-k", "--k", type=int, default=5, show_default=True, help="Passages shown to the generator."),
+        click.option("--retriever", type=click.Choice(RETRIEVERS), default=default("retriever"), show_default=True),
+        click.option("-k", "--k", type=int, default=default("k"), show_default=True, help="Passages shown to the generator."),
         click.option("--reranker", default=None, help="Cross-encoder name or path to rerank the retrieved passages."),
-        click.option("--backend", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True, help="In-process generator (ignored with --llm-url)."),
-        click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Generator: the embedded default, a local path or a hub id."),
-        click.option("--llm-url", default=None, envvar="CITERAG_LLM_URL", help="OpenAI-compatible server (e.g. `citerag llm serve`), instead of an in-process engine."),
-        click.option("--api-key", default=None, envvar="CITERAG_LLM_API_KEY", help="Bearer token for --llm-url."),
-        click.option("--max-tokens", type=int, default=128, show_default=True, help="Answer length limit in tokens."),
-        click.option("--max-model-len", type=int, default=2048, show_default=True, help="Context window of the in-process engine."),
-        click.option("--no-post-hoc", is_flag=True, help="Do not attach citations to uncited sentences after generation."),
-        click.option("--citations", type=click.Choice(["auto", "post-hoc", "constrained", "use-aware"]), default="auto", show_default=True, help="auto: constrained on vLLM backends (not with --iterative), else post-hoc; post-hoc: uncited sentences get the best-matching passage; constrained: decoding forces a citation [n] on every sentence (vLLM backends only); use-aware: re-cite each sentence to the supportive passages it used (leave-one-out, k+1 scoring passes)."),
-        click.option("--iterative", is_flag=True, help="Re-retrieve during generation (In-Context RALM's iterative mode)."),
-        click.option("--stride", type=int, default=32, show_default=True, help="Iterative mode: tokens generated between retrievals."),
-        click.option("--query-tokens", type=int, default=32, show_default=True, help="Iterative mode: last tokens used as the query."),
+        llm_options(),
+        click.option("--max-tokens", type=int, default=default("max_tokens"), show_default=True, help="Answer length limit in tokens."),
+        *generation_options(),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -121,22 +110,13 @@ def _settings_options(fn: F) -> F:
 
 
 def _settings(kw: dict[str, Any]) -> Any:
-    from pydantic import ValidationError
-
     from pipeline.config import Settings
-    from pipeline.errors import ConfigError
 
-    try:
-        return Settings(
-            index=kw["index_dir"], retriever=kw["retriever"], k=kw["k"], reranker=kw["reranker"],
-            backend=kw["backend"], model=kw["model"], llm_url=kw["llm_url"], api_key=kw["api_key"],
-            max_tokens=kw["max_tokens"], max_model_len=kw["max_model_len"], post_hoc=not kw["no_post_hoc"],
-            iterative=kw["iterative"], stride=kw["stride"], query_tokens=kw["query_tokens"],
-            citations=kw["citations"],
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
+    return validated(
+        Settings, index=kw["index_dir"], retriever=kw["retriever"], k=kw["k"], reranker=kw["reranker"],
+        backend=kw["backend"], model=kw["model"], llm_url=kw["llm_url"], llm_api_key=kw["llm_api_key"],
+        max_tokens=kw["max_tokens"], max_model_len=kw["max_model_len"], **generation_settings(kw),
+    )  # fmt: skip
 
 
 @cli.command("ask")
@@ -209,7 +189,7 @@ def _check(pipe: Any, results: list[Any], judge_name: str, verify: bool, abstain
 
 
 def _build(settings: Any) -> Any:
-    from pipeline.factory import build_pipeline
+    from app.factory import build_pipeline
 
     return build_pipeline(settings)
 
@@ -245,11 +225,7 @@ def format_answer(answer: Any) -> str:
         lines += ["", "References:"]
         for n in cited:
             p = answer.passages[n - 1]
-            title = f"{p.title} " if p.title else ""
-            snippet = " ".join(p.text.split())
-            snippet = snippet if len(snippet) <= 200 else snippet[:197] + "..."
-            lines.append(f"[{n}] {title}({p.doc_id}, characters {p.start}-{p.end})")
-            lines.append(f"    \"{snippet}\"")
+            lines += reference_lines(n, p.title, p.doc_id, p.start, p.end, p.text)
             if n in quotes and quotes[n].text != p.text:
                 q = quotes[n]
                 lines.append(f"    supporting quote (characters {q.start}-{q.end}): \"{' '.join(q.text.split())}\"")
@@ -276,11 +252,11 @@ def llm() -> None:
 
 
 @llm.command("serve")
-@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="The embedded default, a local path or a hub id.")
+@click.option("--model", default=default("model"), show_default=True, help="The embedded default, a local path or a hub id.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--max-model-len", type=int, default=2048, show_default=True)
-@click.option("--dtype", default="float32", show_default=True, help="float32 keeps scores comparable with transformers; bfloat16 is faster.")
+@click.option("--max-model-len", type=int, default=default("max_model_len"), show_default=True)
+@click.option("--dtype", default=default("dtype"), show_default=True, help="float32 keeps scores comparable with transformers; bfloat16 is faster.")
 @click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait for the server to become healthy.")
 @handle_errors
 def llm_serve(model: str, host: str, port: int, max_model_len: int, dtype: str, timeout: float) -> None:
@@ -311,38 +287,33 @@ def demo_cmd(question: str, index_dir: str | None) -> None:
     from pathlib import Path
 
     from pipeline.config import Settings
-    from pipeline.models import cache_dir
-    from retrievers.index import build_index
 
-    corpus = Path(__file__).parent / "sample_corpus"
-    target = Path(index_dir) if index_dir else cache_dir() / "sample-index"
-    click.echo(f"indexing the sample corpus ({corpus}) into {target}", err=True)
-    build_index(str(corpus), str(target), progress=True)
+    target = sample_index(Path(index_dir) if index_dir else None, rebuild=True, progress=True)
     click.echo(f"asking: {question}", err=True)
     pipe = _build(Settings(index=target))
     click.echo(format_answer(_check(pipe, [pipe.ask(question)], "default", verify=False, abstain=True, quotes=True)[0]))
 
 
-from verifiers.cli_revise import revise as _revise_cmd  # noqa: E402
+from app.cli_revise import revise as _revise_cmd  # noqa: E402
 
 cli.add_command(_revise_cmd)
 
 
-from verifiers.cli_judge import judge as _judge_group  # noqa: E402
+from app.cli_judge import judge as _judge_group  # noqa: E402
 cli.add_command(_judge_group)
 
 
-from eval.cli import eval_cmd as _eval_cmd  # noqa: E402
+from app.cli_eval import eval_cmd as _eval_cmd  # noqa: E402
 
 cli.add_command(_eval_cmd)
 
 
-from eval.attribute_cli import attribute_cmd as _attribute_cmd  # noqa: E402
+from app.cli_attribute import attribute_cmd as _attribute_cmd  # noqa: E402
 
 cli.add_command(_attribute_cmd)
 
 
-from serve_app.cli import serve as _serve_cmd  # noqa: E402
+from app.serve.cli import serve as _serve_cmd  # noqa: E402
 
 cli.add_command(_serve_cmd)
 

@@ -1,13 +1,14 @@
 """The FastAPI application: routes, streaming, auth, limits, errors, the web page.
 
-``create_app(service)`` builds it around a :class:`~serve_app.service.CiteragService`; the
+``create_app(service)`` builds it around a :class:`~app.serve.service.CiteragService`; the
 service is loaded in a background thread when the app starts, so ``/healthz`` answers at
 once and ``/readyz`` says 503 until the index and the generator are ready.
 
 Errors: a :class:`~pipeline.errors.CiteragError` becomes its ``http_status`` (422 bad input,
 503 generator or index unavailable) with ``{"error": {"type", "message", "status"}}``; a
-request over ``--request-timeout`` gets 504. Optional endpoints (``/v1/eval``,
-``/v1/attribute``) are added by :data:`OPTIONAL_ROUTES` modules when they can be imported.
+request over ``--request-timeout`` gets 504. The scoring endpoints (``/v1/eval``,
+``/v1/attribute``) live in :mod:`app.serve.routes_eval` and are always mounted: a missing
+dependency there fails the import loudly instead of hiding the routes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import importlib
 import json
 import logging
 import threading
@@ -33,7 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline import __version__
 from pipeline.errors import CiteragError
-from serve_app.schemas import (
+from app.serve import routes_eval
+from app.serve.schemas import (
     AskRequest,
     AskResponse,
     DocumentSpan,
@@ -44,15 +45,12 @@ from serve_app.schemas import (
     ReviseRequest,
     ReviseResponse,
 )
-from serve_app.service import CiteragService
+from app.serve.service import CiteragService
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WEB_DIR = Path(__file__).parent / "web"
-#: Modules that add optional routes: each has ``register(app, service, run)``; a module that
-#: cannot be imported (its dependencies are not there yet) is skipped.
-OPTIONAL_ROUTES: tuple[str, ...] = ("serve_app.routes_eval",)
 COOKIE = "citerag_api_key"
 _ERRORS = {422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}, 504: {"model": ErrorResponse}}
 
@@ -336,13 +334,7 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         context = max(0, min(context, 5000))
         return JSONResponse(await run(lambda: service.document(doc_id, start, end, context), timeout=30))
 
-    for module in OPTIONAL_ROUTES:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as exc:
-            log.debug("optional routes %s not available: %s", module, exc)
-            continue
-        mod.register(app, service, run)
+    routes_eval.register(app, service, run)
 
     # the web page ----------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

@@ -12,9 +12,25 @@ from typing import Any
 
 import click
 
-from pipeline.cli_errors import handle_errors
+from app.cli_common import (
+    RETRIEVERS,
+    default,
+    generation_options,
+    generation_settings,
+    llm_options,
+    quiet_libraries,
+    sample_index,
+    validated,
+)
+from app.cli_errors import handle_errors
 
 log = logging.getLogger(__name__)
+
+
+def _generation_options(fn: Any) -> Any:
+    for opt in reversed(generation_options()):
+        fn = opt(fn)
+    return fn
 
 
 @click.command("serve")
@@ -22,23 +38,19 @@ log = logging.getLogger(__name__)
               help="Index built by `citerag index` (default: the bundled sample corpus, indexed on first use).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes the server to the network.")
 @click.option("--port", type=int, default=8080, show_default=True)
-@click.option("--llm-url", default=None, envvar="CITERAG_LLM_URL",
-              help="OpenAI-compatible server that generates (e.g. `citerag llm serve`); default: vLLM's async engine in this process.")
-@click.option("--llm-api-key", default=None, envvar="CITERAG_LLM_API_KEY", help="Bearer token for --llm-url.")
+@llm_options(api_key_alias=False,
+             llm_url_help="OpenAI-compatible server that generates (e.g. `citerag llm serve`); default: vLLM's async engine in this process.",
+             backend_help="In-process generator without --llm-url: vLLM's async engine (batches concurrent requests) or transformers (one at a time).")
 @click.option("--api-key", default=None, envvar="CITERAG_API_KEY",
-              help="Require 'Authorization: Bearer KEY' on every endpoint but /healthz (env CITERAG_API_KEY).")
-@click.option("--retriever", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid", show_default=True, help="Default retriever.")
-@click.option("-k", "--k", type=int, default=5, show_default=True, help="Default number of passages shown to the generator.")
+              help="Require 'Authorization: Bearer KEY' on every endpoint but /healthz (env CITERAG_API_KEY). Not the LLM server's key (--llm-api-key).")
+@click.option("--retriever", type=click.Choice(RETRIEVERS), default=default("retriever"), show_default=True, help="Default retriever.")
+@click.option("-k", "--k", type=int, default=default("k"), show_default=True, help="Default number of passages shown to the generator.")
 @click.option("--reranker", default=None, help="Cross-encoder name or path to rerank the retrieved passages.")
-@click.option("--backend", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True,
-              help="In-process generator without --llm-url: vLLM's async engine (batches concurrent requests) or transformers (one at a time).")
-@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Generator: the embedded default, a local path or a hub id.")
-@click.option("--max-tokens", type=int, default=128, show_default=True, help="Default answer length limit in tokens.")
+@click.option("--max-tokens", type=int, default=default("max_tokens"), show_default=True, help="Default answer length limit in tokens.")
 @click.option("--max-tokens-limit", type=int, default=1024, show_default=True, help="Largest max_tokens a request may ask for.")
-@click.option("--max-model-len", type=int, default=2048, show_default=True, help="Context window of the in-process engine.")
-@click.option("--dtype", default="float32", show_default=True, help="In-process engine dtype (bfloat16 is faster, float32 matches scores).")
+@click.option("--dtype", default=default("dtype"), show_default=True, help="In-process engine dtype (bfloat16 is faster, float32 matches scores).")
 @click.option("--no-prefix-caching", is_flag=True, help="In-process engine: turn vLLM's automatic prefix caching off (benchmarks of repeated prompts).")
-@click.option("--no-post-hoc", is_flag=True, help="Do not attach citations to uncited sentences after generation.")
+@_generation_options
 @click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge for verify and revise: a name or a path.")
 @click.option("--no-abstain", is_flag=True, help="Never replace an answer by \"The documents do not answer this question.\" (requests may still ask for it).")
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True, help="Larger request bodies get 413.")
@@ -51,8 +63,8 @@ log = logging.getLogger(__name__)
 @handle_errors
 def serve(index_dir: str | None, host: str, port: int, llm_url: str | None, llm_api_key: str | None, api_key: str | None,
           retriever: str, k: int, reranker: str | None, backend: str, model: str, max_tokens: int, max_tokens_limit: int,
-          max_model_len: int, dtype: str, no_prefix_caching: bool, no_post_hoc: bool, judge_name: str, no_abstain: bool, max_body_bytes: int, max_question_chars: int,
-          max_text_chars: int, request_timeout: float, threads: int, log_level: str) -> None:
+          max_model_len: int, dtype: str, no_prefix_caching: bool, judge_name: str, no_abstain: bool, max_body_bytes: int,
+          max_question_chars: int, max_text_chars: int, request_timeout: float, threads: int, log_level: str, **kw: Any) -> None:
     """Serve the HTTP API (POST /v1/ask, /v1/revise, /v1/eval, /v1/attribute; GET /healthz, /readyz) and the web page at /.
 
     The index is checked before the server starts; the generator loads in the background
@@ -61,43 +73,22 @@ def serve(index_dir: str | None, host: str, port: int, llm_url: str | None, llm_
     settings = build_settings(
         index=index_dir, retriever=retriever, k=k, reranker=reranker, backend=backend, model=model, llm_url=llm_url,
         llm_api_key=llm_api_key, max_tokens=max_tokens, max_tokens_limit=max_tokens_limit, max_model_len=max_model_len,
-        dtype=dtype, prefix_caching=not no_prefix_caching, post_hoc=not no_post_hoc, judge=judge_name, abstain=not no_abstain, api_key=api_key or None, max_body_bytes=max_body_bytes,
-        max_question_chars=max_question_chars, max_text_chars=max_text_chars, request_timeout=request_timeout, threads=threads,
+        dtype=dtype, prefix_caching=not no_prefix_caching, judge=judge_name, abstain=not no_abstain, api_key=api_key or None,
+        max_body_bytes=max_body_bytes, max_question_chars=max_question_chars, max_text_chars=max_text_chars,
+        request_timeout=request_timeout, threads=threads, **generation_settings(kw),
     )  # fmt: skip
     run_server(settings, host=host, port=port, log_level=log_level)
 
 
 def build_settings(index: str | None, **kw: Any) -> Any:
-    """Validated :class:`~serve_app.service.ServeSettings`; the index must exist (checked now)."""
-    from pydantic import ValidationError
-
-    from pipeline.errors import ConfigError
+    """Validated :class:`~app.serve.service.ServeSettings`; the index must exist (checked now)."""
+    from app.serve.service import ServeSettings
     from retrievers.index import read_manifest
-    from serve_app.service import ServeSettings
 
     if index is None:
         index = str(sample_index())
     read_manifest(index)  # fail now, with the command to run, rather than after start-up
-    try:
-        return ServeSettings(index=index, **kw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
-
-
-def sample_index() -> Any:
-    """The bundled sample corpus's index in the cache (built on first use, like `citerag demo`)."""
-    from pathlib import Path
-
-    from pipeline.models import cache_dir
-    from retrievers.index import build_index
-
-    target = cache_dir() / "sample-index"
-    if not (target / "manifest.json").is_file():
-        corpus = Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"
-        click.echo(f"indexing the sample corpus ({corpus}) into {target}", err=True)
-        build_index(str(corpus), str(target), progress=False)
-    return target
+    return validated(ServeSettings, index=index, **kw)
 
 
 def run_server(settings: Any, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
@@ -105,8 +96,8 @@ def run_server(settings: Any, *, host: str = "127.0.0.1", port: int = 8080, log_
     import uvicorn
 
     from pipeline.generators.base import vllm_env
-    from serve_app.app import create_app
-    from serve_app.service import CiteragService
+    from app.serve.app import create_app
+    from app.serve.service import CiteragService
 
     vllm_env(settings.model)
     # vLLM logs every engine step's details at INFO; the server's own log level decides.
@@ -122,6 +113,5 @@ def run_server(settings: Any, *, host: str = "127.0.0.1", port: int = 8080, log_
 def main() -> None:
     """``python serve.py``: the same command, with citerag's logging set up as the CLI does."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("bm25s", "sentence_transformers", "faiss", "httpx"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_libraries(logging.INFO)
     serve(prog_name="serve.py")

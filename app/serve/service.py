@@ -20,14 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from pipeline.config import Settings
 from pipeline.errors import CiteragError, ConfigError, GeneratorUnavailableError, InputError
-from pipeline.models import DEFAULT_GENERATOR
-from pipeline.types import GenerationParams, Passage
+from pipeline.types import Passage
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +37,19 @@ class DocumentNotFoundError(InputError):
     http_status = 404
 
 
-class ServeSettings(BaseModel):
-    """Everything ``citerag serve`` is configured with."""
+class ServeSettings(Settings):
+    """Everything ``citerag serve`` is configured with: the pipeline :class:`Settings` that
+    ``citerag ask`` uses (built by the same factory, so every generation option means the same)
+    plus the server's own limits. ``api_key`` here is the server's auth key; the LLM server's
+    key is ``llm_api_key``, as in ``Settings``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    index: Path
-    retriever: Literal["hybrid", "dense", "bm25"] = "hybrid"
-    k: int = Field(5, ge=1, le=100)
-    reranker: str | None = None
     #: ``vllm``: vLLM's async engine in this process; ``transformers``: one request at a time.
-    backend: Literal["vllm", "transformers"] = "vllm"
-    model: str = DEFAULT_GENERATOR
-    llm_url: str | None = None
-    llm_api_key: str | None = None
-    max_tokens: int = Field(128, ge=1)
+    backend: Literal["vllm", "transformers"] = "vllm"  # type: ignore[assignment]
     max_tokens_limit: int = Field(1024, ge=1)
-    max_model_len: int = Field(2048, ge=64)
-    dtype: str = "float32"
     #: vLLM's automatic prefix caching in the in-process engine (repeated prompts skip prefill).
     prefix_caching: bool = True
-    post_hoc: bool = True
     judge: str = "default"
     #: Answer "The documents do not answer this question." when nothing shown supports the draft.
     abstain: bool = True
@@ -139,44 +130,32 @@ class CiteragService:
         log.info("citerag serve loaded in %.1f s", self.load_seconds)
 
     def _load(self) -> None:
-        from pipeline.citations import EmbeddingPostHocCiter
-        from pipeline.rag import RAGPipeline
+        from app.factory import build_pipeline, check_settings
         from retrievers.index import load_index
 
         s = self.settings
+        check_settings(s)
         index = load_index(s.index)
         # Every use of the embedder (retrieval, post-hoc citing) happens under the CPU lock.
-        embedder = index.embedder() if (s.retriever != "bm25" or s.post_hoc) else None
-        self._embedder = embedder
+        self._embedder = index.embedder() if (s.retriever != "bm25" or s.post_hoc) else None
         self.index = index
         retriever = self.retriever(s.retriever)
         if self.generator is None:
             self.generator = self._start_generator()
-        self.pipeline = RAGPipeline(
-            retriever=retriever,
-            generator=self.generator,
-            k=s.k,
-            params=GenerationParams(max_tokens=s.max_tokens),
-            post_hoc=_Locked(EmbeddingPostHocCiter(embedder), self._cpu, ["best"]) if (s.post_hoc and embedder) else None,  # type: ignore[arg-type]
-        )
+        pipe = build_pipeline(s, self.generator, index=index, retriever=retriever)
+        if pipe.post_hoc is not None:
+            pipe = replace(pipe, post_hoc=_Locked(pipe.post_hoc, self._cpu, ["best"]))
+        self.pipeline = pipe
 
     def _start_generator(self) -> Any:
+        from app.factory import build_generator
+
         s = self.settings
-        if s.llm_url:
-            from pipeline.generators import make_generator
-
-            return make_generator("openai", s.model, llm_url=s.llm_url, api_key=s.llm_api_key, timeout=s.request_timeout)
-        from pipeline.models import resolve_generator
-
-        path = resolve_generator(s.model)
-        if s.backend == "transformers":
-            from pipeline.generators.hf import TransformersGenerator
-
+        gen = build_generator(s, concurrent=True, timeout=s.request_timeout, prefix_caching=s.prefix_caching)
+        if not s.llm_url and s.backend == "transformers":
             # transformers' generate is not made for concurrent calls: one request at a time.
-            return _Locked(TransformersGenerator(path), threading.RLock(), ["generate", "score"])
-        from pipeline.generators.vllm_async import AsyncVLLMGenerator
-
-        return AsyncVLLMGenerator(path, dtype=s.dtype, max_model_len=s.max_model_len, enable_prefix_caching=s.prefix_caching)
+            return _Locked(gen, threading.RLock(), ["generate", "score"])
+        return gen
 
     def retriever(self, kind: str) -> Any:
         """The (locked) retriever of ``kind``, built on first use."""
@@ -186,7 +165,7 @@ class CiteragService:
                 if self.index is None:
                     raise self._not_ready()
                 with self._cpu:
-                    base = self.index.retriever(kind, reranker=self.settings.reranker)
+                    base = self.index.retriever(kind, reranker=self.settings.reranker, rerank_depth=self.settings.rerank_depth)
                 r = self._retrievers[kind] = _Locked(base, self._cpu, ["retrieve"])
             return r
 
@@ -275,7 +254,7 @@ class CiteragService:
 
             if self._embedder is None:
                 raise ConfigError("post_hoc needs the index's embedder, which this server did not load (--retriever bm25 --no-post-hoc)")
-            changes["post_hoc"] = _Locked(EmbeddingPostHocCiter(self._embedder), self._cpu, ["best"])
+            changes["post_hoc"] = _Locked(EmbeddingPostHocCiter(self._embedder, s.post_hoc_min_similarity), self._cpu, ["best"])
         return replace(pipe, **changes) if changes else pipe
 
     def ask(
@@ -303,11 +282,12 @@ class CiteragService:
             judge = self.judge()
             answer = verify_answers([answer], judge, build_reviser(pipe.retriever, pipe.generator, judge))[0]
         abstain = self.settings.abstain if req.abstain is None else req.abstain
-        if abstain or req.quotes:
+        use_aware = pipe.citations == "use-aware"
+        if abstain or req.quotes or use_aware:
             from verifiers.grounding import AbstainRule, ground_with_pipeline
 
             rule = AbstainRule() if abstain else None
-            answer = ground_with_pipeline(pipe, [answer], self.judge(), abstain=rule, quotes=req.quotes)[0]
+            answer = ground_with_pipeline(pipe, [answer], self.judge(), abstain=rule, quotes=req.quotes, use_aware=use_aware)[0]
         return answer.to_dict()
 
     def revise(self, req: Any) -> dict[str, Any]:
