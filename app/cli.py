@@ -65,13 +65,32 @@ def models_prepare(force: bool) -> None:
 @cli.command("index")
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--index", "index_dir", required=True, type=click.Path(path_type=str), help="Index directory to write.")
-@click.option("--embedder", default="all-MiniLM-L6-v2", show_default=True, help="sentence-transformers model: name, local path or hub id.")
+@click.option(
+    "--embedder",
+    default="all-MiniLM-L6-v2",
+    show_default=True,
+    help="sentence-transformers model: name, local path or hub id.",
+)
 @click.option("--chunk-by", type=click.Choice(["sentences", "tokens"]), default="sentences", show_default=True)
 @click.option("--chunk-size", type=int, default=100, show_default=True, help="Words per passage (at most).")
-@click.option("--overlap", type=int, default=None, help="Overlap: words (tokens mode, default 20) or sentences (sentences mode, default 1).")
-@click.option("--faiss", "faiss_kind", type=click.Choice(["flat", "ivf", "hnsw"]), default="flat", show_default=True, help="flat is exact; ivf/hnsw are approximate, for large corpora.")
+@click.option(
+    "--overlap",
+    type=int,
+    default=None,
+    help="Overlap: words (tokens mode, default 20) or sentences (sentences mode, default 1).",
+)
+@click.option(
+    "--faiss",
+    "faiss_kind",
+    type=click.Choice(["flat", "ivf", "hnsw"]),
+    default="flat",
+    show_default=True,
+    help="flat is exact; ivf/hnsw are approximate, for large corpora.",
+)
 @handle_errors
-def index_cmd(path: str, index_dir: str, embedder: str, chunk_by: str, chunk_size: int, overlap: int | None, faiss_kind: str) -> None:
+def index_cmd(
+    path: str, index_dir: str, embedder: str, chunk_by: str, chunk_size: int, overlap: int | None, faiss_kind: str
+) -> None:
     """Split the documents under PATH into passages and write a BM25 + FAISS index.
 
     PATH is a file or folder of .txt, .md, .html and .jsonl ({"id", "title", "text"} per
@@ -82,8 +101,14 @@ def index_cmd(path: str, index_dir: str, embedder: str, chunk_by: str, chunk_siz
     if overlap is None:
         overlap = 20 if chunk_by == "tokens" else 1
     manifest = build_index(
-        path, index_dir, embedder_name=embedder, mode=chunk_by, size=chunk_size, overlap=overlap,
-        faiss_kind=faiss_kind, progress=True,
+        path,
+        index_dir,
+        embedder_name=embedder,
+        mode=chunk_by,
+        size=chunk_size,
+        overlap=overlap,
+        faiss_kind=faiss_kind,
+        progress=True,
     )
     counts = manifest.get("counts", {})
     click.echo(
@@ -96,12 +121,26 @@ def index_cmd(path: str, index_dir: str, embedder: str, chunk_by: str, chunk_siz
 
 def _settings_options(fn: F) -> F:
     opts = [
-        click.option("--index", "index_dir", required=True, type=click.Path(path_type=str), help="Index built by `citerag index`."),
+        click.option(
+            "--index",
+            "index_dir",
+            required=True,
+            type=click.Path(path_type=str),
+            help="Index built by `citerag index`.",
+        ),
         click.option("--retriever", type=click.Choice(RETRIEVERS), default=default("retriever"), show_default=True),
-        click.option("-k", "--k", type=int, default=default("k"), show_default=True, help="Passages shown to the generator."),
+        click.option(
+            "-k", "--k", type=int, default=default("k"), show_default=True, help="Passages shown to the generator."
+        ),
         click.option("--reranker", default=None, help="Cross-encoder name or path to rerank the retrieved passages."),
         llm_options(),
-        click.option("--max-tokens", type=int, default=default("max_tokens"), show_default=True, help="Answer length limit in tokens."),
+        click.option(
+            "--max-tokens",
+            type=int,
+            default=default("max_tokens"),
+            show_default=True,
+            help="Answer length limit in tokens.",
+        ),
         *generation_options(),
     ]
     for opt in reversed(opts):
@@ -121,18 +160,44 @@ def _settings(kw: dict[str, Any]) -> Any:
 
 @cli.command("ask")
 @click.argument("question", required=False)
-@click.option("--questions", "questions_file", type=click.Path(path_type=str), help="Batch mode: JSONL of {\"question\": ...} (or JSON strings).")
+@click.option(
+    "--questions",
+    "questions_file",
+    type=click.Path(path_type=str),
+    help='Batch mode: JSONL of {"question": ...} (or JSON strings).',
+)
 @click.option("--out", "out_file", type=click.Path(path_type=str), help="Batch mode: JSONL answers, one per question.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-@click.option("--verify", is_flag=True, help="Judge each sentence against its citations; re-cite or revise (RARR) what they do not support.")
-@click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge for --verify, quotes and abstention: a name or a path.")
-@click.option("--no-abstain", is_flag=True, help="Keep the answer even when no shown passage supports it or none is about the question.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Judge each sentence against its citations; re-cite or revise (RARR) what they do not support.",
+)
+@click.option(
+    "--judge",
+    "judge_name",
+    default="default",
+    show_default=True,
+    help="Support judge for --verify, quotes and abstention: a name or a path.",
+)
+@click.option(
+    "--no-abstain",
+    is_flag=True,
+    help="Keep the answer even when no shown passage supports it or none is about the question.",
+)
 @click.option("--no-quotes", is_flag=True, help="Do not look for the supporting quote of each citation.")
 @_settings_options
 @handle_errors
 def ask_cmd(
-    question: str | None, questions_file: str | None, out_file: str | None, as_json: bool, verify: bool, judge_name: str,
-    no_abstain: bool, no_quotes: bool, **kw: Any,
+    question: str | None,
+    questions_file: str | None,
+    out_file: str | None,
+    as_json: bool,
+    verify: bool,
+    judge_name: str,
+    no_abstain: bool,
+    no_quotes: bool,
+    **kw: Any,
 ) -> None:
     """Answer QUESTION from the index, with citations to the passages shown to the generator."""
     from pipeline.errors import InputError
@@ -165,7 +230,10 @@ def ask_cmd(
         else:
             rows.append({**{k: v for k, v in rec.items() if k != "question"}, **res.to_dict()})
     write_jsonl_atomic(out_file, rows)
-    click.echo(f"wrote {len(rows) - failed} answers to {out_file}" + (f" ({failed} questions failed, see their 'error')" if failed else ""))
+    click.echo(
+        f"wrote {len(rows) - failed} answers to {out_file}"
+        + (f" ({failed} questions failed, see their 'error')" if failed else "")
+    )
     if failed == len(rows):
         sys.exit(2)
 
@@ -218,7 +286,12 @@ def format_answer(answer: Any) -> str:
     if answer.report.get("abstained"):
         draft = (answer.report.get("draft") or {}).get("answer", "")
         reasons = "; ".join((answer.report.get("abstention") or {}).get("reasons", []))
-        lines += ["", f"draft, not given as the answer ({reasons}):", f"    {strip_markers(draft)}", "(--no-abstain keeps it)"]
+        lines += [
+            "",
+            f"draft, not given as the answer ({reasons}):",
+            f"    {strip_markers(draft)}",
+            "(--no-abstain keeps it)",
+        ]
     quotes = {q.n: q for s in answer.sentences for q in s.quotes}
     cited = answer.cited_numbers()
     if cited:
@@ -228,9 +301,12 @@ def format_answer(answer: Any) -> str:
             lines += reference_lines(n, p.title, p.doc_id, p.start, p.end, p.text)
             if n in quotes and quotes[n].text != p.text:
                 q = quotes[n]
-                lines.append(f"    supporting quote (characters {q.start}-{q.end}): \"{' '.join(q.text.split())}\"")
+                lines.append(f'    supporting quote (characters {q.start}-{q.end}): "{" ".join(q.text.split())}"')
     if post_hoc:
-        lines += ["", "* citation attached after generation: the sentence had none; this is the shown passage most similar to it."]
+        lines += [
+            "",
+            "* citation attached after generation: the sentence had none; this is the shown passage most similar to it.",
+        ]
     if verification:
         lines.append(
             f"verified: {verification.get('supported_after', 0)} of {verification.get('checked', 0)} sentences "
@@ -252,12 +328,21 @@ def llm() -> None:
 
 
 @llm.command("serve")
-@click.option("--model", default=default("model"), show_default=True, help="The embedded default, a local path or a hub id.")
+@click.option(
+    "--model", default=default("model"), show_default=True, help="The embedded default, a local path or a hub id."
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--max-model-len", type=int, default=default("max_model_len"), show_default=True)
-@click.option("--dtype", default=default("dtype"), show_default=True, help="float32 keeps scores comparable with transformers; bfloat16 is faster.")
-@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait for the server to become healthy.")
+@click.option(
+    "--dtype",
+    default=default("dtype"),
+    show_default=True,
+    help="float32 keeps scores comparable with transformers; bfloat16 is faster.",
+)
+@click.option(
+    "--timeout", type=float, default=300, show_default=True, help="Seconds to wait for the server to become healthy."
+)
 @handle_errors
 def llm_serve(model: str, host: str, port: int, max_model_len: int, dtype: str, timeout: float) -> None:
     """Start vLLM's OpenAI server, wait until it is healthy, and keep it running (Ctrl-C stops)."""
@@ -300,6 +385,7 @@ cli.add_command(_revise_cmd)
 
 
 from app.cli_judge import judge as _judge_group  # noqa: E402
+
 cli.add_command(_judge_group)
 
 

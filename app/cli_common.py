@@ -128,7 +128,7 @@ def reference_lines(n: int, title: str | None, doc_id: str, start: int, end: int
     snippet = " ".join(text.split())
     snippet = snippet if len(snippet) <= 200 else snippet[:197] + "..."
     title_part = f"{title} " if title else ""
-    return [f"[{n}] {title_part}({doc_id}, characters {start}-{end})", f"    \"{snippet}\""]
+    return [f"[{n}] {title_part}({doc_id}, characters {start}-{end})", f'    "{snippet}"']
 
 
 def sample_corpus() -> Path:

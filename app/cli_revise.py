@@ -13,29 +13,89 @@ from verifiers.editor import DEFAULT_EDITOR, EDITORS  # no model import: only th
 
 @click.command("revise")
 @click.option("--text", "text", default=None, help="The text to check and revise.")
-@click.option("--input", "input_file", type=click.Path(path_type=str), help="Batch mode: JSONL of {\"text\": ...}.")
-@click.option("--out", "out_file", type=click.Path(path_type=str), help="Batch mode: JSONL results, one per input line.")
-@click.option("--index", "index_dir", required=True, type=click.Path(path_type=str), help="Index built by `citerag index`.")
+@click.option("--input", "input_file", type=click.Path(path_type=str), help='Batch mode: JSONL of {"text": ...}.')
+@click.option(
+    "--out", "out_file", type=click.Path(path_type=str), help="Batch mode: JSONL results, one per input line."
+)
+@click.option(
+    "--index", "index_dir", required=True, type=click.Path(path_type=str), help="Index built by `citerag index`."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge: a name or a path (see `citerag judge`).")
+@click.option(
+    "--judge",
+    "judge_name",
+    default="default",
+    show_default=True,
+    help="Support judge: a name or a path (see `citerag judge`).",
+)
 @click.option("--threshold", type=float, default=None, help="Support threshold (default: the judge's calibrated one).")
-@click.option("--policy", type=click.Choice(["mark", "remove"]), default="mark", show_default=True, help="What to do with a claim no accepted edit fixes.")
-@click.option("--min-preservation", type=float, default=0.5, show_default=True, help="An edit must keep at least this share of the claim (1 - Lev/len).")
-@click.option("--evidence", "evidence_count", type=int, default=3, show_default=True, help="Evidence passages kept per claim.")
-@click.option("--select-by", type=click.Choice(["judge", "retrieval"]), default="judge", show_default=True, help="Rank the pooled evidence by the judge or by retrieval score.")
-@click.option("--samples", type=int, default=3, show_default=True, help="Question-generation samples per claim (0: the claim alone is the query).")
-@click.option("--editor", type=click.Choice(list(EDITORS)), default=DEFAULT_EDITOR, show_default=True,
-              help="aligned: replace only a number, date or name that an otherwise matching evidence sentence gives "
-                   "differently (no model); llm: RARR's LLM editor; both: every candidate judged, the best accepted kept.")
+@click.option(
+    "--policy",
+    type=click.Choice(["mark", "remove"]),
+    default="mark",
+    show_default=True,
+    help="What to do with a claim no accepted edit fixes.",
+)
+@click.option(
+    "--min-preservation",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="An edit must keep at least this share of the claim (1 - Lev/len).",
+)
+@click.option(
+    "--evidence", "evidence_count", type=int, default=3, show_default=True, help="Evidence passages kept per claim."
+)
+@click.option(
+    "--select-by",
+    type=click.Choice(["judge", "retrieval"]),
+    default="judge",
+    show_default=True,
+    help="Rank the pooled evidence by the judge or by retrieval score.",
+)
+@click.option(
+    "--samples",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Question-generation samples per claim (0: the claim alone is the query).",
+)
+@click.option(
+    "--editor",
+    type=click.Choice(list(EDITORS)),
+    default=DEFAULT_EDITOR,
+    show_default=True,
+    help="aligned: replace only a number, date or name that an otherwise matching evidence sentence gives "
+    "differently (no model); llm: RARR's LLM editor; both: every candidate judged, the best accepted kept.",
+)
 @click.option("--llm-gate", is_flag=True, help="Also ask the generator whether the evidence agrees (both must agree).")
 @click.option("--retriever", type=click.Choice(RETRIEVERS), default="hybrid", show_default=True)
 @click.option("-k", "--k", type=int, default=3, show_default=True, help="Passages retrieved per query.")
 @llm_options(llm_url_help="OpenAI-compatible server instead of an in-process engine.")
 @handle_errors
-def revise(text: str | None, input_file: str | None, out_file: str | None, index_dir: str, as_json: bool, judge_name: str,
-           threshold: float | None, policy: str, min_preservation: float, evidence_count: int, select_by: str,
-           samples: int, editor: str, llm_gate: bool, retriever: str, k: int, backend: str, model: str, llm_url: str | None,
-           llm_api_key: str | None, max_model_len: int) -> None:
+def revise(
+    text: str | None,
+    input_file: str | None,
+    out_file: str | None,
+    index_dir: str,
+    as_json: bool,
+    judge_name: str,
+    threshold: float | None,
+    policy: str,
+    min_preservation: float,
+    evidence_count: int,
+    select_by: str,
+    samples: int,
+    editor: str,
+    llm_gate: bool,
+    retriever: str,
+    k: int,
+    backend: str,
+    model: str,
+    llm_url: str | None,
+    llm_api_key: str | None,
+    max_model_len: int,
+) -> None:
     """Check every claim of a text against the index and edit only what the evidence contradicts.
 
     Supported claims are left exactly as written and cited; a contradicted claim is edited
@@ -57,14 +117,31 @@ def revise(text: str | None, input_file: str | None, out_file: str | None, index
     if input_file and not out_file:
         raise InputError("--input needs --out FILE.jsonl for the results")
     if text is not None and not text.strip():
-        raise InputError("the text is empty: pass --text \"...\" with the text to revise")
+        raise InputError('the text is empty: pass --text "..." with the text to revise')
     if samples < 0:
         raise ConfigError(f"--samples must be 0 or more (got {samples})")
-    config = RARRConfig(k=k, evidence_count=evidence_count, select_by=select_by, threshold=threshold,  # type: ignore[arg-type]
-                        min_preservation=min_preservation, policy=policy, questions=samples > 0)  # type: ignore[arg-type]
+    config = RARRConfig(
+        k=k,
+        evidence_count=evidence_count,
+        select_by=select_by,
+        threshold=threshold,  # type: ignore[arg-type]
+        min_preservation=min_preservation,
+        policy=policy,
+        questions=samples > 0,
+    )  # type: ignore[arg-type]
     rows = read_records(input_file, "text") if input_file else [{"text": text}]
-    settings = validated(Settings, index=index_dir, retriever=retriever, k=k, backend=backend, model=model, llm_url=llm_url,
-                         llm_api_key=llm_api_key, max_model_len=max_model_len, post_hoc=False)
+    settings = validated(
+        Settings,
+        index=index_dir,
+        retriever=retriever,
+        k=k,
+        backend=backend,
+        model=model,
+        llm_url=llm_url,
+        llm_api_key=llm_api_key,
+        max_model_len=max_model_len,
+        post_hoc=False,
+    )
 
     from app.factory import build_pipeline
     from verifiers.judges import load_judge
@@ -74,11 +151,15 @@ def revise(text: str | None, input_file: str | None, out_file: str | None, index
     pipe = build_pipeline(settings)
     if judge is None:
         judge = load_judge(judge_name, generator=pipe.generator)
-    reviser = build_reviser(pipe.retriever, pipe.generator, judge, config, samples=max(samples, 1), llm_gate=llm_gate,
-                            editor=editor)  # type: ignore[arg-type]
+    reviser = build_reviser(
+        pipe.retriever, pipe.generator, judge, config, samples=max(samples, 1), llm_gate=llm_gate, editor=editor
+    )  # type: ignore[arg-type]
     results = reviser.revise_batch([r["text"] for r in rows])
     if input_file:
-        write_jsonl_atomic(out_file, [{**{k2: v for k2, v in r.items() if k2 != "text"}, **res.to_dict()} for r, res in zip(rows, results)])
+        write_jsonl_atomic(
+            out_file,
+            [{**{k2: v for k2, v in r.items() if k2 != "text"}, **res.to_dict()} for r, res in zip(rows, results)],
+        )
         n_claims = sum(len(res.claims) for res in results)
         n_edits = sum(len(res.revision.edits) for res in results)
         click.echo(f"revised {len(results)} texts ({n_claims} claims, {n_edits} edits) into {out_file}")

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_generator(s: Settings, *, concurrent: bool = False, timeout: float | None = None,
-                    prefix_caching: bool = True) -> Generator:
+def build_generator(
+    s: Settings, *, concurrent: bool = False, timeout: float | None = None, prefix_caching: bool = True
+) -> Generator:
     """The generator ``s`` describes: the server at ``s.llm_url``, else ``s.backend`` in process.
 
     ``concurrent`` (the HTTP server) picks vLLM's async engine, which batches concurrent
@@ -47,8 +48,9 @@ def build_generator(s: Settings, *, concurrent: bool = False, timeout: float | N
 
 
 @contextlib.contextmanager
-def scoring_generator(backend: str, model: str, llm_url: str | None, llm_api_key: str | None,
-                      max_model_len: int) -> Iterator[Generator]:
+def scoring_generator(
+    backend: str, model: str, llm_url: str | None, llm_api_key: str | None, max_model_len: int
+) -> Iterator[Generator]:
     """The generator that scores ablations (fp32 in process, or ``llm_url``), closed on exit."""
     from pipeline.generators import make_generator
 
@@ -70,11 +72,14 @@ def check_settings(s: Settings) -> None:
         from pipeline.errors import ConfigError
         from pipeline.generators.base import NO_STRUCTURED_OUTPUT_HINT
 
-        raise ConfigError(f"--citations constrained does not work with --backend {s.backend}: {NO_STRUCTURED_OUTPUT_HINT}")
+        raise ConfigError(
+            f"--citations constrained does not work with --backend {s.backend}: {NO_STRUCTURED_OUTPUT_HINT}"
+        )
 
 
-def build_pipeline(s: Settings, generator: Generator | None = None, *, index: Any = None,
-                   retriever: Any = None) -> RAGPipeline:
+def build_pipeline(
+    s: Settings, generator: Generator | None = None, *, index: Any = None, retriever: Any = None
+) -> RAGPipeline:
     """Load the index and its embedder, start (or connect to) the generator, and put the RAG
     pipeline together. ``generator``, ``index`` and ``retriever`` replace the ones ``s``
     describes (the server passes its own, shared and locked)."""

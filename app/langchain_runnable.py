@@ -54,7 +54,9 @@ class CiteragRetriever(BaseRetriever):
     k: int = 5
 
     @classmethod
-    def from_index(cls, index_dir: str | Path, kind: str = "hybrid", k: int = 5, reranker: str | None = None) -> CiteragRetriever:
+    def from_index(
+        cls, index_dir: str | Path, kind: str = "hybrid", k: int = 5, reranker: str | None = None
+    ) -> CiteragRetriever:
         """The retriever of ``kind`` (hybrid, dense, bm25) over the index at ``index_dir``."""
         from retrievers.index import load_index
 
@@ -86,9 +88,8 @@ class CiteragEmbeddings(Embeddings):
     @classmethod
     def from_name(cls, name: str | None = None) -> CiteragEmbeddings:
         """The sentence-transformers embedder ``name`` (default: the packaged all-MiniLM-L6-v2)."""
-        from retrievers.dense import SentenceTransformerEmbedder
-
         from pipeline.models import DEFAULT_EMBEDDER
+        from retrievers.dense import SentenceTransformerEmbedder
 
         return cls(SentenceTransformerEmbedder(name or DEFAULT_EMBEDDER))
 
@@ -124,10 +125,12 @@ class CiteragAskRunnable(Runnable[Any, dict[str, Any]]):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_index(cls, index_dir: str | Path, *, verify: bool = False, judge: Any = "default", **settings: Any) -> CiteragAskRunnable:
+    def from_index(
+        cls, index_dir: str | Path, *, verify: bool = False, judge: Any = "default", **settings: Any
+    ) -> CiteragAskRunnable:
         """Build the pipeline like ``citerag ask --index DIR`` (``settings``: ``pipeline.config.Settings`` fields)."""
-        from pipeline.config import Settings
         from app.factory import build_pipeline
+        from pipeline.config import Settings
 
         return cls(build_pipeline(Settings(index=index_dir, **settings)), verify=verify, judge=judge)
 
@@ -214,7 +217,9 @@ class CiteragAskRunnable(Runnable[Any, dict[str, Any]]):
             stop.set()
             worker.join()
 
-    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         chunks = self.stream(input, config, **kwargs)
         try:

@@ -8,6 +8,7 @@ questions with bootstrap 95% intervals. Indexes come from bench/bench_trust.py (
 
     .venv/bin/python bench/abstain_relevance.py
 """
+
 from __future__ import annotations
 
 import sys
@@ -64,12 +65,16 @@ def main() -> None:
         if i % 4 == 0:
             print(f"| {r:.3f} | {u:.3f} | {a:.3f} |")
     r = best[0]
-    print(f"\nchosen on the selection questions: min_relevance={r} (unanswerable {best[1]:.3f}, answerable {best[2]:.3f})")
+    print(
+        f"\nchosen on the selection questions: min_relevance={r} (unanswerable {best[1]:.3f}, answerable {best[2]:.3f})"
+    )
     if "report" not in rel:
         return
     ans, un = rel["report"]
-    print(f"report (first 200): abstain on unanswerable {fmt([float(x < r) for x in un])}, "
-          f"on answerable {fmt([float(x < r) for x in ans])}")
+    print(
+        f"report (first 200): abstain on unanswerable {fmt([float(x < r) for x in un])}, "
+        f"on answerable {fmt([float(x < r) for x in ans])}"
+    )
 
 
 if __name__ == "__main__":

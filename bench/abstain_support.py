@@ -6,6 +6,7 @@ bench/out/layout_ralm.jsonl, the selection questions 1000-1099 answered with the
 
     .venv/bin/python bench/abstain_support.py bench/out/layout_ralm.jsonl --min-relevance 0.5125
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,9 @@ def main() -> None:
 
     answers = [answer_from_dict(json.loads(line), where=f"row {i}") for i, line in enumerate(args.rows.open())]
     emb = SentenceTransformerEmbedder(default_embedder_path())
-    g = Grounder(load_judge("default"), embed=emb, abstain=AbstainRule(min_relevance=-1.0, require_support=False), quotes=False)
+    g = Grounder(
+        load_judge("default"), embed=emb, abstain=AbstainRule(min_relevance=-1.0, require_support=False), quotes=False
+    )
     out = g.ground_batch(answers)
     thr = g.support_threshold
     rel = [a.report["abstention"]["relevance"] for a in out]
@@ -40,7 +43,9 @@ def main() -> None:
     print(f"{len(out)} answers from {args.rows}")
     print(f"abstain by relevance < {args.min_relevance}: {fmt([float(r < args.min_relevance) for r in rel])}")
     print(f"abstain by no supported sentence (< {thr:.3f}): {fmt([float(s < thr) for s in sup])}")
-    print(f"abstain by either, at the judge's threshold: {fmt([float(r < args.min_relevance or s < thr) for r, s in zip(rel, sup)])}")
+    print(
+        f"abstain by either, at the judge's threshold: {fmt([float(r < args.min_relevance or s < thr) for r, s in zip(rel, sup)])}"
+    )
     print("| min_support | abstain by either |\n|---|---|")
     for ms in (0.5, 0.3, 0.2, 0.1, 0.05, 0.02):
         print(f"| {ms} | {fmt([float(r < args.min_relevance or s < ms) for r, s in zip(rel, sup)])} |")

@@ -126,13 +126,17 @@ def main() -> None:
     cited = [{a.passages[n - 1].doc_id for n in a.cited_numbers()} for a in answers]
     shown = [{p.doc_id for p in a.passages} for a in answers]
     cit_acc = sum(g in c for g, c in zip(gold, cited)) / len(qs)
-    cit_acc_shown = sum(g in c for g, c, s in zip(gold, cited, shown) if g in s) / max(1, sum(g in s for g, s in zip(gold, shown)))
+    cit_acc_shown = sum(g in c for g, c, s in zip(gold, cited, shown) if g in s) / max(
+        1, sum(g in s for g, s in zip(gold, shown))
+    )
     written = sum(any(not s.post_hoc and s.citations for s in a.sentences) for a in answers) / len(qs)
     post = sum(any(s.post_hoc for s in a.sentences) for a in answers) / len(qs)
     with open(args.out / "nq_answers.jsonl", "w") as fh:
         for a, q, g in zip(answers, qs, gold):
             fh.write(json.dumps({**a.to_dict(), "gold_answers": q["answers"], "gold_doc": g}) + "\n")
-    print(f"\nanswers (vLLM, hybrid k=5, SmolLM2-135M fp32, max_tokens={args.max_tokens}, {len(qs)} questions in {vllm_all_s:.1f}s)")
+    print(
+        f"\nanswers (vLLM, hybrid k=5, SmolLM2-135M fp32, max_tokens={args.max_tokens}, {len(qs)} questions in {vllm_all_s:.1f}s)"
+    )
     print(f"answer accuracy (gold string in answer): {acc:.3f}")
     print(f"citation accuracy (gold passage cited): {cit_acc:.3f}  (when gold was shown: {cit_acc_shown:.3f})")
     print(f"answers with a generator-written citation: {written:.3f}; with a post-hoc citation: {post:.3f}")
@@ -150,7 +154,7 @@ def main() -> None:
     for q in sub:
         naive.ask(q)
     hf_s = time.perf_counter() - t
-    print(f"\n| path | questions | seconds | questions/s |\n|---|---|---|---|")
+    print("\n| path | questions | seconds | questions/s |\n|---|---|---|---|")
     print(f"| vLLM batched ask | {len(sub)} | {vllm_s:.1f} | {len(sub) / vllm_s:.2f} |")
     print(f"| transformers generate, one at a time | {len(sub)} | {hf_s:.1f} | {len(sub) / hf_s:.2f} |")
     print(f"\nratio: vLLM batched / transformers one-at-a-time throughput = {hf_s / vllm_s:.1f}x")

@@ -109,7 +109,12 @@ def main() -> None:
         RAGPipeline(retriever, gen, k=args.k, params=params).ask_batch(texts[:2], progress=False)
         for mode in modes:
             pipe = RAGPipeline(
-                retriever, gen, k=args.k, params=params, citations=mode, constraint=spec,
+                retriever,
+                gen,
+                k=args.k,
+                params=params,
+                citations=mode,
+                constraint=spec,
                 post_hoc=EmbeddingPostHocCiter(embedder) if mode == "post-hoc" else None,
             )
             t = time.perf_counter()

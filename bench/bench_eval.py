@@ -77,7 +77,9 @@ def load(path: Path) -> list[Example]:
         docs = [Doc(row.get(f"title{k}", ""), row.get(f"source{k}", "")) for k in range(1, 9)]
         while docs and not docs[-1].text:
             docs.pop()
-        examples.append(Example(row["unique_id"], "alce", row["question"], convert_summary(row["summary"]), tuple(docs)))
+        examples.append(
+            Example(row["unique_id"], "alce", row["question"], convert_summary(row["summary"]), tuple(docs))
+        )
     return examples
 
 
@@ -95,11 +97,15 @@ def sanity(examples: list[Example], judge: object, threshold: float, show: int) 
     dt = time.perf_counter() - t0
     m = ev.metrics()
     c, r = m["citation"], m["rarr"]
-    print(f"\n== 1. scorer sanity: QuoteSum dev human answers ({m['n']} answers, {c['sentences']} sentences; {dt:.1f}s)")
+    print(
+        f"\n== 1. scorer sanity: QuoteSum dev human answers ({m['n']} answers, {c['sentences']} sentences; {dt:.1f}s)"
+    )
     print(f"{'citation recall':<28}{100 * c['recall']:6.1f}")
     print(f"{'citation precision':<28}{100 * c['precision']:6.1f}")
     print(f"{'citation F1':<28}{100 * c['f1']:6.1f}")
-    print(f"{'multi-citation sentences':<28}{100 * c['multi_citation']:6.1f}%  (overcite {100 * (c['overcite'] or 0):.1f}% of the supported ones)")
+    print(
+        f"{'multi-citation sentences':<28}{100 * c['multi_citation']:6.1f}%  (overcite {100 * (c['overcite'] or 0):.1f}% of the supported ones)"
+    )
     print(f"{'RARR attribution':<28}{100 * r['attribution']:6.1f}  (attributed {100 * r['attributed']:.1f}%)")
     unsupported, irrelevant = [], []
     for res in ev.results:
@@ -113,7 +119,9 @@ def sanity(examples: list[Example], judge: object, threshold: float, show: int) 
         print(f"- [{ex.id}] unsupported (joint support {s.support:.2f}): {short(s.claim)}")
         print(f"    cited [{n}] {ex.docs[n - 1].title}: {short(ex.docs[n - 1].text)}")
     for ex, s, ch in irrelevant[:show]:
-        print(f"- [{ex.id}] irrelevant [{ch.n}] (alone {ch.alone:.2f}, others without it {ch.without:.2f}): {short(s.claim)}")
+        print(
+            f"- [{ex.id}] irrelevant [{ch.n}] (alone {ch.alone:.2f}, others without it {ch.without:.2f}): {short(s.claim)}"
+        )
         print(f"    [{ch.n}] {ex.docs[ch.n - 1].title}: {short(ex.docs[ch.n - 1].text)}")
 
 
@@ -137,7 +145,11 @@ class CountingJudge:
 
 def same(a: list[ExampleCitations | None], b: list[ExampleCitations | None]) -> int:
     """Examples whose recall and precision agree (batched vs single-pair float noise aside)."""
-    return sum((x is None and y is None) or (x is not None and y is not None and (x.recall, x.precision) == (y.recall, y.precision)) for x, y in zip(a, b))
+    return sum(
+        (x is None and y is None)
+        or (x is not None and y is not None and (x.recall, x.precision) == (y.recall, y.precision))
+        for x, y in zip(a, b)
+    )
 
 
 def speed(examples: list[Example], judge: object, threshold: float) -> None:
@@ -162,8 +174,10 @@ def speed(examples: list[Example], judge: object, threshold: float) -> None:
     print(f"{'citerag eval --no-attribution (batched)':<44}{t_bat:9.2f}{bat.calls:7d}{bat.pairs:7d}")
     print(f"{'citerag eval (+ RARR attribution)':<44}{t_full:9.2f}{full.calls:7d}{full.pairs:7d}")
     print(f"same per-example recall and precision: {same(sequential, batched)} of {len(examples)}")
-    print(f"\nratio: batched citation scoring is {t_seq / t_bat:.1f}x faster than one pair at a time "
-          f"({seq.pairs} judged pairs -> {bat.pairs} distinct, {seq.calls} calls -> {bat.calls})")
+    print(
+        f"\nratio: batched citation scoring is {t_seq / t_bat:.1f}x faster than one pair at a time "
+        f"({seq.pairs} judged pairs -> {bat.pairs} distinct, {seq.calls} calls -> {bat.calls})"
+    )
 
 
 def main() -> None:
@@ -186,8 +200,10 @@ def main() -> None:
     examples = load(args.data)
     judge = load_judge(args.judge)
     threshold = float(judge.threshold)  # type: ignore[attr-defined]
-    print(f"QuoteSum dev: {len(examples)} human answers from {args.data}; judge {args.judge} "
-          f"(threshold {threshold:.3f}); torch threads {torch.get_num_threads()}")
+    print(
+        f"QuoteSum dev: {len(examples)} human answers from {args.data}; judge {args.judge} "
+        f"(threshold {threshold:.3f}); torch threads {torch.get_num_threads()}"
+    )
     print(f"e.g. {short(examples[1].output, 200)}")
     if args.part in ("all", "sanity"):
         sanity(examples[: args.sanity_limit or None], judge, threshold, args.show)

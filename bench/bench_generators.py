@@ -52,20 +52,32 @@ SELECT = (1000, 1060)
 _EXAMPLES: list[tuple[list[tuple[str, str]], str, dict[str, str]]] = [
     (
         [
-            ("Eiffel Tower", "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris. "
-             "It was built by Gustave Eiffel's company as the entrance arch of the 1889 World's Fair."),
-            ("Statue of Liberty", "The Statue of Liberty is a copper statue on Liberty Island in New York Harbor. "
-             "It was a gift from the people of France and was dedicated on October 28, 1886."),
+            (
+                "Eiffel Tower",
+                "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris. "
+                "It was built by Gustave Eiffel's company as the entrance arch of the 1889 World's Fair.",
+            ),
+            (
+                "Statue of Liberty",
+                "The Statue of Liberty is a copper statue on Liberty Island in New York Harbor. "
+                "It was a gift from the people of France and was dedicated on October 28, 1886.",
+            ),
         ],
         "when was the statue of liberty dedicated",
         {"short": "October 28, 1886 [2]", "sentence": "The Statue of Liberty was dedicated on October 28, 1886 [2]."},
     ),
     (
         [
-            ("Amazon River", "The Amazon River in South America is the largest river in the world by discharge. "
-             "It flows east through Peru, Colombia and Brazil into the Atlantic Ocean."),
-            ("Nile", "The Nile is a major river in northeastern Africa that flows north into the Mediterranean "
-             "Sea. It has long been considered the longest river in the world."),
+            (
+                "Amazon River",
+                "The Amazon River in South America is the largest river in the world by discharge. "
+                "It flows east through Peru, Colombia and Brazil into the Atlantic Ocean.",
+            ),
+            (
+                "Nile",
+                "The Nile is a major river in northeastern Africa that flows north into the Mediterranean "
+                "Sea. It has long been considered the longest river in the world.",
+            ),
         ],
         "which ocean does the amazon river flow into",
         {"short": "the Atlantic Ocean [1]", "sentence": "The Amazon River flows into the Atlantic Ocean [1]."},
@@ -149,29 +161,64 @@ def score(answers: list[Any], qs: list[dict], gold: list[str]) -> dict[str, Any]
     cited = [float(g in {a.passages[n - 1].doc_id for n in a.cited_numbers()}) for a, g in zip(answers, gold)]
     m = len(answers)
     return {
-        "acc": acc, "acc_mean": sum(acc) / m, "acc_ci": bootstrap(acc),
-        "echo": sum(echo) / m, "written": sum(written) / m, "written_ci": bootstrap(written),
-        "written_gold": sum(written_gold) / m, "cited_gold": sum(cited) / m,
+        "acc": acc,
+        "acc_mean": sum(acc) / m,
+        "acc_ci": bootstrap(acc),
+        "echo": sum(echo) / m,
+        "written": sum(written) / m,
+        "written_ci": bootstrap(written),
+        "written_gold": sum(written_gold) / m,
+        "cited_gold": sum(cited) / m,
         "dropped": sum(len(a.report.get("dropped_citations", [])) > 0 for a in answers) / m,
         "prompt_tokens": sum(int(a.report.get("prompt_tokens", 0)) for a in answers) / m,
     }
 
 
-def run(label: str, gen: CountingGenerator, variant: str | None, texts: list[str], qs: list[dict], gold: list[str],
-        retriever: Any, post_hoc: Any, max_tokens: int, out: Path) -> dict[str, Any]:
+def run(
+    label: str,
+    gen: CountingGenerator,
+    variant: str | None,
+    texts: list[str],
+    qs: list[dict],
+    gold: list[str],
+    retriever: Any,
+    post_hoc: Any,
+    max_tokens: int,
+    out: Path,
+) -> dict[str, Any]:
     gen.tokens, gen.seconds = 0, 0.0
     if variant is None:  # the shipped pipeline and prompt
-        pipe: RAGPipeline = RAGPipeline(retriever, gen, k=5, params=GenerationParams(max_tokens=max_tokens), post_hoc=post_hoc)
+        pipe: RAGPipeline = RAGPipeline(
+            retriever, gen, k=5, params=GenerationParams(max_tokens=max_tokens), post_hoc=post_hoc
+        )
     else:
-        pipe = FewShotRAG(retriever, gen, k=5, params=GenerationParams(max_tokens=max_tokens, stop=("\n",)),
-                          post_hoc=post_hoc, variant=variant)
+        pipe = FewShotRAG(
+            retriever,
+            gen,
+            k=5,
+            params=GenerationParams(max_tokens=max_tokens, stop=("\n",)),
+            post_hoc=post_hoc,
+            variant=variant,
+        )
     answers = pipe.ask_batch(texts, progress=False)
     res = score(answers, qs, gold)
-    res.update(label=label, tok_s=gen.tokens / gen.seconds, s_q=gen.seconds / len(texts), gen_tokens=gen.tokens / len(texts))
+    res.update(
+        label=label, tok_s=gen.tokens / gen.seconds, s_q=gen.seconds / len(texts), gen_tokens=gen.tokens / len(texts)
+    )
     with open(out / f"generators_{label.replace(' ', '_').replace('/', '-')}.jsonl", "w") as fh:
         for a, q, g in zip(answers, qs, gold):
-            fh.write(json.dumps({"question": a.question, "answer": a.text, "gold_answers": q["answers"], "gold_doc": g,
-                                 "written": [list(s.citations) for s in a.sentences if not s.post_hoc]}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "question": a.question,
+                        "answer": a.text,
+                        "gold_answers": q["answers"],
+                        "gold_doc": g,
+                        "written": [list(s.citations) for s in a.sentences if not s.post_hoc],
+                    }
+                )
+                + "\n"
+            )
     print(f"  {label}: done ({gen.seconds:.0f} s generating)", flush=True)
     return res
 
@@ -181,7 +228,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--split", choices=["select", "report"], default="report")
     ap.add_argument("--questions", type=int, default=200, help="report split: the first N questions")
-    ap.add_argument("--variant", choices=sorted(VARIANTS), default="short", help="few-shot variant for the report split")
+    ap.add_argument(
+        "--variant", choices=sorted(VARIANTS), default="short", help="few-shot variant for the report split"
+    )
     ap.add_argument("--variants", default=",".join(VARIANTS), help="select split: variants to compare")
     ap.add_argument("--no-shipped-gemma", action="store_true", help="report split: skip Gemma with the shipped prompt")
     ap.add_argument("--max-tokens", type=int, default=64)
@@ -195,7 +244,7 @@ def main() -> None:
     n_load = SELECT[1] if args.split == "select" else args.questions
     corpus, qs, gold = load(args.data, n_load)
     if args.split == "select":
-        qs, gold = qs[SELECT[0]:], gold[SELECT[0]:]
+        qs, gold = qs[SELECT[0] :], gold[SELECT[0] :]
     (args.out / args.split).mkdir(parents=True, exist_ok=True)
     index = load_index(nq_index(args.out, corpus))  # the same index bench_ask.py builds
     embedder = index.embedder()
@@ -207,10 +256,17 @@ def main() -> None:
     if args.split == "select":
         runs = [(f"gemma3-270m few-shot {v}", gemma, v) for v in args.variants.split(",")]
     else:
-        runs = [("smollm2-135m chat (shipped)", smol, None), (f"gemma3-270m few-shot {args.variant}", gemma, args.variant)]
+        runs = [
+            ("smollm2-135m chat (shipped)", smol, None),
+            (f"gemma3-270m few-shot {args.variant}", gemma, args.variant),
+        ]
         if not args.no_shipped_gemma:
             runs.append(("gemma3-270m shipped prompt (zero-shot)", gemma, None))
-    split = f"questions {SELECT[0]}-{SELECT[1] - 1} (selection)" if args.split == "select" else f"first {len(qs)} questions (report)"
+    split = (
+        f"questions {SELECT[0]}-{SELECT[1] - 1} (selection)"
+        if args.split == "select"
+        else f"first {len(qs)} questions (report)"
+    )
     print(f"NQ-open {split}, hybrid k=5, greedy, max {args.max_tokens} new tokens, in-process vLLM fp32", flush=True)
     from pipeline.generators.vllm_local import VLLMGenerator
 
@@ -220,26 +276,37 @@ def main() -> None:
         try:
             for lbl, m, v in runs:
                 if m == model:
-                    results.append(run(lbl, gen, v, texts, qs, gold, retriever, post_hoc, args.max_tokens, args.out / args.split))
+                    results.append(
+                        run(lbl, gen, v, texts, qs, gold, retriever, post_hoc, args.max_tokens, args.out / args.split)
+                    )
         finally:
             gen.inner.close()
 
-    print("\n| generator, prompt | answer accuracy [95% CI] | echoes prompt format | model-written valid [n] | "
-          "gold cited by a written [n] | gold cited (with post hoc) | prompt tokens | gen tokens/q | tokens/s | s/question |")
+    print(
+        "\n| generator, prompt | answer accuracy [95% CI] | echoes prompt format | model-written valid [n] | "
+        "gold cited by a written [n] | gold cited (with post hoc) | prompt tokens | gen tokens/q | tokens/s | s/question |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         lo, hi = r["acc_ci"]
-        print(f"| {r['label']} | {r['acc_mean']:.3f} [{lo:.3f}, {hi:.3f}] | {r['echo']:.3f} | {r['written']:.3f} | "
-              f"{r['written_gold']:.3f} | {r['cited_gold']:.3f} | {r['prompt_tokens']:.0f} | {r['gen_tokens']:.1f} | "
-              f"{r['tok_s']:.1f} | {r['s_q']:.2f} |")
+        print(
+            f"| {r['label']} | {r['acc_mean']:.3f} [{lo:.3f}, {hi:.3f}] | {r['echo']:.3f} | {r['written']:.3f} | "
+            f"{r['written_gold']:.3f} | {r['cited_gold']:.3f} | {r['prompt_tokens']:.0f} | {r['gen_tokens']:.1f} | "
+            f"{r['tok_s']:.1f} | {r['s_q']:.2f} |"
+        )
     base = results[0]
     for r in results[1:]:
         diff = [a - b for a, b in zip(r["acc"], base["acc"])]
         lo, hi = bootstrap(diff)
-        print(f"\naccuracy difference, {r['label']} minus {base['label']}: {sum(diff) / len(diff):+.3f} "
-              f"[{lo:+.3f}, {hi:+.3f}] (paired bootstrap 95%)")
+        print(
+            f"\naccuracy difference, {r['label']} minus {base['label']}: {sum(diff) / len(diff):+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}] (paired bootstrap 95%)"
+        )
     if len(results) > 1:
-        print("ratio: " + "; ".join(f"{r['label']} s/question = {r['s_q'] / base['s_q']:.2f}x {base['label']}" for r in results[1:]))
+        print(
+            "ratio: "
+            + "; ".join(f"{r['label']} s/question = {r['s_q'] / base['s_q']:.2f}x {base['label']}" for r in results[1:])
+        )
 
 
 if __name__ == "__main__":

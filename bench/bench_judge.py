@@ -58,13 +58,19 @@ def injection_rates() -> list[tuple[str, str]]:
     rows = []
     for name, texts in (("NQ-open gold passages", nq), ("AttributionBench dev references", refs)):
         hits = [t for t in texts if find_instructions(t)]
-        rows.append((f"injection false positives: {name}", f"{len(hits)} / {len(texts)} = {len(hits) / len(texts):.4f}"))
+        rows.append(
+            (f"injection false positives: {name}", f"{len(hits)} / {len(texts)} = {len(hits) / len(texts):.4f}")
+        )
         for t in hits[:5]:
             print(f"  flagged in {name}: {[t[a:b] for a, b in find_instructions(t)]}")
     tp = sum(bool(find_instructions(s)) for s in INSTRUCTIONS)
     fp = sum(bool(find_instructions(s)) for s in ORDINARY)
-    rows.append(("injection: hand-written instructions found / ordinary sentences flagged",
-                 f"{tp}/{len(INSTRUCTIONS)} / {fp}/{len(ORDINARY)}"))
+    rows.append(
+        (
+            "injection: hand-written instructions found / ordinary sentences flagged",
+            f"{tp}/{len(INSTRUCTIONS)} / {fp}/{len(ORDINARY)}",
+        )
+    )
     return rows
 
 
@@ -122,8 +128,13 @@ def main() -> None:
         t = res["threshold"]
         s_fit = evaluate_judge(judge, snli, threshold=t)
         s_half = evaluate_judge(judge, snli, threshold=0.5)
-        res["snli"] = {"n": s_fit["n"], "accuracy": s_fit["accuracy"], "macro_f1": s_fit["macro_f1"],
-                       "accuracy_at_0.5": s_half["accuracy"], "macro_f1_at_0.5": s_half["macro_f1"]}
+        res["snli"] = {
+            "n": s_fit["n"],
+            "accuracy": s_fit["accuracy"],
+            "macro_f1": s_fit["macro_f1"],
+            "accuracy_at_0.5": s_half["accuracy"],
+            "macro_f1_at_0.5": s_half["macro_f1"],
+        }
         res["seconds_total"] = round(time.time() - t0, 1)
         results[name] = res
         print(f"# {name}: {json.dumps(res)}", flush=True)
@@ -135,21 +146,43 @@ def main() -> None:
         return f"{r['macro_f1']:.4f} [{r['macro_f1_ci95'][0]:.3f}, {r['macro_f1_ci95'][1]:.3f}]"
 
     rows.append(("threshold fitted on the selection half", *col(lambda r: f"{r['threshold']:.4f}")))
-    rows.append(("AB selection half: n / questions", *col(lambda r: f"{r['selection']['n']} / {r['selection']['questions']}")))
+    rows.append(
+        ("AB selection half: n / questions", *col(lambda r: f"{r['selection']['n']} / {r['selection']['questions']}"))
+    )
     rows.append(("AB selection half macro-F1 [95% CI] (in-sample threshold)", *col(lambda r: ci(r["selection"]))))
     rows.append(("AB report half: n / questions", *col(lambda r: f"{r['report']['n']} / {r['report']['questions']}")))
     rows.append(("AB REPORT half macro-F1 [95% CI] (held out)", *col(lambda r: ci(r["report"]))))
     rows.append(("AB report half accuracy", *col(lambda r: f"{r['report']['accuracy']:.4f}")))
     for src in sorted(results[judges[0]]["report"]["per_source"]):
-        rows.append((f"  report {src} (n={results[judges[0]]['report']['per_source'][src]['n']}) macro-F1",
-                     *col(lambda r, s=src: f"{r['report']['per_source'][s]['macro_f1']:.4f}")))
+        rows.append(
+            (
+                f"  report {src} (n={results[judges[0]]['report']['per_source'][src]['n']}) macro-F1",
+                *col(lambda r, s=src: f"{r['report']['per_source'][s]['macro_f1']:.4f}"),
+            )
+        )
     rows.append(("AB pairs scored / refused", *col(lambda r: f"{r['scored']} / {r['refused']}")))
-    rows.append(("AB claims judged in parts / evidence with instructions removed",
-                 *col(lambda r: f"{r['judge_stats'].get('claims_split', 0)} / {r['judge_stats'].get('evidence_with_instructions', 0)}")))
-    rows.append((f"SNLI test binary accuracy / macro-F1 (n={len(snli)}, selection threshold)",
-                 *col(lambda r: f"{r['snli']['accuracy']:.4f} / {r['snli']['macro_f1']:.4f}")))
-    rows.append(("SNLI test binary accuracy / macro-F1 at 0.5",
-                 *col(lambda r: f"{r['snli']['accuracy_at_0.5']:.4f} / {r['snli']['macro_f1_at_0.5']:.4f}")))
+    rows.append(
+        (
+            "AB claims judged in parts / evidence with instructions removed",
+            *col(
+                lambda r: (
+                    f"{r['judge_stats'].get('claims_split', 0)} / {r['judge_stats'].get('evidence_with_instructions', 0)}"
+                )
+            ),
+        )
+    )
+    rows.append(
+        (
+            f"SNLI test binary accuracy / macro-F1 (n={len(snli)}, selection threshold)",
+            *col(lambda r: f"{r['snli']['accuracy']:.4f} / {r['snli']['macro_f1']:.4f}"),
+        )
+    )
+    rows.append(
+        (
+            "SNLI test binary accuracy / macro-F1 at 0.5",
+            *col(lambda r: f"{r['snli']['accuracy_at_0.5']:.4f} / {r['snli']['macro_f1_at_0.5']:.4f}"),
+        )
+    )
     rows.append(("seconds (AB all + SNLI)", *col(lambda r: f"{r['seconds_total']:.0f}")))
     for k, v in injection_rates():
         rows.append((k, v, *[""] * (len(judges) - 1)))
@@ -171,7 +204,9 @@ def main() -> None:
         print("  ".join(f"{c:<{widths[i]}}" for i, c in enumerate(r)))
     best = max(judges, key=lambda n: results[n]["selection"]["macro_f1"])
     sel = ", ".join(f"{n} {results[n]['selection']['macro_f1']:.4f}" for n in judges)
-    print(f"chosen on the selection half: {best} ({sel}); its report-half macro-F1 {ci(results[best]['report'])}{ratio}")
+    print(
+        f"chosen on the selection half: {best} ({sel}); its report-half macro-F1 {ci(results[best]['report'])}{ratio}"
+    )
 
 
 if __name__ == "__main__":

@@ -85,7 +85,9 @@ def main() -> None:
         return sum(c.model_extra["prompt_logprobs"][1]["7"]["logprob"] for c in r.choices)
 
     def ours_generate() -> int:
-        ch = ours._post("/v1/completions", {"model": "m", "prompt": prompts, "max_tokens": 64, "return_token_ids": True})
+        ch = ours._post(
+            "/v1/completions", {"model": "m", "prompt": prompts, "max_tokens": 64, "return_token_ids": True}
+        )
         return sum(len(c["token_ids"]) for c in ch["choices"])
 
     def theirs_generate() -> int:

@@ -70,8 +70,14 @@ def half_of(doc_id: str) -> str:
 
 def good_sentence(s: str) -> bool:
     words = s.split()
-    return (8 <= len(words) <= 40 and s[0].isupper() and s.endswith(".") and not re.search(r"[|\[\]{}=]", s)
-            and s.count('"') % 2 == 0 and s.count("(") == s.count(")"))
+    return (
+        8 <= len(words) <= 40
+        and s[0].isupper()
+        and s.endswith(".")
+        and not re.search(r"[|\[\]{}=]", s)
+        and s.count('"') % 2 == 0
+        and s.count("(") == s.count(")")
+    )
 
 
 def corrupt_number(value: str, rng: random.Random) -> str | None:
@@ -99,8 +105,14 @@ def build_pairs(corpus: list[dict[str, Any]], per_half: int, name_share: float, 
     names: list[str] = []  # a pool of multi-word names to swap in
     for row in order[:400]:
         toks = tokenize(row["text"])
-        names += [n for i, j, k in slot_runs(toks) if k == "name" and j - i >= 2 and i > 0
-                  and re.fullmatch(r"[\w' -]+", n := row["text"][toks[i].start : toks[j - 1].end])]
+        names += [
+            n
+            for i, j, k in slot_runs(toks)
+            if k == "name"
+            and j - i >= 2
+            and i > 0
+            and re.fullmatch(r"[\w' -]+", n := row["text"][toks[i].start : toks[j - 1].end])
+        ]
     want = {("selection", "name"): round(per_half * name_share), ("report", "name"): round(per_half * name_share)}
     want[("selection", "number")] = per_half - want[("selection", "name")]
     want[("report", "number")] = per_half - want[("report", "name")]
@@ -156,17 +168,27 @@ def outcomes(pairs: list[Pair], results: list[Any]) -> list[dict[str, Any]]:
         bad, good = results[2 * k], results[2 * k + 1]
         flagged = bad.revised == p.corrupted and any(not c.supported for c in bad.claims)
         restored = bad.revised == p.true
-        value_back = count(bad.revised, p.old) == count(p.true, p.old) and count(bad.revised, p.new) == count(p.true, p.new)
+        value_back = count(bad.revised, p.old) == count(p.true, p.old) and count(bad.revised, p.new) == count(
+            p.true, p.new
+        )
         edited_bad = bad.revised != p.corrupted
-        rows.append({
-            "category": p.category, "half": p.half,
-            "restored": restored, "value_restored": value_back, "flagged_or_restored": restored or flagged,
-            "passed": bad.revised == p.corrupted and not flagged,
-            "true_kept": good.revised == p.true,
-            "new_errors": int(edited_bad and not restored) + int(good.revised != p.true),
-            "editors": [c.editor for c in bad.claims if c.editor],
-            "corrupted": p.corrupted, "true": p.true, "revised_corrupted": bad.revised, "revised_true": good.revised,
-        })
+        rows.append(
+            {
+                "category": p.category,
+                "half": p.half,
+                "restored": restored,
+                "value_restored": value_back,
+                "flagged_or_restored": restored or flagged,
+                "passed": bad.revised == p.corrupted and not flagged,
+                "true_kept": good.revised == p.true,
+                "new_errors": int(edited_bad and not restored) + int(good.revised != p.true),
+                "editors": [c.editor for c in bad.claims if c.editor],
+                "corrupted": p.corrupted,
+                "true": p.true,
+                "revised_corrupted": bad.revised,
+                "revised_true": good.revised,
+            }
+        )
     return rows
 
 
@@ -181,7 +203,9 @@ def fmt(values: list[float], ci: bool) -> str:
 def table(rows_by_variant: dict[str, list[dict[str, Any]]], half: str, costs: dict[str, float], n_claims: int) -> None:
     ci = half == "report"
     print(f"\n{half} half" + (" (bootstrap 95% intervals over sentences)" if ci else ""))
-    print("| editor | category | pairs | restored (strict) | value restored | flagged or restored | true kept byte-identical | new errors | claims/s |")
+    print(
+        "| editor | category | pairs | restored (strict) | value restored | flagged or restored | true kept byte-identical | new errors | claims/s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, rows in rows_by_variant.items():
         for cat in ("all", "number", "name"):
@@ -190,8 +214,10 @@ def table(rows_by_variant: dict[str, list[dict[str, Any]]], half: str, costs: di
                 continue
             col = lambda key: [float(r[key]) for r in sub]  # noqa: E731
             speed = f"{n_claims / costs[name]:.2f}" if cat == "all" else ""
-            print(f"| {name} | {cat} | {len(sub)} | {fmt(col('restored'), ci)} | {fmt(col('value_restored'), ci)} | "
-                  f"{fmt(col('flagged_or_restored'), ci)} | {fmt(col('true_kept'), ci)} | {sum(r['new_errors'] for r in sub)} | {speed} |")
+            print(
+                f"| {name} | {cat} | {len(sub)} | {fmt(col('restored'), ci)} | {fmt(col('value_restored'), ci)} | "
+                f"{fmt(col('flagged_or_restored'), ci)} | {fmt(col('true_kept'), ci)} | {sum(r['new_errors'] for r in sub)} | {speed} |"
+            )
 
 
 def main() -> None:
@@ -218,9 +244,15 @@ def main() -> None:
     judge = load_judge(args.judge)
     pairs = build_pairs(corpus, args.sentences, args.name_share, args.seed)
     texts = [t for p in pairs for t in (p.corrupted, p.true)]
-    counts = {(h, c): sum(p.half == h and p.category == c for p in pairs) for h in ("selection", "report") for c in ("number", "name")}
-    print(f"corpus: {len(index.passages)} passages; pairs: {len(pairs)} ({json.dumps({f'{h}/{c}': n for (h, c), n in counts.items()})}); "
-          f"judge: {args.judge} (threshold {judge.threshold:.3f})")
+    counts = {
+        (h, c): sum(p.half == h and p.category == c for p in pairs)
+        for h in ("selection", "report")
+        for c in ("number", "name")
+    }
+    print(
+        f"corpus: {len(index.passages)} passages; pairs: {len(pairs)} ({json.dumps({f'{h}/{c}': n for (h, c), n in counts.items()})}); "
+        f"judge: {args.judge} (threshold {judge.threshold:.3f})"
+    )
 
     gen = VLLMGenerator(resolve_generator(None))
     base = build_reviser(retriever, gen, judge, RARRConfig(), samples=args.samples, editor="both")
@@ -244,7 +276,9 @@ def main() -> None:
         research_s = time.perf_counter() - t
         research_by_half[half] = (texts, research)
         n_claims += len(research)
-        print(f"{half} half: research (questions, retrieval, gate) for {len(research)} claims: {research_s:.1f}s, shared by every editor")
+        print(
+            f"{half} half: research (questions, retrieval, gate) for {len(research)} claims: {research_s:.1f}s, shared by every editor"
+        )
         for name, rev in revisers.items():
             t = time.perf_counter()
             results = rev.revise_batch(texts, research)
@@ -259,8 +293,10 @@ def main() -> None:
     for ov in OVERLAPS:
         rev = replace(base, editor=None, config=RARRConfig(min_overlap=ov), aligned=AlignedEditor(min_overlap=ov))
         rs = outcomes(halves["selection"], rev.revise_batch(sel_texts, sel_research))
-        print(f"| {ov:.1f} | {fmt([float(r['restored']) for r in rs], False)} | {fmt([float(r['flagged_or_restored']) for r in rs], False)} | "
-              f"{fmt([float(r['true_kept']) for r in rs], False)} | {sum(r['new_errors'] for r in rs)} |")
+        print(
+            f"| {ov:.1f} | {fmt([float(r['restored']) for r in rs], False)} | {fmt([float(r['flagged_or_restored']) for r in rs], False)} | "
+            f"{fmt([float(r['true_kept']) for r in rs], False)} | {sum(r['new_errors'] for r in rs)} |"
+        )
 
     for half in ("selection", "report"):
         table(rows_by_variant, half, costs, n_claims)
@@ -268,19 +304,29 @@ def main() -> None:
     def score(name: str) -> tuple[float, ...]:
         sub = [r for r in rows_by_variant[name] if r["half"] == "selection"]
         mean = lambda key: sum(float(r[key]) for r in sub) / len(sub)  # noqa: E731
-        return (mean("true_kept") >= 0.95, mean("restored"), mean("flagged_or_restored"), -sum(r["new_errors"] for r in sub), -costs[name])
+        return (
+            mean("true_kept") >= 0.95,
+            mean("restored"),
+            mean("flagged_or_restored"),
+            -sum(r["new_errors"] for r in sub),
+            -costs[name],
+        )
 
     chosen = max(("llm", "aligned", "both", "both, best support"), key=score)
-    print(f"\ndefault editor chosen on the selection half: {chosen} (verifiers.editor.DEFAULT_EDITOR = {DEFAULT_EDITOR!r})")
+    print(
+        f"\ndefault editor chosen on the selection half: {chosen} (verifiers.editor.DEFAULT_EDITOR = {DEFAULT_EDITOR!r})"
+    )
     with open(args.out / "postedit_rows.jsonl", "w") as fh:
         for name, rows_ in rows_by_variant.items():
             for r in rows_:
                 fh.write(json.dumps({"editor": name, **r}) + "\n")
     rep = {name: [r for r in rows_ if r["half"] == "report"] for name, rows_ in rows_by_variant.items()}
     m = lambda name, key: sum(float(r[key]) for r in rep[name]) / max(len(rep[name]), 1)  # noqa: E731
-    print(f"\nratios (report half, same run): restored both/llm-judge-only = {m('both', 'restored'):.3f}/{m('llm, judge only', 'restored'):.3f}; "
-          f"flagged-or-restored both/llm-judge-only = {m('both', 'flagged_or_restored'):.3f}/{m('llm, judge only', 'flagged_or_restored'):.3f}; "
-          f"cost aligned/llm = {costs['aligned'] / costs['llm']:.2f}x")
+    print(
+        f"\nratios (report half, same run): restored both/llm-judge-only = {m('both', 'restored'):.3f}/{m('llm, judge only', 'restored'):.3f}; "
+        f"flagged-or-restored both/llm-judge-only = {m('both', 'flagged_or_restored'):.3f}/{m('llm, judge only', 'flagged_or_restored'):.3f}; "
+        f"cost aligned/llm = {costs['aligned'] / costs['llm']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -78,11 +78,18 @@ def main() -> None:
     judge = load_judge(args.judge)
     gen = VLLMGenerator(resolve_generator(None))
     texts = [q["question"] for q in qs]
-    print(f"corpus: {len(index.passages)} passages; questions: {len(qs)}; judge: {args.judge} (threshold {judge.threshold:.3f})")
+    print(
+        f"corpus: {len(index.passages)} passages; questions: {len(qs)}; judge: {args.judge} (threshold {judge.threshold:.3f})"
+    )
 
     # -- ask, then ask --verify on the same answers --------------------------------------------
-    pipe = RAGPipeline(retriever, gen, k=5, params=GenerationParams(max_tokens=args.max_tokens),
-                       post_hoc=EmbeddingPostHocCiter(embedder))
+    pipe = RAGPipeline(
+        retriever,
+        gen,
+        k=5,
+        params=GenerationParams(max_tokens=args.max_tokens),
+        post_hoc=EmbeddingPostHocCiter(embedder),
+    )
     t = time.perf_counter()
     answers = pipe.ask_batch(texts, progress=False)
     ask_s = time.perf_counter() - t
@@ -98,15 +105,21 @@ def main() -> None:
             statuses[d["status"]] = statuses.get(d["status"], 0) + 1
     acc_before = sum(has_answer(a.text, q["answers"]) for a, q in zip(answers, qs)) / len(qs)
     acc_after = sum(has_answer(a.text, q["answers"]) for a, q in zip(verified, qs)) / len(qs)
-    cited_gold = lambda ans: sum(g in {a.passages[n - 1].doc_id for n in a.cited_numbers()} for a, g in zip(ans, gold)) / len(qs)  # noqa: E731
+    cited_gold = lambda ans: (
+        sum(g in {a.passages[n - 1].doc_id for n in a.cited_numbers()} for a, g in zip(ans, gold)) / len(qs)
+    )  # noqa: E731
     with open(args.out / "nq_verified.jsonl", "w") as fh:
         for a, v in zip(answers, verified):
             fh.write(json.dumps({"before": a.to_dict(), "after": v.to_dict()}) + "\n")
 
-    print(f"\n| answers ({len(qs)} NQ-open questions) | sentences | supported by their citations | share | answer accuracy | gold passage cited | seconds |")
+    print(
+        f"\n| answers ({len(qs)} NQ-open questions) | sentences | supported by their citations | share | answer accuracy | gold passage cited | seconds |"
+    )
     print("|---|---|---|---|---|---|---|")
     print(f"| ask | {b_total} | {b_good} | {before:.3f} | {acc_before:.3f} | {cited_gold(answers):.3f} | {ask_s:.1f} |")
-    print(f"| ask --verify | {a_total} | {a_good} | {after:.3f} | {acc_after:.3f} | {cited_gold(verified):.3f} | {ask_s + verify_s:.1f} |")
+    print(
+        f"| ask --verify | {a_total} | {a_good} | {after:.3f} | {acc_after:.3f} | {cited_gold(verified):.3f} | {ask_s + verify_s:.1f} |"
+    )
     print(f"\nverification outcomes per sentence: {json.dumps(dict(sorted(statuses.items())))}")
 
     # -- revise throughput: batched against one text at a time --------------------------------
@@ -127,13 +140,21 @@ def main() -> None:
     sub_batch_t = time.perf_counter()
     reviser.revise_batch(sub)
     sub_batch_s = time.perf_counter() - sub_batch_t
-    print(f"\n| revise | texts | claims | seconds | claims/s |\n|---|---|---|---|---|")
+    print("\n| revise | texts | claims | seconds | claims/s |\n|---|---|---|---|---|")
     print(f"| batched, all answers | {len(rev_texts)} | {n_claims} | {batch_s:.1f} | {n_claims / batch_s:.2f} |")
-    print(f"| batched, first {len(sub)} | {len(sub)} | {sub_claims} | {sub_batch_s:.1f} | {sub_claims / sub_batch_s:.2f} |")
-    print(f"| one text at a time, first {len(sub)} | {len(sub)} | {sub_claims} | {serial_s:.1f} | {sub_claims / serial_s:.2f} |")
-    print(f"revise over all answers: {kept} claims kept as written, {n_edits} edits applied, mean preservation {pres:.3f}")
-    print(f"\nratios: supported share after/before verification = {after / max(before, 1e-9):.2f}x; "
-          f"revise batched/one-at-a-time throughput = {serial_s / sub_batch_s:.1f}x")
+    print(
+        f"| batched, first {len(sub)} | {len(sub)} | {sub_claims} | {sub_batch_s:.1f} | {sub_claims / sub_batch_s:.2f} |"
+    )
+    print(
+        f"| one text at a time, first {len(sub)} | {len(sub)} | {sub_claims} | {serial_s:.1f} | {sub_claims / serial_s:.2f} |"
+    )
+    print(
+        f"revise over all answers: {kept} claims kept as written, {n_edits} edits applied, mean preservation {pres:.3f}"
+    )
+    print(
+        f"\nratios: supported share after/before verification = {after / max(before, 1e-9):.2f}x; "
+        f"revise batched/one-at-a-time throughput = {serial_s / sub_batch_s:.1f}x"
+    )
     gen.close()
 
 

@@ -84,8 +84,10 @@ def captum_loo(tgen: Any, contexts: list[Any]) -> tuple[list[np.ndarray], float]
             return torch.tensor([float(np.nansum(lp))], dtype=torch.float64)
 
         attr = FeatureAblation(forward).attribute(
-            torch.ones(1, d, dtype=torch.float64), baselines=0.0,
-            feature_mask=torch.arange(d)[None], perturbations_per_eval=1,
+            torch.ones(1, d, dtype=torch.float64),
+            baselines=0.0,
+            feature_mask=torch.arange(d)[None],
+            perturbations_per_eval=1,
         )
         out.append(attr[0].numpy())
     return out, time.perf_counter() - t
@@ -98,11 +100,17 @@ def fmt(v: float | None, spec: str = ".3f") -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--answers", type=int, default=8, help="NQ-open questions answered and attributed (the issue asks for 50)")
+    ap.add_argument(
+        "--answers", type=int, default=8, help="NQ-open questions answered and attributed (the issue asks for 50)"
+    )
     ap.add_argument("--distractors", type=int, default=2, help="other questions' gold passages shown with the gold one")
-    ap.add_argument("--gradient-answers", type=int, default=3, help="answers also attributed by ig and ixg (transformers)")
+    ap.add_argument(
+        "--gradient-answers", type=int, default=3, help="answers also attributed by ig and ixg (transformers)"
+    )
     ap.add_argument("--captum-answers", type=int, default=None, help="answers for part (a) (default: all)")
-    ap.add_argument("--repeat", type=int, default=2, help="interleaved timing runs of part (a); the best of each is kept")
+    ap.add_argument(
+        "--repeat", type=int, default=2, help="interleaved timing runs of part (a); the best of each is kept"
+    )
     ap.add_argument("--masks", type=int, default=32, help="ContextCite ablation masks")
     ap.add_argument("--n-steps", type=int, default=8, help="integrated-gradients steps")
     ap.add_argument("--k", type=int, default=1, help="sources removed by the faithfulness check")
@@ -125,12 +133,16 @@ def main() -> None:
     model = resolve_generator(None)
     t0 = time.perf_counter()
     vgen = VLLMGenerator(model)
-    pipe = RAGPipeline(FixedRetriever(table), vgen, k=1 + args.distractors, params=GenerationParams(max_tokens=args.max_tokens))
+    pipe = RAGPipeline(
+        FixedRetriever(table), vgen, k=1 + args.distractors, params=GenerationParams(max_tokens=args.max_tokens)
+    )
     kept = [(a, g) for a, g in zip(pipe.ask_batch(questions, progress=False), gold_n) if a.text.strip()]
     answers, gold_n = [a for a, _ in kept], [g for _, g in kept]
     gen_s = time.perf_counter() - t0
-    print(f"{len(answers)} answers (SmolLM2-135M fp32 via vLLM, {1 + args.distractors} passages each, "
-          f"max_tokens={args.max_tokens}) in {gen_s:.1f}s including engine start")
+    print(
+        f"{len(answers)} answers (SmolLM2-135M fp32 via vLLM, {1 + args.distractors} passages each, "
+        f"max_tokens={args.max_tokens}) in {gen_s:.1f}s including engine start"
+    )
 
     # (a) batched vLLM leave-one-out against Captum FeatureAblation on transformers.
     contexts = [prepare(a, vgen) for a in answers]
@@ -151,14 +163,18 @@ def main() -> None:
     diff = max(float(np.max(np.abs(np.nansum(att.scores, axis=0) - c))) for att, c in zip(loo, cap))
     diff_hf = max(float(np.nanmax(np.abs(a.scores - b.scores))) for a, b in zip(loo, hf_loo))
     n_prompts = sum(len(c.sources("passage")) + 1 for c in sub)
-    print(f"\n(a) leave-one-out over passages, same answers and ablated prompts (fp32; best of {args.repeat} "
-          "interleaved runs)")
+    print(
+        f"\n(a) leave-one-out over passages, same answers and ablated prompts (fp32; best of {args.repeat} "
+        "interleaved runs)"
+    )
     print("| path | answers | prompts scored | seconds |\n|---|---|---|---|")
     print(f"| vLLM prompt_logprobs, one batched call | {len(sub)} | {n_prompts} | {vllm_s:.1f} |")
     print(f"| Captum FeatureAblation on transformers | {len(sub)} | {n_prompts} | {cap_s:.1f} |")
     print(f"| leave_one_out on transformers, batches of 8 | {len(sub)} | {n_prompts} | {hf_s:.1f} |")
-    print(f"largest |difference| of per-passage answer log-prob drops, vLLM vs Captum: {diff:.2e}; "
-          f"per-sentence scores, vLLM vs batched transformers: {diff_hf:.2e}")
+    print(
+        f"largest |difference| of per-passage answer log-prob drops, vLLM vs Captum: {diff:.2e}; "
+        f"per-sentence scores, vLLM vs batched transformers: {diff_hf:.2e}"
+    )
 
     # (b) faithfulness of each method.
     t = time.perf_counter()
@@ -166,23 +182,37 @@ def main() -> None:
     abl_s = time.perf_counter() - t
     t = time.perf_counter()
     m = min(args.gradient_answers, len(answers))
-    grad_reports = attribute(tgen, answers[:m], ("ig", "ixg"), "passage", n_steps=args.n_steps, token_matrix=False) if m else []
+    grad_reports = (
+        attribute(tgen, answers[:m], ("ig", "ixg"), "passage", n_steps=args.n_steps, token_matrix=False) if m else []
+    )
     grad_s = time.perf_counter() - t
     t = time.perf_counter()
-    checked = check_faithfulness(vgen, list(reports) + list(grad_reports), k=args.k, seeds=args.seeds,
-                                 n_heldout=args.heldout, seed=args.seed)
+    checked = check_faithfulness(
+        vgen, list(reports) + list(grad_reports), k=args.k, seeds=args.seeds, n_heldout=args.heldout, seed=args.seed
+    )
     faith_s = time.perf_counter() - t
-    reports, grad_reports = checked[: len(reports)], checked[len(reports):]
+    reports, grad_reports = checked[: len(reports)], checked[len(reports) :]
     gold_first = {
-        name: float(np.mean([r.attributions[name].ranking(j)[:1] == [g - 1]
-                             for r, g in zip(reps, gold_n) for j in range(len(r.context.sentences))
-                             if r.attributions[name].ranking(j)]))
+        name: float(
+            np.mean(
+                [
+                    r.attributions[name].ranking(j)[:1] == [g - 1]
+                    for r, g in zip(reps, gold_n)
+                    for j in range(len(r.context.sentences))
+                    if r.attributions[name].ranking(j)
+                ]
+            )
+        )
         for name, reps in (("loo", reports), ("contextcite", reports), ("ig", grad_reports), ("ixg", grad_reports))
         if reps
     }
-    print(f"\n(b) faithfulness, k={args.k}, {args.seeds} random draws, {args.heldout} held-out ablations "
-          f"(attribution: ablation {abl_s:.1f}s, gradients {grad_s:.1f}s; checks {faith_s:.1f}s)")
-    print("| method | answers | sentences | top-k drop | random drop | top-k > random | LDS | gold passage ranked first |")
+    print(
+        f"\n(b) faithfulness, k={args.k}, {args.seeds} random draws, {args.heldout} held-out ablations "
+        f"(attribution: ablation {abl_s:.1f}s, gradients {grad_s:.1f}s; checks {faith_s:.1f}s)"
+    )
+    print(
+        "| method | answers | sentences | top-k drop | random drop | top-k > random | LDS | gold passage ranked first |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     rows = [(f"{n}", len(answers), s) for n, s in summarize(reports).items()]
     if m:
@@ -190,15 +220,20 @@ def main() -> None:
         rows += [(f"{n}", m, s) for n, s in summarize(grad_reports).items()]
     for name, n_ans, s in rows:
         base = name.split()[0]
-        print(f"| {name} | {n_ans} | {s['sentences']} | {fmt(s['topk_drop'])} | {fmt(s['random_drop'])} | "
-              f"{fmt(s['topk_beats_random'], '.2f')} | {fmt(s['lds'])} | "
-              f"{fmt(gold_first.get(base), '.2f') if '(' not in name else '-'} |")
-    ratio = {n: (s["topk_drop"] or 0) / s["random_drop"] if s["random_drop"] else float("nan")
-             for n, s in summarize(reports + grad_reports).items()}
-    print("\nratios: Captum FeatureAblation / batched vLLM LOO time = "
-          f"{cap_s / vllm_s:.1f}x (max diff {diff:.1e}), batched transformers / vLLM = {hf_s / vllm_s:.1f}x; "
-          "top-k / random drop: "
-          + ", ".join(f"{n} {v:.1f}x" for n, v in ratio.items()))
+        print(
+            f"| {name} | {n_ans} | {s['sentences']} | {fmt(s['topk_drop'])} | {fmt(s['random_drop'])} | "
+            f"{fmt(s['topk_beats_random'], '.2f')} | {fmt(s['lds'])} | "
+            f"{fmt(gold_first.get(base), '.2f') if '(' not in name else '-'} |"
+        )
+    ratio = {
+        n: (s["topk_drop"] or 0) / s["random_drop"] if s["random_drop"] else float("nan")
+        for n, s in summarize(reports + grad_reports).items()
+    }
+    print(
+        "\nratios: Captum FeatureAblation / batched vLLM LOO time = "
+        f"{cap_s / vllm_s:.1f}x (max diff {diff:.1e}), batched transformers / vLLM = {hf_s / vllm_s:.1f}x; "
+        "top-k / random drop: " + ", ".join(f"{n} {v:.1f}x" for n, v in ratio.items())
+    )
     vgen.close()
 
 

@@ -167,11 +167,15 @@ async def run(args: argparse.Namespace) -> int:
     try:
         ready_s = await wait_ready(url, proc, log_path)
         backend = "external --llm-url " + args.llm_url if args.llm_url else "embedded (vLLM async engine in the server)"
-        print(f"server {url} ready in {ready_s:.1f} s; generator: {backend}; k {args.k or 'server default (5)'}; "
-              f"max_tokens {args.max_tokens}; dtype {args.dtype or 'float32'}; index {index_dir}")
+        print(
+            f"server {url} ready in {ready_s:.1f} s; generator: {backend}; k {args.k or 'server default (5)'}; "
+            f"max_tokens {args.max_tokens}; dtype {args.dtype or 'float32'}; index {index_dir}"
+        )
         await load_level(url, questions(args.data, 4, skip=2000), 4, 300, args.k)  # warm-up (not reported)
 
-        header = f"{'run':>14} {'ok':>5} {'errors':>6} {'not_sent':>8} {'wall_s':>8} {'req/s':>7} {'p50_s':>7} {'p99_s':>7}"
+        header = (
+            f"{'run':>14} {'ok':>5} {'errors':>6} {'not_sent':>8} {'wall_s':>8} {'req/s':>7} {'p50_s':>7} {'p99_s':>7}"
+        )
         print(header)
         # One at a time in two halves around the concurrent run (A-B-A), so a change in the
         # machine's other load during the run hits both sides alike.

@@ -84,14 +84,20 @@ def abstains(sig: dict[str, Any], min_relevance: float, min_support: float | Non
     return min_support is not None and sig["max_support"] < min_support
 
 
-def table(rows_of: dict[str, list[dict[str, Any]]], answers: list[list[str]], gold: list[str], args: Any, thr: float) -> None:
+def table(
+    rows_of: dict[str, list[dict[str, Any]]], answers: list[list[str]], gold: list[str], args: Any, thr: float
+) -> None:
     """The report table from answer rows (``to_dict``) under the abstention rule of ``args``
     (default: ``AbstainRule()``'s), applied to each row's recorded signals."""
     from verifiers.grounding import AbstainRule
 
     rule = AbstainRule()
     r = args.min_relevance if args.min_relevance is not None else rule.min_relevance
-    ms = args.min_support if args.min_support is not None else (rule.min_support if rule.min_support is not None else thr)
+    ms = (
+        args.min_support
+        if args.min_support is not None
+        else (rule.min_support if rule.min_support is not None else thr)
+    )
     ms = None if (ms is not None and ms < 0) or (args.min_support is None and not rule.require_support) else ms
 
     def row(label: str, rows: list[dict[str, Any]], abstain: bool) -> None:
@@ -101,10 +107,14 @@ def table(rows_of: dict[str, list[dict[str, Any]]], answers: list[list[str]], go
         echo = [float(bool(ECHO.search(a["answer"]))) for a in rows]
         sents = [s for a, x in zip(rows, abst) if not x for s in a["sentences"] if s["citations"] or s["post_hoc"]]
         chosen = [float(not s["post_hoc"]) for s in sents]
-        print(f"| {label} ({len(rows)} q) | {fmt(acc)} | {fmt(cited)} | {fmt(echo)} | {fmt(chosen)} | {fmt([float(x) for x in abst])} |")
+        print(
+            f"| {label} ({len(rows)} q) | {fmt(acc)} | {fmt(cited)} | {fmt(echo)} | {fmt(chosen)} | {fmt([float(x) for x in abst])} |"
+        )
 
     print(f"\nreport set: first {len(rows_of['after'])} questions; abstention rule min_relevance={r}, min_support={ms}")
-    print("| run | answer accuracy | gold passage cited | echoes prompt format | citations chosen by the model | abstained |")
+    print(
+        "| run | answer accuracy | gold passage cited | echoes prompt format | citations chosen by the model | abstained |"
+    )
     print("|---|---|---|---|---|---|")
     n_before = len(rows_of["before"])
     row("today's default", rows_of["before"], False)
@@ -117,14 +127,22 @@ def table(rows_of: dict[str, list[dict[str, Any]]], answers: list[list[str]], go
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--phase", choices=["selection", "report", "rescore"], required=True,
-                    help="rescore: the report table again from the saved report answers, under --min-relevance/--min-support")
+    ap.add_argument(
+        "--phase",
+        choices=["selection", "report", "rescore"],
+        required=True,
+        help="rescore: the report table again from the saved report answers, under --min-relevance/--min-support",
+    )
     ap.add_argument("--report-n", type=int, default=200)
     ap.add_argument("--selection-start", type=int, default=1000)
     ap.add_argument("--selection-n", type=int, default=100)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--before-n", type=int, default=None, help="questions for today's default (default: all of the set)")
-    ap.add_argument("--latency-n", type=int, default=20, help="questions asked one at a time by both defaults, interleaved")
+    ap.add_argument(
+        "--before-n", type=int, default=None, help="questions for today's default (default: all of the set)"
+    )
+    ap.add_argument(
+        "--latency-n", type=int, default=20, help="questions asked one at a time by both defaults, interleaved"
+    )
     ap.add_argument("--layout", default=None, help="prompt layout of the new default (default: PromptConfig's)")
     ap.add_argument("--min-relevance", type=float, default=None)
     ap.add_argument("--min-support", type=float, default=None, help="negative: relevance only")
@@ -143,8 +161,10 @@ def main() -> None:
     rows = load_rows()
     if args.phase == "rescore":
         sub = rows[: args.report_n]
-        saved = {label: [json.loads(line) for line in (OUT / f"trust_rep{args.report_n}_{label}.jsonl").open()]
-                 for label in ("before", "after", "after-unanswerable")}
+        saved = {
+            label: [json.loads(line) for line in (OUT / f"trust_rep{args.report_n}_{label}.jsonl").open()]
+            for label in ("before", "after", "after-unanswerable")
+        }
         gold = [doc_key(next(c for c in r["ctxs"] if c.get("isgold"))) for r in sub]
         table(saved, [r["answers"] for r in sub], gold, args, float(load_judge("default").threshold))
         return
@@ -172,8 +192,16 @@ def main() -> None:
         # Today's default cites post hoc; the new one resolves RAGPipeline's default ("auto":
         # constrained decoding on this vLLM engine).
         mode = {} if new else {"citations": "post-hoc"}
-        pipe = RAGPipeline(idx.retriever("hybrid", embedder=emb), gen, k=5, params=params, prompt=prompt,
-                           post_hoc=EmbeddingPostHocCiter(emb), clean=new, **mode)
+        pipe = RAGPipeline(
+            idx.retriever("hybrid", embedder=emb),
+            gen,
+            k=5,
+            params=params,
+            prompt=prompt,
+            post_hoc=EmbeddingPostHocCiter(emb),
+            clean=new,
+            **mode,
+        )
         return pipe, emb
 
     runs: dict[str, dict[str, Any]] = {}
@@ -198,7 +226,9 @@ def main() -> None:
         g_s = 0.0
         if new:
             t = time.perf_counter()
-            out = Grounder(judge, embed=emb, abstain=AbstainRule(min_relevance=-1.0, require_support=False)).ground_batch(out)
+            out = Grounder(
+                judge, embed=emb, abstain=AbstainRule(min_relevance=-1.0, require_support=False)
+            ).ground_batch(out)
             g_s = time.perf_counter() - t
         runs[label] = {"answers": out, "ask_s": gen_s, "ground_s": g_s, "n": len(these)}
         with open(OUT / f"trust_{name}_{label}.jsonl", "w") as fh:
@@ -223,21 +253,27 @@ def main() -> None:
                     best = (r, ms, un, an)
                 if i % 4 == 0:
                     print(f"| {r:.3f} | {ms if ms is None else round(ms, 3)} | {un:.3f} | {an:.3f} |")
-        print(f"\nchosen on the selection set (answerable abstention <= 0.08, the most unanswerable abstention): "
-              f"min_relevance={best[0]} min_support={best[1]} -> unanswerable {best[2]:.3f}, answerable {best[3]:.3f}")
+        print(
+            f"\nchosen on the selection set (answerable abstention <= 0.08, the most unanswerable abstention): "
+            f"min_relevance={best[0]} min_support={best[1]} -> unanswerable {best[2]:.3f}, answerable {best[3]:.3f}"
+        )
         return
 
     rows_of = {label: [a.to_dict() for a in run["answers"]] for label, run in runs.items()}
     table(rows_of, answers, gold, args, thr)
     b_s = runs["before"]["ask_s"] / runs["before"]["n"]
     a_s = (runs["after"]["ask_s"] + runs["after"]["ground_s"]) / len(qs)
-    print(f"\nbatched seconds per question: today {b_s:.3f} ({runs['before']['n']} q), new {a_s:.3f} ({len(qs)} q: ask "
-          f"{runs['after']['ask_s'] / len(qs):.3f} + grounding {runs['after']['ground_s'] / len(qs):.3f})")
+    print(
+        f"\nbatched seconds per question: today {b_s:.3f} ({runs['before']['n']} q), new {a_s:.3f} ({len(qs)} q: ask "
+        f"{runs['after']['ask_s'] / len(qs):.3f} + grounding {runs['after']['ground_s'] / len(qs):.3f})"
+    )
     if latency["before"]:
         import statistics
 
         lb, la = statistics.median(latency["before"]), statistics.median(latency["after"])
-        print(f"one question at a time ({len(latency['before'])} q, interleaved): median today {lb:.2f}s, new {la:.2f}s")
+        print(
+            f"one question at a time ({len(latency['before'])} q, interleaved): median today {lb:.2f}s, new {la:.2f}s"
+        )
         print(f"ratio: new / today single-question latency = {la / lb:.2f}x")
 
 

@@ -20,7 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
-FILES = [DATA / "nli" / "fm2" / "dev.pairs.jsonl", DATA / "wice" / "claim" / "dev.jsonl", DATA / "nli" / "scitail" / "test.pairs.jsonl"]
+FILES = [
+    DATA / "nli" / "fm2" / "dev.pairs.jsonl",
+    DATA / "wice" / "claim" / "dev.jsonl",
+    DATA / "nli" / "scitail" / "test.pairs.jsonl",
+]
 EPOCH_STEPS = 2093  # v2's run (33,484 pairs, batch 16)
 
 
@@ -58,8 +62,14 @@ def main() -> None:
         setups.append((base, tok, model, opt, n_params, []))
     for step, batch in enumerate(batches):
         for base, tok, model, opt, _, times in setups:
-            feats = tok([p.evidence for p in batch], [p.claim for p in batch], truncation="only_first",
-                        max_length=args.max_length, padding=True, return_tensors="pt")
+            feats = tok(
+                [p.evidence for p in batch],
+                [p.claim for p in batch],
+                truncation="only_first",
+                max_length=args.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
             y = torch.tensor([p.label for p in batch])
             t0 = time.perf_counter()
             loss = torch.nn.functional.cross_entropy(model(**feats).logits, y)
@@ -75,8 +85,10 @@ def main() -> None:
         meds.append(med)
         print(f"{base[-48:]:<48} {n_params / 1e6:>7.1f}M {med:>16.2f} {med * EPOCH_STEPS / 3600:>12.1f} h")
     if len(meds) > 1:
-        print(f"ratio: {args.base[1][-30:]} / {args.base[0][-30:]} = {meds[1] / meds[0]:.1f}x per step "
-              f"({args.steps} steps each, batch {args.batch_size}, max length {args.max_length}, {args.threads} thread)")
+        print(
+            f"ratio: {args.base[1][-30:]} / {args.base[0][-30:]} = {meds[1] / meds[0]:.1f}x per step "
+            f"({args.steps} steps each, batch {args.batch_size}, max length {args.max_length}, {args.threads} thread)"
+        )
 
 
 if __name__ == "__main__":

@@ -34,11 +34,18 @@ def main() -> None:
     judge = load_judge("default")
     pairs = [
         (f"{p['title']}: {p['text']}", f"{r['question']} {strip_markers(s['text'])}")
-        for r in rows for s in r["sentences"] for p in r["passages"]
+        for r in rows
+        for s in r["sentences"]
+        for p in r["passages"]
     ]
     support = iter(judge.judge(pairs))
-    hits = {"sentence only": 0, "question + sentence": 0, "question + sentence, plus relevance (shipped)": 0,
-            "judge": 0, "judge + shipped score": 0}
+    hits = {
+        "sentence only": 0,
+        "question + sentence": 0,
+        "question + sentence, plus relevance (shipped)": 0,
+        "judge": 0,
+        "judge + shipped score": 0,
+    }
     for r in rows:
         ptxt = [f"{p['title']}: {p['text']}" for p in r["passages"]]
         ids = [p["doc_id"] for p in r["passages"]]
@@ -49,9 +56,13 @@ def main() -> None:
         QS, Q = emb([f"{r['question']} {s}" for s in sents]), emb([r["question"]])
         J = np.array([[next(support) for _ in ptxt] for _ in sents])
         shipped = QS @ P.T + Q @ P.T
-        for name, m in (("sentence only", S @ P.T), ("question + sentence", QS @ P.T),
-                        ("question + sentence, plus relevance (shipped)", shipped),
-                        ("judge", J), ("judge + shipped score", J + shipped)):
+        for name, m in (
+            ("sentence only", S @ P.T),
+            ("question + sentence", QS @ P.T),
+            ("question + sentence, plus relevance (shipped)", shipped),
+            ("judge", J),
+            ("judge + shipped score", J + shipped),
+        ):
             hits[name] += r["gold_doc"] in {ids[int(np.argmax(row))] for row in m}
     print(f"| post-hoc choice ({len(rows)} answers) | gold passage cited |\n|---|---|")
     for name, h in hits.items():

@@ -8,6 +8,7 @@ post hoc included). Needs bench/out/nq_index (bench/bench_ask.py builds it).
 
     .venv/bin/python bench/prompt_layouts.py [--start 1000 --n 100] [--layouts A,B,C]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_ask import DEFAULT_DATA, has_answer  # noqa: E402
 
-ECHO = re.compile(r"Document\s*\[\d+\]|\(Title:|^\s*(?:Question|Documents?)\s*:|^\s*\[\d+\]\s*[^\n\[\]:]{1,80}:", re.M | re.I)
+ECHO = re.compile(
+    r"Document\s*\[\d+\]|\(Title:|^\s*(?:Question|Documents?)\s*:|^\s*\[\d+\]\s*[^\n\[\]:]{1,80}:", re.M | re.I
+)
 
 
 def questions(start: int, n: int) -> tuple[list[dict], list[str]]:
@@ -64,8 +67,14 @@ def main() -> None:
     print("| layout | raw echo | echo after cleaning | accuracy | model-written [n] | gold cited | s |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
-        pipe = RAGPipeline(ret, gen, k=5, params=GenerationParams(max_tokens=args.max_tokens),
-                           prompt=PromptConfig(layout=name), post_hoc=EmbeddingPostHocCiter(emb))
+        pipe = RAGPipeline(
+            ret,
+            gen,
+            k=5,
+            params=GenerationParams(max_tokens=args.max_tokens),
+            prompt=PromptConfig(layout=name),
+            post_hoc=EmbeddingPostHocCiter(emb),
+        )
         t = time.perf_counter()
         ans = pipe.ask_batch([q["question"] for q in qs], progress=False)
         dt = time.perf_counter() - t

@@ -93,8 +93,9 @@ class ReadOutput:
     claims: tuple[str, ...]
 
 
-def read_output(output: str, question: str = "", *, clean: bool = True, first_line: bool = True,
-                qampari: bool = False) -> ReadOutput:
+def read_output(
+    output: str, question: str = "", *, clean: bool = True, first_line: bool = True, qampari: bool = False
+) -> ReadOutput:
     """ALCE's text rules in order: the clean-up (:func:`clean_output`, only with ``clean``; ALCE
     cleans outputs with citations), the sentence split (:func:`split_output`), the claims."""
     truncated = False
@@ -162,7 +163,9 @@ def plan_sentence(sentence: str, n_docs: int, at_most: int | None = AT_MOST_CITA
     return SentencePlan(sentence, claim, cited, used, "judged")
 
 
-def plan_sentences(sentences: Sequence[str], n_docs: int, at_most: int | None = AT_MOST_CITATIONS) -> list[SentencePlan]:
+def plan_sentences(
+    sentences: Sequence[str], n_docs: int, at_most: int | None = AT_MOST_CITATIONS
+) -> list[SentencePlan]:
     return [plan_sentence(s, n_docs, at_most) for s in sentences]
 
 
@@ -218,7 +221,9 @@ def _leave_one_out(used: Sequence[int], i: int) -> list[int]:
     return rest
 
 
-def sentence_needs(plan: SentencePlan, docs: Sequence[Doc], scores: Mapping[Pair, float], threshold: float) -> list[Pair]:
+def sentence_needs(
+    plan: SentencePlan, docs: Sequence[Doc], scores: Mapping[Pair, float], threshold: float
+) -> list[Pair]:
     """The pairs this sentence still needs scored, given ``scores``; [] once decidable.
 
     Round 1: the joint passage (recall). Round 2, only for a multi-citation sentence the joint
@@ -242,7 +247,9 @@ def sentence_needs(plan: SentencePlan, docs: Sequence[Doc], scores: Mapping[Pair
     return [p for p in without if p not in scores]
 
 
-def judge_sentence(plan: SentencePlan, docs: Sequence[Doc], scores: Mapping[Pair, float], threshold: float) -> SentenceCitations:
+def judge_sentence(
+    plan: SentencePlan, docs: Sequence[Doc], scores: Mapping[Pair, float], threshold: float
+) -> SentenceCitations:
     """ALCE's recall and precision decisions for a sentence whose needed pairs are scored.
 
     Recall: 1 iff the joint passage of the judged documents supports the claim. Precision:
@@ -395,8 +402,16 @@ def citation_summary(results: Sequence[ExampleCitations | None]) -> dict[str, fl
     supported = [s for s in multi if s.recall]
     overcited = [s for s in supported if s.precise < s.counted]
     if not scored:
-        return {"n": 0, "recall": None, "precision": None, "f1": None, "sentences": 0,
-                "multi_citation": None, "multi_supported": None, "overcite": None}
+        return {
+            "n": 0,
+            "recall": None,
+            "precision": None,
+            "f1": None,
+            "sentences": 0,
+            "multi_citation": None,
+            "multi_supported": None,
+            "overcite": None,
+        }
     recall = sum(r.recall for r in scored) / len(scored)
     precision = sum(r.precision for r in scored) / len(scored)
     return {

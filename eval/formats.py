@@ -38,7 +38,7 @@ FORMATS = ("auto", "alce", "ask", "revise")
 ASK_CITATIONS = ("final", "written")
 
 EXPECTED = (
-    "expected ALCE's result JSON ({\"data\": [{\"question\", \"output\", \"docs\"}]}) or JSONL from "
+    'expected ALCE\'s result JSON ({"data": [{"question", "output", "docs"}]}) or JSONL from '
     "`citerag ask --out` / `citerag revise --out`"
 )
 
@@ -92,8 +92,9 @@ def read_predictions(path: str | os.PathLike[str], fmt: str = "auto", *, ask_cit
     return _parse(rows, str(p), fmt, ask_citations, alce_json)
 
 
-def predictions_from_rows(rows: Sequence[Any], fmt: str = "auto", *, source: str = "predictions",
-                          ask_citations: str = "final") -> Predictions:
+def predictions_from_rows(
+    rows: Sequence[Any], fmt: str = "auto", *, source: str = "predictions", ask_citations: str = "final"
+) -> Predictions:
     """The examples of rows already parsed from JSON (the lines of a predictions file, or ALCE
     items); errors name ``source[i]``."""
     _check_modes(fmt, ask_citations)
@@ -113,7 +114,7 @@ def _parse(rows: list[tuple[str, Any]], p: str, fmt: str, ask_citations: str, al
     skipped: list[str] = []
     kind: Kind | None = None if fmt == "auto" else fmt  # type: ignore[assignment]
     if alce_json and kind not in (None, "alce"):
-        raise InputError(f"{p} is an ALCE result JSON ({{\"data\": [...]}}), not --format {kind}")
+        raise InputError(f'{p} is an ALCE result JSON ({{"data": [...]}}), not --format {kind}')
     for index, (where, obj) in enumerate(rows):
         if not isinstance(obj, dict):
             raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -123,8 +124,8 @@ def _parse(rows: list[tuple[str, Any]], p: str, fmt: str, ask_citations: str, al
                 skipped.append(f"{where}: the question failed in `citerag ask` ({obj['error']})")
                 continue
             raise InputError(
-                f"{where}: cannot tell the format: expected \"output\" and \"docs\" (ALCE), \"answer\" and "
-                f"\"passages\" (citerag ask) or \"original\" and \"revised\" (citerag revise); found keys {sorted(obj)[:8]}"
+                f'{where}: cannot tell the format: expected "output" and "docs" (ALCE), "answer" and '
+                f'"passages" (citerag ask) or "original" and "revised" (citerag revise); found keys {sorted(obj)[:8]}'
             )
         if kind is None:
             kind = found
@@ -139,7 +140,9 @@ def _parse(rows: list[tuple[str, Any]], p: str, fmt: str, ask_citations: str, al
         else:
             examples.append(_revise_example(obj, where, rid))
     if not examples:
-        raise InputError(f"{p} holds no predictions to evaluate" + (f" ({len(skipped)} failed rows)" if skipped else ""))
+        raise InputError(
+            f"{p} holds no predictions to evaluate" + (f" ({len(skipped)} failed rows)" if skipped else "")
+        )
     assert kind is not None
     return Predictions(p, kind, tuple(examples), tuple(skipped))
 
@@ -150,7 +153,9 @@ _NAMES: dict[str, str] = {"alce": "ALCE item", "ask": "citerag ask answer", "rev
 def _load(p: Path) -> tuple[list[tuple[str, Any]], bool]:
     """(where, object) rows, and whether the file is an ALCE ``{"data": [...]}`` JSON."""
     if p.is_dir():
-        raise InputError(f"{p} is a folder: pass the predictions file itself (ALCE result JSON or `citerag ask --out` JSONL)")
+        raise InputError(
+            f"{p} is a folder: pass the predictions file itself (ALCE result JSON or `citerag ask --out` JSONL)"
+        )
     if not p.is_file():
         raise InputError(f"predictions file not found: {p}")
     try:
@@ -166,7 +171,7 @@ def _load(p: Path) -> tuple[list[tuple[str, Any]], bool]:
     else:
         if isinstance(whole, dict) and "data" in whole:
             if not isinstance(whole["data"], list):
-                raise InputError(f"{p}: \"data\" must be a list of items; {EXPECTED}")
+                raise InputError(f'{p}: "data" must be a list of items; {EXPECTED}')
             return [(f"{p}: data[{i}]", item) for i, item in enumerate(whole["data"])], True
         if isinstance(whole, dict):
             return [(str(p), whole)], False
@@ -207,7 +212,7 @@ def _string(obj: dict[str, Any], key: str, where: str, *, required: bool = True)
         return ""
     if not isinstance(value, str):
         got = "missing" if key not in obj else f"a {type(value).__name__}"
-        raise InputError(f"{where}: expected \"{key}\" to be a string ({got})")
+        raise InputError(f'{where}: expected "{key}" to be a string ({got})')
     return value
 
 
@@ -224,18 +229,18 @@ def _answers(value: Any, where: str, key: str) -> tuple[tuple[str, ...], ...]:
     if isinstance(value, str):
         return ((value,),)
     if isinstance(value, list):
-        return tuple(_strings(v, where, f"each item of \"{key}\"") for v in value)
-    raise InputError(f"{where}: expected \"{key}\" to be a string, a list of strings or a list of alias lists")
+        return tuple(_strings(v, where, f'each item of "{key}"') for v in value)
+    raise InputError(f'{where}: expected "{key}" to be a string, a list of strings or a list of alias lists')
 
 
 def _qa_pairs(value: Any, where: str) -> tuple[tuple[str, ...], ...]:
     if not isinstance(value, list):
-        raise InputError(f"{where}: expected \"qa_pairs\" to be a list of {{\"short_answers\": [...]}}")
+        raise InputError(f'{where}: expected "qa_pairs" to be a list of {{"short_answers": [...]}}')
     out = []
     for i, pair in enumerate(value):
         if not isinstance(pair, dict) or "short_answers" not in pair:
-            raise InputError(f"{where}: qa_pairs[{i}]: expected an object with \"short_answers\"")
-        out.append(_strings(pair["short_answers"], f"{where}: qa_pairs[{i}]", "\"short_answers\""))
+            raise InputError(f'{where}: qa_pairs[{i}]: expected an object with "short_answers"')
+        out.append(_strings(pair["short_answers"], f"{where}: qa_pairs[{i}]", '"short_answers"'))
     return tuple(out)
 
 
@@ -255,14 +260,16 @@ def _docs(value: Any, where: str, key: str) -> tuple[Doc, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise InputError(f"{where}: expected \"{key}\" to be a list of {{\"title\", \"text\"}}")
+        raise InputError(f'{where}: expected "{key}" to be a list of {{"title", "text"}}')
     docs = []
     for i, d in enumerate(value):
         at = f"{where}: {key}[{i}]"
         if not isinstance(d, dict):
-            raise InputError(f"{at}: expected an object with \"title\" and \"text\"")
+            raise InputError(f'{at}: expected an object with "title" and "text"')
         if key == "passages" and d.get("n") not in (None, i + 1):
-            raise InputError(f"{at}: passage number {d.get('n')!r} out of order (expected {i + 1}): citations [n] index the passages in order")
+            raise InputError(
+                f"{at}: passage number {d.get('n')!r} out of order (expected {i + 1}): citations [n] index the passages in order"
+            )
         text = _string(d, "sent" if "sent" in d else "text", at)
         docs.append(Doc(_string(d, "title", at, required=False), text))
     return tuple(docs)
@@ -290,21 +297,26 @@ def _ask_output(obj: dict[str, Any], where: str, mode: str) -> str:
     if mode == "written" or sentences is None:
         return answer
     if not isinstance(sentences, list):
-        raise InputError(f"{where}: expected \"sentences\" to be a list")
+        raise InputError(f'{where}: expected "sentences" to be a list')
     spans = []
     for i, s in enumerate(sentences):
         at = f"{where}: sentences[{i}]"
-        if not (isinstance(s, dict) and isinstance(s.get("start"), int) and isinstance(s.get("end"), int)
-                and isinstance(s.get("text"), str) and isinstance(s.get("citations", []), list)
-                and all(isinstance(n, int) for n in s.get("citations", []))):
-            raise InputError(f"{at}: expected {{\"text\", \"start\", \"end\", \"citations\": [n, ...]}}")
+        if not (
+            isinstance(s, dict)
+            and isinstance(s.get("start"), int)
+            and isinstance(s.get("end"), int)
+            and isinstance(s.get("text"), str)
+            and isinstance(s.get("citations", []), list)
+            and all(isinstance(n, int) for n in s.get("citations", []))
+        ):
+            raise InputError(f'{at}: expected {{"text", "start", "end", "citations": [n, ...]}}')
         if answer[s["start"] : s["end"]] != s["text"]:
-            raise InputError(f"{at}: start/end do not locate the sentence in \"answer\"; use --ask-citations written")
+            raise InputError(f'{at}: start/end do not locate the sentence in "answer"; use --ask-citations written')
         spans.append((s["start"], s["end"], with_markers(strip_markers(s["text"]), s.get("citations", []))))
     out, pos = [], 0
     for start, end, text in sorted(spans):
         if start < pos:
-            raise InputError(f"{where}: sentences overlap in \"answer\"; use --ask-citations written")
+            raise InputError(f'{where}: sentences overlap in "answer"; use --ask-citations written')
         out += [answer[pos:start], text]
         pos = end
     out.append(answer[pos:])

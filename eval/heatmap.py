@@ -50,14 +50,19 @@ def render_html(report: SaliencyReport, sentence: int = 0) -> str:
     e = html.escape
     sent = ctx.sentences[sentence]
     parts = [
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">',
         f"<title>citerag attribution: sentence {sentence + 1}</title><style>{_STYLE}</style></head><body>",
         f"<h1>Evidence use for answer sentence {sentence + 1}</h1>",
         f"<p><b>Question:</b> {e(ctx.question)}</p>",
-        "<p class=\"answer\"><b>Answer:</b> " + e(ctx.answer[: sent.start]) + "<mark>" + e(sent.text) + "</mark>"
-        + e(ctx.answer[sent.end :]) + "</p>",
+        '<p class="answer"><b>Answer:</b> '
+        + e(ctx.answer[: sent.start])
+        + "<mark>"
+        + e(sent.text)
+        + "</mark>"
+        + e(ctx.answer[sent.end :])
+        + "</p>",
         f"<p>Cited: {', '.join(f'[{n}]' for n in sent.citations) or 'nothing'}. Level: {e(report.level)}.</p>",
-        "<p class=\"legend\">Red: the evidence raised this sentence's log-probability; blue: it lowered it. "
+        '<p class="legend">Red: the evidence raised this sentence\'s log-probability; blue: it lowered it. '
         "Colour strength is relative to the largest absolute score of each method; hover for values (nats).</p>",
     ]
     for name, att in report.attributions.items():
@@ -70,26 +75,31 @@ def render_html(report: SaliencyReport, sentence: int = 0) -> str:
         for i in att.ranking(sentence)[:5]:
             s = att.sources[i]
             snippet = s.text if len(s.text) <= 90 else s.text[:87] + "..."
-            parts.append(f"<tr><td>{e(s.label)}</td><td class=\"num\">{scores[i]:.3f}</td><td>{e(snippet)}</td></tr>")
+            parts.append(f'<tr><td>{e(s.label)}</td><td class="num">{scores[i]:.3f}</td><td>{e(snippet)}</td></tr>')
         parts.append("</table>")
         tok = report.tokens.get(name)
         if tok is not None:
             rows = np.nan_to_num(tok.matrix) * ctx.token_weights()[sentence][:, None]
             values = rows.sum(axis=0)
-            pieces = [(t.passage, t.start, t.end, float(v), f"{t.text!r}: {v:.4f}") for t, v in zip(tok.evidence_tokens, values)]
+            pieces = [
+                (t.passage, t.start, t.end, float(v), f"{t.text!r}: {v:.4f}")
+                for t, v in zip(tok.evidence_tokens, values)
+            ]
         else:
-            pieces = [(s.passage, s.start, s.end, float(scores[i]), f"{s.label}: {scores[i]:.3f}")
-                      for i, s in enumerate(att.sources)]
+            pieces = [
+                (s.passage, s.start, s.end, float(scores[i]), f"{s.label}: {scores[i]:.3f}")
+                for i, s in enumerate(att.sources)
+            ]
         scale = max((abs(v) for *_, v, _ in pieces if not math.isnan(v)), default=0.0)
         for n, p in enumerate(ctx.passages, start=1):
             title = f" (Title: {e(p.title)})" if p.title else ""
-            parts.append(f"<div class=\"doc\"><h3>Document [{n}]{title}</h3><p>")
+            parts.append(f'<div class="doc"><h3>Document [{n}]{title}</h3><p>')
             cursor = 0
             for _, s0, s1, v, tip in sorted(x for x in pieces if x[0] == n):
                 if s0 < cursor:
                     continue
                 parts.append(e(p.text[cursor:s0]))
-                parts.append(f"<span title=\"{e(tip)}\" style=\"background:{colour(v, scale)}\">{e(p.text[s0:s1])}</span>")
+                parts.append(f'<span title="{e(tip)}" style="background:{colour(v, scale)}">{e(p.text[s0:s1])}</span>')
                 cursor = s1
             parts.append(e(p.text[cursor:]) + "</p></div>")
     parts.append("</body></html>\n")

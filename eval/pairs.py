@@ -61,7 +61,9 @@ class PairScores(Mapping[Pair, float]):
             chunks = [ordered[i : i + self.chunk_size] for i in range(0, len(ordered), self.chunk_size)]
         from pipeline.progress import progress_bar
 
-        with progress_bar(total=len(new), desc=f"judging (round {self.rounds})", enabled=self.progress, unit="pair") as bar:
+        with progress_bar(
+            total=len(new), desc=f"judging (round {self.rounds})", enabled=self.progress, unit="pair"
+        ) as bar:
             for chunk in chunks:
                 scores = self._judge(chunk)
                 self.calls += 1

@@ -39,7 +39,9 @@ class SentenceAttribution:
     doc: int | None
 
 
-def attribute(claims: Sequence[str], docs: Sequence[Doc], scores: Mapping[Pair, float]) -> tuple[SentenceAttribution, ...]:
+def attribute(
+    claims: Sequence[str], docs: Sequence[Doc], scores: Mapping[Pair, float]
+) -> tuple[SentenceAttribution, ...]:
     """Each claim's best support among ``docs`` (the pairs must be scored)."""
     out = []
     for c in claims:
@@ -89,7 +91,9 @@ def rarr_summary(
     the preservation of the texts with an original.
     """
     measured = [a for a in attributions if a is not None]
-    revised_attribution = _mean([a.attribution for a, p in zip(attributions, preservations) if a is not None and p is not None])
+    revised_attribution = _mean(
+        [a.attribution for a, p in zip(attributions, preservations) if a is not None and p is not None]
+    )
     preservation = _mean(preservations)
     return {
         "n": sum(bool(a.sentences) for a in measured),
@@ -98,5 +102,7 @@ def rarr_summary(
         "n_revised": sum(p is not None for p in preservations),
         "attribution_original": _mean([mean_support(a.original) for a in measured if a.original is not None]),
         "preservation": preservation,
-        "f1": f1(revised_attribution, preservation) if revised_attribution is not None and preservation is not None else None,
+        "f1": f1(revised_attribution, preservation)
+        if revised_attribution is not None and preservation is not None
+        else None,
     }

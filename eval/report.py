@@ -50,7 +50,14 @@ details{margin:.3em 0}summary{cursor:pointer;color:#1565c0}.doc{white-space:pre-
 """
 
 
-def write_report(directory: str | os.PathLike[str], evaluation: Evaluation, metrics: Mapping[str, Any], *, title: str, worst: int = 50) -> Path:
+def write_report(
+    directory: str | os.PathLike[str],
+    evaluation: Evaluation,
+    metrics: Mapping[str, Any],
+    *,
+    title: str,
+    worst: int = 50,
+) -> Path:
     """Write ``index.html`` into ``directory`` (created) and return its path."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +88,11 @@ def render(evaluation: Evaluation, metrics: Mapping[str, Any], *, title: str, wo
         f"<h1>{e(title)}</h1>",
         f"<p class=muted>{'; '.join(about)}. Fractions are shown as percentages.</p>",
     ]
-    bars = [(label, metrics[sec][key]) for sec, key, label in HEADLINE if isinstance(metrics.get(sec), dict) and metrics[sec].get(key) is not None]
+    bars = [
+        (label, metrics[sec][key])
+        for sec, key, label in HEADLINE
+        if isinstance(metrics.get(sec), dict) and metrics[sec].get(key) is not None
+    ]
     if bars:
         parts += ["<h2>Summary</h2>", bar_chart(bars)]
     parts += ["<h2>All figures</h2>", "<div class=charts>"]
@@ -103,12 +114,19 @@ def render(evaluation: Evaluation, metrics: Mapping[str, Any], *, title: str, wo
         ("best support of each sentence (attribution)", attribution, thr),
     ):
         if values:
-            parts.append(f"<div class=chart><b>{e(label)}</b> <span class=muted>({len(values)})</span><br>{histogram(values, threshold=line)}</div>")
+            parts.append(
+                f"<div class=chart><b>{e(label)}</b> <span class=muted>({len(values)})</span><br>{histogram(values, threshold=line)}</div>"
+            )
     parts.append("</div>")
     statuses = _status_counts(results)
     if statuses:
-        parts += ["<h3>Sentences by ALCE decision</h3>", bar_chart([(k.replace("_", " "), v / sum(statuses.values())) for k, v in statuses.items()],
-                                                                   colours=[STATUS_COLOURS[k] for k in statuses])]
+        parts += [
+            "<h3>Sentences by ALCE decision</h3>",
+            bar_chart(
+                [(k.replace("_", " "), v / sum(statuses.values())) for k, v in statuses.items()],
+                colours=[STATUS_COLOURS[k] for k in statuses],
+            ),
+        ]
     shown = sorted(results, key=_sort_key)[:worst]
     if shown:
         parts += [f"<h2>Examples ({len(shown)} of {len(results)}, lowest citation recall first)</h2>", _legend()]
@@ -151,7 +169,9 @@ def bar_chart(items: Sequence[tuple[str, float]], *, colours: Sequence[str] | No
     return "".join(out)
 
 
-def histogram(values: Sequence[float], *, bins: int = 10, threshold: float | None = None, width: int = 320, height: int = 160) -> str:
+def histogram(
+    values: Sequence[float], *, bins: int = 10, threshold: float | None = None, width: int = 320, height: int = 160
+) -> str:
     """Counts of values in [0, 1] in ``bins`` equal bins, with an optional threshold line."""
     counts = [0] * bins
     for v in values:
@@ -165,13 +185,19 @@ def histogram(values: Sequence[float], *, bins: int = 10, threshold: float | Non
     for i, c in enumerate(counts):
         bh = plot_h * c / top
         x = pad_l + i * bw
-        out.append(f'<rect x="{x + 1:.1f}" y="{pad_t + plot_h - bh:.1f}" width="{bw - 2:.1f}" height="{bh:.1f}" fill="#1976d2"><title>{i / bins:.1f}-{(i + 1) / bins:.1f}: {c}</title></rect>')
+        out.append(
+            f'<rect x="{x + 1:.1f}" y="{pad_t + plot_h - bh:.1f}" width="{bw - 2:.1f}" height="{bh:.1f}" fill="#1976d2"><title>{i / bins:.1f}-{(i + 1) / bins:.1f}: {c}</title></rect>'
+        )
     for t in (0, 0.5, 1):
-        out.append(f'<text x="{pad_l + t * plot_w:.1f}" y="{height - 5}" font-size="10" text-anchor="middle">{t:g}</text>')
+        out.append(
+            f'<text x="{pad_l + t * plot_w:.1f}" y="{height - 5}" font-size="10" text-anchor="middle">{t:g}</text>'
+        )
     out.append(f'<text x="{pad_l - 4}" y="{pad_t + 10}" font-size="10" text-anchor="end">{top}</text>')
     if threshold is not None:
         x = pad_l + min(max(threshold, 0.0), 1.0) * plot_w
-        out.append(f'<line x1="{x:.1f}" y1="{pad_t}" x2="{x:.1f}" y2="{pad_t + plot_h}" stroke="#c62828" stroke-dasharray="4 3"><title>threshold {threshold:.3f}</title></line>')
+        out.append(
+            f'<line x1="{x:.1f}" y1="{pad_t}" x2="{x:.1f}" y2="{pad_t + plot_h}" stroke="#c62828" stroke-dasharray="4 3"><title>threshold {threshold:.3f}</title></line>'
+        )
     out.append("</svg>")
     return "".join(out)
 
@@ -198,9 +224,11 @@ def _sort_key(r: ExampleResult) -> tuple[float, float]:
 
 
 def _legend() -> str:
-    return "<p class=legend>" + "".join(
-        f'<span class="s s-{k}">{k.replace("_", " ")}</span>' for k in STATUS_COLOURS
-    ) + '<span class="c c-irrelevant">[n]</span> irrelevant citation (precision)</p>'
+    return (
+        "<p class=legend>"
+        + "".join(f'<span class="s s-{k}">{k.replace("_", " ")}</span>' for k in STATUS_COLOURS)
+        + '<span class="c c-irrelevant">[n]</span> irrelevant citation (precision)</p>'
+    )
 
 
 def _example_html(r: ExampleResult, threshold: float) -> str:
@@ -223,7 +251,9 @@ def _example_html(r: ExampleResult, threshold: float) -> str:
         if r.citations:
             s = r.citations.sentences[i]
             irrelevant = {c.n for c in s.checks if not c.relevant} if s.recall else set()
-            marks = "".join(f'<span class="c{" c-irrelevant" if n in irrelevant else ""}">[{n}]</span>' for n in s.cited)
+            marks = "".join(
+                f'<span class="c{" c-irrelevant" if n in irrelevant else ""}">[{n}]</span>' for n in s.cited
+            )
             tip = f"support {s.support:.2f}" if s.support is not None else s.status.replace("_", " ")
             body.append(f'<span class="s s-{_status(s)}" title="{e(tip)}">{e(s.claim)} {marks}</span>')
         else:
@@ -232,9 +262,13 @@ def _example_html(r: ExampleResult, threshold: float) -> str:
             tip = "" if a is None else f"best support {a.support:.2f} (document {a.doc})"
             body.append(f'<span class="s s-{cls}" title="{e(tip)}">{e(claim_text(text))}</span>')
     docs = "".join(
-        f'<div class=doc><b>[{n}] {e(d.title)}</b>\n{e(d.text)}</div>' for n, d in enumerate(ex.docs, start=1)
+        f"<div class=doc><b>[{n}] {e(d.title)}</b>\n{e(d.text)}</div>" for n, d in enumerate(ex.docs, start=1)
     )
-    original = f"<details><summary>original</summary><div class=doc>{e(ex.original)}</div></details>" if ex.original is not None else ""
+    original = (
+        f"<details><summary>original</summary><div class=doc>{e(ex.original)}</div></details>"
+        if ex.original is not None
+        else ""
+    )
     return (
         f"<div><p>{' &middot; '.join(head)}<br><span class=muted>{e('; '.join(figures))}</span></p>"
         f"<p>{' '.join(body) or '<span class=muted>(no sentences)</span>'}</p>{original}"

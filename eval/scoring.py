@@ -113,9 +113,7 @@ def _citation_dict(s: SentenceCitations) -> dict[str, Any]:
         "status": s.status,
         "support": s.support,
         "recall": s.recall,
-        "precision": [
-            {"n": c.n, "alone": c.alone, "without": c.without, "relevant": c.relevant} for c in s.checks
-        ],
+        "precision": [{"n": c.n, "alone": c.alone, "without": c.without, "relevant": c.relevant} for c in s.checks],
     }
 
 
@@ -143,7 +141,9 @@ class Evaluation:
             "n": len(self.results),
             "citation": alce.citation_summary([r.citations for r in self.results if r.example.cites]),
             "answer": answer_summary([r.answer for r in self.results]),
-            "rarr": rarr_summary([r.attribution for r in self.results], [r.preservation for r in self.results], cfg.threshold),
+            "rarr": rarr_summary(
+                [r.attribution for r in self.results], [r.preservation for r in self.results], cfg.threshold
+            ),
             "settings": {
                 "threshold": cfg.threshold,
                 "at_most_citations": cfg.at_most_citations,
@@ -168,8 +168,16 @@ class Evaluation:
 
 #: Answer figures, in display order.
 ANSWER_KEYS = (
-    "str_em", "str_hit", "em", "answer_in_output",
-    "qampari_precision", "qampari_recall", "qampari_recall_top5", "qampari_f1", "qampari_f1_top5", "qampari_predictions",
+    "str_em",
+    "str_hit",
+    "em",
+    "answer_in_output",
+    "qampari_precision",
+    "qampari_recall",
+    "qampari_recall_top5",
+    "qampari_f1",
+    "qampari_f1_top5",
+    "qampari_predictions",
 )
 
 
@@ -194,8 +202,12 @@ def example_answers(example: Example, output: str, qampari: bool) -> dict[str, f
     if example.answers and qampari:
         q = answers.qampari_scores(example.answers, text)
         out.update(
-            qampari_precision=q.precision, qampari_recall=q.recall, qampari_recall_top5=q.recall_top5,
-            qampari_f1=q.f1, qampari_f1_top5=q.f1_top5, qampari_predictions=q.predictions,
+            qampari_precision=q.precision,
+            qampari_recall=q.recall,
+            qampari_recall_top5=q.recall_top5,
+            qampari_f1=q.f1,
+            qampari_f1_top5=q.f1_top5,
+            qampari_predictions=q.predictions,
         )
     elif example.answers:
         out["em"] = answers.exact_match(example.answers, text)
@@ -219,8 +231,9 @@ class ReadExample:
 def read_example(example: Example, config: EvalConfig) -> ReadExample:
     """ALCE's text rules (its clean-up only for outputs with citations, as ALCE scores them) and
     its citation plan; the original of a revise result is read as written."""
-    text = alce.read_output(example.output, example.question, clean=example.cites, first_line=config.truncate,
-                            qampari=config.qampari)
+    text = alce.read_output(
+        example.output, example.question, clean=example.cites, first_line=config.truncate, qampari=config.qampari
+    )
     original = None
     if example.original is not None:
         original = alce.read_output(example.original, example.question, clean=False, qampari=config.qampari)
@@ -234,7 +247,9 @@ def read_example(example: Example, config: EvalConfig) -> ReadExample:
 def attribution_needs(read: ReadExample) -> list[Pair]:
     """RARR's pairs: every claim (and every claim of the original) against every document."""
     docs = read.example.docs
-    return attribution_pairs(read.text.claims, docs) + attribution_pairs(read.original.claims if read.original else (), docs)
+    return attribution_pairs(read.text.claims, docs) + attribution_pairs(
+        read.original.claims if read.original else (), docs
+    )
 
 
 def score_example(read: ReadExample, scores: Mapping[Pair, float], config: EvalConfig) -> ExampleResult:
@@ -245,8 +260,16 @@ def score_example(read: ReadExample, scores: Mapping[Pair, float], config: EvalC
         original = attribute(read.original.claims, ex.docs, scores) if read.original is not None else None
         att = ExampleAttribution(attribute(text.claims, ex.docs, scores), original)
     pres = preservation(ex.original, text.output) if ex.original is not None else None
-    return ExampleResult(ex, text.output, text.truncated, text.sentences, read.citations.decide(scores, config.threshold),
-                         att, pres, example_answers(ex, text.output, config.qampari))
+    return ExampleResult(
+        ex,
+        text.output,
+        text.truncated,
+        text.sentences,
+        read.citations.decide(scores, config.threshold),
+        att,
+        pres,
+        example_answers(ex, text.output, config.qampari),
+    )
 
 
 def evaluate(

@@ -122,7 +122,7 @@ def with_markers(content: str, numbers: Sequence[int]) -> str:
         return content
     m = _FINAL_PUNCT.search(content)
     if m:
-        return f"{content[: m.start()].rstrip()} {marks}{content[m.start():]}"
+        return f"{content[: m.start()].rstrip()} {marks}{content[m.start() :]}"
     return f"{content} {marks}"
 
 

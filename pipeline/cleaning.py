@@ -133,7 +133,7 @@ def _cite_first_sentence(text: str, n: int) -> str:
     if MARKER_RE.search(first):
         return text
     m = _END.search(first)
-    cited = f"{first[: m.start()].rstrip()} [{n}]{first[m.start():]}" if m else f"{first} [{n}]"
+    cited = f"{first[: m.start()].rstrip()} [{n}]{first[m.start() :]}" if m else f"{first} [{n}]"
     return text[:s] + cited + text[e:]
 
 

@@ -101,9 +101,7 @@ class ConstraintSpec:
             if getattr(self, name) < 1:
                 raise ConfigError(f"ConstraintSpec.{name} must be at least 1 (got {getattr(self, name)})")
         if self.cite_position not in CITE_POSITIONS:
-            raise ConfigError(
-                f"unknown cite_position {self.cite_position!r}; valid: {', '.join(CITE_POSITIONS)}"
-            )
+            raise ConfigError(f"unknown cite_position {self.cite_position!r}; valid: {', '.join(CITE_POSITIONS)}")
 
 
 def _unit(exclude: str = "") -> str:
@@ -297,4 +295,6 @@ def _broken(text: str, generator: object) -> None:
 
 
 def _replace_text(g: Generation, text: str, finish_reason: str | None = None) -> Generation:
-    return Generation(text=text, token_ids=g.token_ids if text == g.text else (), finish_reason=finish_reason or g.finish_reason)
+    return Generation(
+        text=text, token_ids=g.token_ids if text == g.text else (), finish_reason=finish_reason or g.finish_reason
+    )

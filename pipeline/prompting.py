@@ -86,11 +86,9 @@ class BuiltPrompt:
 def validate_question(question: str) -> str:
     q = question.strip() if isinstance(question, str) else ""
     if not q:
-        raise InputError("the question is empty: pass a question, e.g. citerag ask \"When did the bridge open?\"")
+        raise InputError('the question is empty: pass a question, e.g. citerag ask "When did the bridge open?"')
     if len(q) > MAX_QUESTION_CHARS:
-        raise InputError(
-            f"the question is {len(q)} characters long; the limit is {MAX_QUESTION_CHARS}: shorten it"
-        )
+        raise InputError(f"the question is {len(q)} characters long; the limit is {MAX_QUESTION_CHARS}: shorten it")
     return q
 
 

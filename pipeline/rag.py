@@ -222,7 +222,9 @@ class RAGPipeline:
         timings = {"total_s": time.perf_counter() - t0, "generate_s": t1 - t0, "batch_size": len(qs)}
         return [_with_report(a, timings=timings) for a in out]
 
-    def _iterative_prompt(self, question: str, retrieved: Sequence[Passage], reg: list[Passage], prefix: str) -> BuiltPrompt:
+    def _iterative_prompt(
+        self, question: str, retrieved: Sequence[Passage], reg: list[Passage], prefix: str
+    ) -> BuiltPrompt:
         known = {p.key: n for n, p in enumerate(reg, start=1)}
         numbers, nxt = [], len(reg) + 1
         for p in retrieved:

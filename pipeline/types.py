@@ -216,8 +216,15 @@ class EditAttempt:
 
     def applied(self) -> Edit:
         """The edit as the revision records it once accepted."""
-        return Edit(self.original_text, self.revised_text, self.evidence, self.support, self.preservation, self.reason,
-                    self.editor)
+        return Edit(
+            self.original_text,
+            self.revised_text,
+            self.evidence,
+            self.support,
+            self.preservation,
+            self.reason,
+            self.editor,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

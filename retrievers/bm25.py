@@ -120,9 +120,7 @@ class BM25Retriever:
         path = Path(path)
         settings_file = path / _SETTINGS_FILE
         if not settings_file.is_file():
-            raise IndexIncompatibleError(
-                f"no BM25 index in {path}: rebuild the index with `citerag index`"
-            )
+            raise IndexIncompatibleError(f"no BM25 index in {path}: rebuild the index with `citerag index`")
         settings = json.loads(settings_file.read_text(encoding="utf-8"))
         model = bm25s.BM25.load(str(path), show_progress=False)
         return cls(passages, model, language=settings["language"], stopwords=settings["stopwords"])

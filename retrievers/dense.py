@@ -89,8 +89,7 @@ def _load_model(cls_name: str, path: str, device: str) -> Any:
     except Exception as e:  # noqa: BLE001 - many loaders, many exception types
         if Path(path).expanduser().exists():
             raise ModelNotFoundError(
-                f"could not load {cls_name} from {path}: {e}. "
-                "Pass a folder that holds a sentence-transformers model."
+                f"could not load {cls_name} from {path}: {e}. Pass a folder that holds a sentence-transformers model."
             ) from e
         raise ModelNotFoundError(
             f"model {path!r} is not a local folder and no model hub is reachable here: "

@@ -52,7 +52,4 @@ class HybridRetriever:
             return []
         depth = max(self.depth or k, k)
         per_retriever = [r.retrieve(queries, depth) for r in self.retrievers]
-        return [
-            rrf_fuse([results[q] for results in per_retriever], k, self.rrf_k)
-            for q in range(len(queries))
-        ]
+        return [rrf_fuse([results[q] for results in per_retriever], k, self.rrf_k) for q in range(len(queries))]

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,7 @@ def build_index(
         manifest: Manifest = {
             "format_version": FORMAT_VERSION,
             "citerag_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": str(source),
             "embedder": embedder_name,
             "dim": dense.dim,
@@ -170,8 +170,12 @@ def _write_passages(path: Path, passages: Sequence[Passage]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for p in passages:
             record = {
-                "pid": p.pid, "doc_id": p.doc_id, "title": p.title,
-                "start": p.start, "end": p.end, "text": p.text,
+                "pid": p.pid,
+                "doc_id": p.doc_id,
+                "title": p.title,
+                "start": p.start,
+                "end": p.end,
+                "text": p.text,
             }
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -216,16 +220,13 @@ def read_manifest(index_dir: str | Path) -> Manifest:
     manifest_file = path / MANIFEST_FILE
     if not manifest_file.is_file():
         where = "does not exist" if not path.exists() else f"has no {MANIFEST_FILE}"
-        raise IndexMissingError(
-            f"no citerag index at {path} ({where}): build one with `{index_command(index_dir)}`"
-        )
+        raise IndexMissingError(f"no citerag index at {path} ({where}): build one with `{index_command(index_dir)}`")
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         version = manifest["format_version"]
     except (ValueError, KeyError, TypeError) as e:
         raise IndexIncompatibleError(
-            f"the index manifest {manifest_file} is unreadable ({e}): rebuild it with "
-            f"`{index_command(index_dir)}`"
+            f"the index manifest {manifest_file} is unreadable ({e}): rebuild it with `{index_command(index_dir)}`"
         ) from e
     if version != FORMAT_VERSION:
         raise IndexIncompatibleError(
@@ -243,8 +244,12 @@ def read_passages(path: Path) -> list[Passage]:
             r = json.loads(line)
             passages.append(
                 Passage(
-                    doc_id=r["doc_id"], text=r["text"], title=r.get("title", ""),
-                    start=int(r["start"]), end=int(r["end"]), pid=r.get("pid", ""),
+                    doc_id=r["doc_id"],
+                    text=r["text"],
+                    title=r.get("title", ""),
+                    start=int(r["start"]),
+                    end=int(r["end"]),
+                    pid=r.get("pid", ""),
                 )
             )
     return passages

@@ -54,9 +54,7 @@ class Document:
     source: str
 
 
-def load_documents(
-    path: str | Path, *, exclude: Iterable[str | Path] = ()
-) -> tuple[list[Document], list[Skipped]]:
+def load_documents(path: str | Path, *, exclude: Iterable[str | Path] = ()) -> tuple[list[Document], list[Skipped]]:
     """Read every supported document under ``path``; return ``(documents, skipped)``.
 
     ``exclude`` lists files or folders to leave out (for example an index folder that lives

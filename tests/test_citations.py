@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from fakes import FakeCiter, FakeEmbedder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fakes import FakeCiter, FakeEmbedder
 from pipeline.citations import cite_answer, parse_markers, sentence_spans, strip_markers
 from pipeline.types import Passage
 

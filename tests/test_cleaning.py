@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from test_rag import corpus_retriever, scripted
+
 from pipeline.cleaning import SCAFFOLD_STOPS, clean_answer
 from pipeline.rag import RAGPipeline
 from pipeline.types import Generation, GenerationParams
-from test_rag import corpus_retriever, scripted
 
 
 def test_copied_header_is_removed_and_becomes_a_citation_of_that_document() -> None:
@@ -60,7 +61,9 @@ def test_pipeline_stops_at_scaffolding_and_reports_the_raw_text() -> None:
 
     def reply(prompt: str, params: GenerationParams) -> Generation:
         seen.append(params)
-        return Generation("Document [1] (Title: Golden Gate): The Golden Gate Bridge opened in 1937.", finish_reason="stop")
+        return Generation(
+            "Document [1] (Title: Golden Gate): The Golden Gate Bridge opened in 1937.", finish_reason="stop"
+        )
 
     pipe = RAGPipeline(corpus_retriever(), scripted(reply), k=2)
     a = pipe.ask("When did the Golden Gate Bridge open?")

@@ -54,7 +54,10 @@ def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     log = (tmp_path_factory.mktemp("llm") / "serve.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "llm", "serve", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        start_new_session=True,
     )
 
     class Handle:
@@ -145,8 +148,17 @@ def test_incompatible_index_is_untouched(sample_index: Path, tmp_path: Path) -> 
 
 
 def test_ask_json_through_vllm_server(sample_index: Path, tiny_vllm_server: Any) -> None:
-    proc = run("ask", "When did the Golden Gate Bridge open?", "--index", str(sample_index),
-               "--llm-url", tiny_vllm_server.url, "--json", "--max-tokens", "24")
+    proc = run(
+        "ask",
+        "When did the Golden Gate Bridge open?",
+        "--index",
+        str(sample_index),
+        "--llm-url",
+        tiny_vllm_server.url,
+        "--json",
+        "--max-tokens",
+        "24",
+    )
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
     assert {"question", "answer", "sentences", "citations", "timings", "abstained", "abstention"} <= answer.keys()
@@ -155,15 +167,34 @@ def test_ask_json_through_vllm_server(sample_index: Path, tiny_vllm_server: Any)
     if answer["abstained"]:
         assert answer["answer"] == "The documents do not answer this question." and answer["draft"]["answer"]
     # --no-abstain returns the draft itself, with citations to shown passages.
-    proc = run("ask", "When did the Golden Gate Bridge open?", "--index", str(sample_index),
-               "--llm-url", tiny_vllm_server.url, "--json", "--max-tokens", "24", "--no-abstain")
+    proc = run(
+        "ask",
+        "When did the Golden Gate Bridge open?",
+        "--index",
+        str(sample_index),
+        "--llm-url",
+        tiny_vllm_server.url,
+        "--json",
+        "--max-tokens",
+        "24",
+        "--no-abstain",
+    )
     kept = json.loads(proc.stdout)
     assert kept["abstained"] is False and kept["answer"] == answer.get("draft", answer)["answer"]
     check_citations(kept)
     # Nothing in the sample corpus is about football: retrieval finds nothing relevant, so
     # citerag abstains whatever the (random) model wrote, and keeps the draft.
-    proc = run("ask", "Who won the 1998 FIFA World Cup final?", "--index", str(sample_index),
-               "--llm-url", tiny_vllm_server.url, "--json", "--max-tokens", "24")
+    proc = run(
+        "ask",
+        "Who won the 1998 FIFA World Cup final?",
+        "--index",
+        str(sample_index),
+        "--llm-url",
+        tiny_vllm_server.url,
+        "--json",
+        "--max-tokens",
+        "24",
+    )
     off = json.loads(proc.stdout)
     assert off["abstained"] is True and off["citations"] == [] and "draft" in off
     assert any("about the question" in r for r in off["abstention"]["reasons"])
@@ -177,12 +208,27 @@ def test_question_longer_than_context(sample_index: Path, tiny_vllm_server: Any)
 def test_batch_mode(sample_index: Path, tiny_vllm_server: Any, tmp_path: Path) -> None:
     qf, out = tmp_path / "q.jsonl", tmp_path / "a.jsonl"
     qf.write_text(
-        json.dumps({"id": "q1", "question": "Who discovered polonium?"}) + "\n"
-        + json.dumps("How tall is Mount Everest?") + "\n"
-        + json.dumps({"id": "q3", "question": " "}) + "\n"
+        json.dumps({"id": "q1", "question": "Who discovered polonium?"})
+        + "\n"
+        + json.dumps("How tall is Mount Everest?")
+        + "\n"
+        + json.dumps({"id": "q3", "question": " "})
+        + "\n"
     )
-    proc = run("ask", "--questions", str(qf), "--out", str(out), "--index", str(sample_index),
-               "--llm-url", tiny_vllm_server.url, "--max-tokens", "16", "--no-abstain")
+    proc = run(
+        "ask",
+        "--questions",
+        str(qf),
+        "--out",
+        str(out),
+        "--index",
+        str(sample_index),
+        "--llm-url",
+        tiny_vllm_server.url,
+        "--max-tokens",
+        "16",
+        "--no-abstain",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert [r.get("id") for r in rows] == ["q1", None, "q3"]
@@ -224,8 +270,22 @@ def test_smollm2_text_output_and_iterative_mode(sample_index: Path, smollm2_serv
     proc = run("ask", "Who was Marie Curie?", "--index", str(sample_index), "--llm-url", smollm2_server.url)
     assert proc.returncode == 0, proc.stderr
     assert "References:" in proc.stdout and "marie_curie.txt" in proc.stdout
-    proc = run("ask", "Describe the Golden Gate Bridge.", "--index", str(sample_index), "--llm-url", smollm2_server.url,
-               "--iterative", "--stride", "16", "--query-tokens", "16", "--max-tokens", "64", "--json")
+    proc = run(
+        "ask",
+        "Describe the Golden Gate Bridge.",
+        "--index",
+        str(sample_index),
+        "--llm-url",
+        smollm2_server.url,
+        "--iterative",
+        "--stride",
+        "16",
+        "--query-tokens",
+        "16",
+        "--max-tokens",
+        "64",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
     assert answer["rounds"] >= 2
@@ -235,7 +295,9 @@ def test_smollm2_text_output_and_iterative_mode(sample_index: Path, smollm2_serv
 # -- --llm-api-key and its deprecated alias ----------------------------------------------
 
 
-def _ask_settings(monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str] | None = None) -> tuple[Any, Any]:
+def _ask_settings(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str] | None = None
+) -> tuple[Any, Any]:
     """The Settings `citerag ask ARGS` builds (the factory is stopped there), and the result."""
     from click.testing import CliRunner
 
@@ -251,7 +313,9 @@ def _ask_settings(monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[st
 
     monkeypatch.setattr(app.factory, "build_pipeline", stop)
     monkeypatch.delenv("CITERAG_LLM_API_KEY", raising=False)
-    result = CliRunner().invoke(cli, ["ask", "Why?", "--index", "idx", "--llm-url", "http://127.0.0.1:9", *args], env=env)
+    result = CliRunner().invoke(
+        cli, ["ask", "Why?", "--index", "idx", "--llm-url", "http://127.0.0.1:9", *args], env=env
+    )
     assert result.exit_code == 2 and seen, result.output
     return seen[0], result
 

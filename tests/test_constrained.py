@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fakes import FakeCiter, FakeGenerator, FakeRetriever
+
 from pipeline.citations import cite_answer
 from pipeline.constrained import (
     ConstraintSpec,
@@ -104,7 +104,11 @@ def test_cite_position() -> None:
     before = answer_regex(3, ConstraintSpec(cite_position="before-stop"))
     after = answer_regex(3, ConstraintSpec(cite_position="after-stop"))
     assert re.fullmatch(before, "Paris [1].") and not re.fullmatch(before, "Paris. [1]")
-    assert re.fullmatch(after, "Paris. [1]") and re.fullmatch(after, "Paris? [1]") and not re.fullmatch(after, "Paris [1].")
+    assert (
+        re.fullmatch(after, "Paris. [1]")
+        and re.fullmatch(after, "Paris? [1]")
+        and not re.fullmatch(after, "Paris [1].")
+    )
     assert citation_tail_regex(3, after_stop=True) == r" ?(?:\[[1-3]\]){1,3}"
 
 
@@ -140,7 +144,30 @@ def test_word_regex_exhaustively_on_a_small_alphabet() -> None:
 def _random_answer(rng: random.Random, k: int, spec: ConstraintSpec) -> str:
     """A random member of ``answer_regex(k, spec)`` built from awkward pieces: enders inside
     words, quotes, non-ASCII, abbreviations, runs of D and prefixes of "Document"."""
-    pieces = ["a", "Z", "1", "é", "“", '"', "(", ",", ";", ":", "-", ".5", "!x", "?y", "D", "Do", "Docume", "DDocumen", "Mr", "U.S", "e.g", "etc"]
+    pieces = [
+        "a",
+        "Z",
+        "1",
+        "é",
+        "“",
+        '"',
+        "(",
+        ",",
+        ";",
+        ":",
+        "-",
+        ".5",
+        "!x",
+        "?y",
+        "D",
+        "Do",
+        "Docume",
+        "DDocumen",
+        "Mr",
+        "U.S",
+        "e.g",
+        "etc",
+    ]
 
     def word() -> str:
         while True:
@@ -174,7 +201,9 @@ def test_every_matching_answer_parses_into_cited_sentences() -> None:
             abbreviated = any(a in text for a in ("etc", "U.S", "Mr", "e.g"))
             assert len(parsed.sentences) == tails or (abbreviated and len(parsed.sentences) < tails), text
             assert not parsed.dropped
-            assert set().union(*(s.citations for s in parsed.sentences)) == {int(n) for n in re.findall(r"\d+(?=\])", text)}
+            assert set().union(*(s.citations for s in parsed.sentences)) == {
+                int(n) for n in re.findall(r"\d+(?=\])", text)
+            }
             for s in parsed.sentences:
                 assert s.citations and all(1 <= n <= k for n in s.citations)
                 assert not s.post_hoc
@@ -252,7 +281,10 @@ def test_one_call_per_k_with_its_regex_and_the_reserved_budget() -> None:
     gen = scripted(lambda p, params: Generation("Paris [1].", finish_reason="stop"))
     out = generate_constrained(gen, ["p1", "p2", "p3"], [5, 3, 5], GenerationParams(max_tokens=64))
     assert [r.generation.text for r in out] == ["Paris [1]."] * 3
-    assert [(b, c.regex) for b, c in zip(gen.batches, gen.calls)] == [(["p2"], answer_regex(3)), (["p1", "p3"], answer_regex(5))]
+    assert [(b, c.regex) for b, c in zip(gen.batches, gen.calls)] == [
+        (["p2"], answer_regex(3)),
+        (["p1", "p3"], answer_regex(5)),
+    ]
     assert {c.max_tokens for c in gen.calls} == {64 - tail_reserve(3), 64 - tail_reserve(5)} == {64 - 11}
 
 
@@ -302,7 +334,9 @@ def test_an_unclosable_answer_is_empty_not_uncited() -> None:
     assert r.generation.text == "" and not r.closed
     [r] = generate_constrained(
         scripted(lambda p, params: Generation("Supercalifragilistic", finish_reason="length")),
-        ["p"], [3], GenerationParams(max_tokens=40),
+        ["p"],
+        [3],
+        GenerationParams(max_tokens=40),
     )
     assert r.generation.text == ""
 
@@ -332,7 +366,8 @@ def test_fake_backend_refuses_a_regex() -> None:
 
 # --------------------------------------------------------------------------- pipeline, settings, CLI
 def test_pipeline_records_the_mode_and_adds_nothing_post_hoc() -> None:
-    from test_rag import corpus_retriever, scripted as scripted_words
+    from test_rag import corpus_retriever
+    from test_rag import scripted as scripted_words
 
     from pipeline.rag import RAGPipeline
 
@@ -358,7 +393,8 @@ def test_pipeline_records_the_mode_and_adds_nothing_post_hoc() -> None:
 
 
 def test_pipeline_rejects_unknown_mode_and_iterative() -> None:
-    from test_rag import corpus_retriever, scripted as scripted_words
+    from test_rag import corpus_retriever
+    from test_rag import scripted as scripted_words
 
     from pipeline.rag import IterativeConfig, RAGPipeline
 
@@ -372,8 +408,8 @@ def test_pipeline_rejects_unknown_mode_and_iterative() -> None:
 def test_settings_and_factory_reject_backends_without_structured_outputs(tmp_path: Path) -> None:
     from pydantic import ValidationError
 
-    from pipeline.config import Settings
     from app.factory import build_pipeline
+    from pipeline.config import Settings
 
     assert Settings(index=tmp_path).citations == "auto"
     with pytest.raises(ValidationError):
@@ -429,7 +465,9 @@ def _assert_constrained(answers: Sequence[Any], k: int) -> None:
 def test_tiny_vllm_pipeline_answers_with_valid_citations(tiny_vllm: Any, k: int) -> None:
     from pipeline.rag import RAGPipeline
 
-    pipe = RAGPipeline(_tiny_corpus_retriever(), tiny_vllm, k=k, params=GenerationParams(max_tokens=96), citations="constrained")
+    pipe = RAGPipeline(
+        _tiny_corpus_retriever(), tiny_vllm, k=k, params=GenerationParams(max_tokens=96), citations="constrained"
+    )
     _assert_constrained(pipe.ask_batch(QUESTIONS, progress=False), k)
 
 
@@ -440,7 +478,12 @@ def test_tiny_vllm_cut_answers_still_cite(tiny_vllm: Any) -> None:
 
     spec = ConstraintSpec(max_sentences=3, max_words=40)
     pipe = RAGPipeline(
-        _tiny_corpus_retriever(), tiny_vllm, k=3, params=GenerationParams(max_tokens=20), citations="constrained", constraint=spec
+        _tiny_corpus_retriever(),
+        tiny_vllm,
+        k=3,
+        params=GenerationParams(max_tokens=20),
+        citations="constrained",
+        constraint=spec,
     )
     prompts = [pipe._build(q, pipe.retriever.retrieve([q], 3)[0]) for q in QUESTIONS]
     results = generate_constrained(tiny_vllm, [p.text for p in prompts], [3] * len(prompts), pipe.params, spec)

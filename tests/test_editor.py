@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fakes import FakeEditor, FakeJudge, FakeQuestionGenerator, FakeRetriever
+
 from pipeline.errors import ConfigError
 from pipeline.types import Passage
 from verifiers.editor import DEFAULT_EDITOR, AlignedEditor, EditCandidate, find_contradiction
@@ -33,9 +33,32 @@ def kind(text: str) -> str | None:
 def test_tokens_keep_numbers_with_separators_and_offsets() -> None:
     text = "It cost 1,500,000 dollars on 12 May 1937, said O'Brien."
     toks = tokenize(text)
-    assert [t.text for t in toks] == ["It", "cost", "1,500,000", "dollars", "on", "12", "May", "1937", ",", "said", "O'Brien", "."]
+    assert [t.text for t in toks] == [
+        "It",
+        "cost",
+        "1,500,000",
+        "dollars",
+        "on",
+        "12",
+        "May",
+        "1937",
+        ",",
+        "said",
+        "O'Brien",
+        ".",
+    ]
     assert all(text[t.start : t.end] == t.text for t in toks)
-    assert [t.text for t in tokenize("the 1930s and the 21st century, 3.5 km")] == ["the", "1930s", "and", "the", "21st", "century", ",", "3.5", "km"]
+    assert [t.text for t in tokenize("the 1930s and the 21st century, 3.5 km")] == [
+        "the",
+        "1930s",
+        "and",
+        "the",
+        "21st",
+        "century",
+        ",",
+        "3.5",
+        "km",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -67,7 +90,12 @@ def test_slot_kinds(span: str, expected: str | None) -> None:
 def test_slot_runs_are_maximal() -> None:
     toks = tokenize("Wilhelm Conrad Röntgen won in 1901, on 10 December 1901, in Stockholm.")
     runs = [(" ".join(t.text for t in toks[i:j]), k) for i, j, k in slot_runs(toks)]
-    assert runs == [("Wilhelm Conrad Röntgen", "name"), ("1901", "date"), ("10 December 1901", "date"), ("Stockholm", "name")]
+    assert runs == [
+        ("Wilhelm Conrad Röntgen", "name"),
+        ("1901", "date"),
+        ("10 December 1901", "date"),
+        ("Stockholm", "name"),
+    ]
 
 
 # -- alignment -------------------------------------------------------------------------------
@@ -139,7 +167,9 @@ def test_two_differing_years_give_three_candidates() -> None:
 def test_the_best_aligned_sentence_decides_a_contradiction() -> None:
     lookalike = Passage("a.md", "The team won the cup in 1998. The team won the cup in 1995.", "Team")
     assert find_contradiction("The team won the cup in 1995.", [lookalike]) is None  # stated verbatim
-    found = find_contradiction("The team won the cup in 1996.", [Passage("b.md", "The team won the cup in 1998. It rained.", "Team")])
+    found = find_contradiction(
+        "The team won the cup in 1996.", [Passage("b.md", "The team won the cup in 1998. It rained.", "Team")]
+    )
     assert found is not None and found.passage.doc_id == "b.md"
     assert [(d.old, d.new) for d in found.alignment.diffs] == [("1996", "1998")]
 
@@ -158,8 +188,12 @@ def test_judge_ranked_sentences() -> None:
 
 
 def test_transplant_keeps_the_original_spacing() -> None:
-    assert transplant("It opened in 1975 (as planned).", "It opened in 1931 (as planned).",
-                      "It  opened in 1975 (as planned) .") == "It  opened in 1931 (as planned) ."
+    assert (
+        transplant(
+            "It opened in 1975 (as planned).", "It opened in 1931 (as planned).", "It  opened in 1975 (as planned) ."
+        )
+        == "It  opened in 1931 (as planned) ."
+    )
     assert transplant("a b c", "a B c", "a  b  c") == "a  B  c"
     assert transplant("abc", "abcd", "abc") == "abcd"  # an insertion at the end
     assert transplant("abc", "xyz", "a b c") == "xyz"  # every character replaced: one span
@@ -167,7 +201,9 @@ def test_transplant_keeps_the_original_spacing() -> None:
 
 # -- the loop with fakes ---------------------------------------------------------------------------
 
-BRIDGE = Passage("bridge.md", "The Harbour Bridge opened in 1931. It carries a railway.", "Harbour Bridge", 0.0, 120, 176)
+BRIDGE = Passage(
+    "bridge.md", "The Harbour Bridge opened in 1931. It carries a railway.", "Harbour Bridge", 0.0, 120, 176
+)
 RIVER = Passage("river.md", "The Tamar river is 300 km long.", "Tamar", 0.0, 0, 31)
 TOWER = Passage("tower.md", "The clock tower has four faces.", "Clock tower", 0.0, 40, 71)
 WRONG = "The Harbour Bridge opened in 1975."
@@ -175,9 +211,17 @@ RIGHT = "The Harbour Bridge opened in 1931."
 TRUE = "The Tamar river is 300 km long."
 
 
-def loop(editor: Any = None, aligned: AlignedEditor | None = None, judge: FakeJudge | None = None, **cfg: Any) -> RARRReviser:
-    return RARRReviser(FakeRetriever([BRIDGE, RIVER, TOWER]), judge or FakeJudge(), FakeQuestionGenerator(), editor,
-                       RARRConfig(**cfg), aligned=aligned)
+def loop(
+    editor: Any = None, aligned: AlignedEditor | None = None, judge: FakeJudge | None = None, **cfg: Any
+) -> RARRReviser:
+    return RARRReviser(
+        FakeRetriever([BRIDGE, RIVER, TOWER]),
+        judge or FakeJudge(),
+        FakeQuestionGenerator(),
+        editor,
+        RARRConfig(**cfg),
+        aligned=aligned,
+    )
 
 
 #: The JSON layout of ``citerag revise --json`` (and of the HTTP API's /v1/revise), key by key
@@ -186,8 +230,19 @@ PASSAGE_KEYS = ["doc_id", "title", "text", "start", "end", "score"]
 REVISION_KEYS = ["original", "revised", "edits", "claims", "preservation", "report"]
 APPLIED_EDIT_KEYS = ["original_text", "revised_text", "evidence", "support", "preservation", "reason", "editor"]
 REMOVAL_KEYS = ["original_text", "revised_text", "evidence", "support", "preservation", "reason"]
-ATTEMPT_KEYS = ["claim", "original_text", "revised_text", "evidence", "support", "preservation", "accepted", "reason",
-                "editor", "diffs", "candidates"]
+ATTEMPT_KEYS = [
+    "claim",
+    "original_text",
+    "revised_text",
+    "evidence",
+    "support",
+    "preservation",
+    "accepted",
+    "reason",
+    "editor",
+    "diffs",
+    "candidates",
+]
 CLAIM_KEYS = ["text", "original_text", "start", "end", "status", "supported", "support", "revised", "citations"]
 
 
@@ -201,7 +256,15 @@ def test_revision_json_keys_are_unchanged() -> None:
     assert list(d["claims"][1]) == CLAIM_KEYS and list(d["claims"][1]["citations"][0]) == PASSAGE_KEYS
     (attempt,) = d["report"]["edits"]
     assert list(attempt) == ATTEMPT_KEYS and list(attempt["candidates"][0]) == [
-        "text", "editor", "diffs", "sentence", "support", "preservation", "accepted", "reason"]
+        "text",
+        "editor",
+        "diffs",
+        "sentence",
+        "support",
+        "preservation",
+        "accepted",
+        "reason",
+    ]
     research = d["report"]["claims"][0]
     assert list(research["edit"]) == ATTEMPT_KEYS[1:]
     assert list(research["evidence"][0]) == [*PASSAGE_KEYS, "retrieval_score"]
@@ -240,10 +303,15 @@ def test_both_editors_keep_the_best_accepted_candidate() -> None:
     judge = FakeJudge(rule=lambda e, c: 1.0 if c == "The bridge opened in 1931." else (0.995 if c == RIGHT else 0.0))
     llm = FakeEditor(lambda c, ev: "The bridge opened in 1931.")
     assert loop(editor=llm, aligned=AlignedEditor(), judge=judge).revise(WRONG).revised == RIGHT
-    assert loop(editor=llm, aligned=AlignedEditor(), judge=judge, prefer_aligned=False).revise(WRONG).revised == "The bridge opened in 1931."
+    assert (
+        loop(editor=llm, aligned=AlignedEditor(), judge=judge, prefer_aligned=False).revise(WRONG).revised
+        == "The bridge opened in 1931."
+    )
     # When only the LLM's edit is accepted, it is kept and recorded as the LLM's.
     judge = FakeJudge(rule=lambda e, c: 1.0 if c == "The bridge opened in 1931." else 0.0)
-    res = loop(editor=FakeEditor(lambda c, ev: "The bridge opened in 1931."), aligned=AlignedEditor(), judge=judge).revise(WRONG)
+    res = loop(
+        editor=FakeEditor(lambda c, ev: "The bridge opened in 1931."), aligned=AlignedEditor(), judge=judge
+    ).revise(WRONG)
     assert res.revised == "The bridge opened in 1931." and res.claims[0].editor == "llm"
     # An identical edit from both editors is judged once and credited to the aligned editor.
     judge = FakeJudge()
@@ -282,7 +350,9 @@ def test_an_aligned_edit_still_needs_the_judge_and_preservation() -> None:
     never = FakeJudge(rule=lambda e, c: 0.0)
     res = loop(aligned=AlignedEditor(), judge=never).revise(WRONG)
     rec = res.report["claims"][0]["edit"]
-    assert res.revised == WRONG and rec["editor"] == "aligned" and not rec["accepted"] and "not supported" in rec["reason"]
+    assert (
+        res.revised == WRONG and rec["editor"] == "aligned" and not rec["accepted"] and "not supported" in rec["reason"]
+    )
     res = loop(aligned=AlignedEditor(), min_preservation=0.95).revise(WRONG)  # 1 - 2/34 = 0.941 < 0.95
     assert res.revised == WRONG and "changes too much" in res.report["claims"][0]["edit"]["reason"]
 
@@ -331,7 +401,9 @@ def test_reviser_needs_an_editor_and_build_reviser_checks_the_name() -> None:
         build_reviser(FakeRetriever([]), None, FakeJudge(), editor="magic")  # type: ignore[arg-type]
     r = build_reviser(FakeRetriever([]), None, FakeJudge(), editor="aligned")
     assert r.editor is None and r.aligned is not None and r.editors == ["aligned"]
-    assert build_reviser(FakeRetriever([]), None, FakeJudge()).editors == [DEFAULT_EDITOR] == ["aligned"]  # chosen by the bench
+    assert (
+        build_reviser(FakeRetriever([]), None, FakeJudge()).editors == [DEFAULT_EDITOR] == ["aligned"]
+    )  # chosen by the bench
     assert build_reviser(FakeRetriever([]), None, FakeJudge(), editor="both").editors == ["aligned", "llm"]
     assert EditCandidate("x", "llm", ()).to_dict() == {"text": "x", "editor": "llm", "diffs": []}
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from fakes import FakeEditor, FakeJudge, FakeRetriever
 
 from app.cli import cli
-from fakes import FakeEditor, FakeJudge, FakeRetriever
 from pipeline.errors import InputError
 from pipeline.types import AttributedAnswer, Passage, Sentence
 from verifiers.rarr import RARRConfig, RARRReviser
@@ -36,7 +36,10 @@ ALCE = {
             "question": "Where is the tower?",
             "output": "The Eiffel Tower stands in Paris [1]. Cats sleep [5].",
             "docs": [TOWER, {"title": "Cats", "sent": "Cats sleep.", "text": "unused"}],
-            "qa_pairs": [{"question": "Where?", "short_answers": ["Paris"]}, {"question": "Who?", "short_answers": ["Eiffel"]}],
+            "qa_pairs": [
+                {"question": "Where?", "short_answers": ["Paris"]},
+                {"question": "Who?", "short_answers": ["Eiffel"]},
+            ],
             "answer": "a long-form reference answer that is not a short answer",
         },
     ],
@@ -84,7 +87,13 @@ def test_alce_file_json_rows_and_report(tmp_path: Path, fake_judge: FakeJudge) -
     assert m["answer"]["str_em"] == 1.0 and m["answer"]["n_str_em"] == 1
     assert m["answer"]["em"] == 0.0 and m["answer"]["answer_in_output"] == 1.0 and m["answer"]["n_answers"] == 1
     assert m["rarr"]["attribution"] is not None and m["rarr"]["preservation"] is None
-    assert m["settings"] == {"threshold": 0.99, "at_most_citations": 3, "qampari": False, "truncate": True, "attribution": True}
+    assert m["settings"] == {
+        "threshold": 0.99,
+        "at_most_citations": 3,
+        "qampari": False,
+        "truncate": True,
+        "attribution": True,
+    }
     assert m["judge"]["name"] == "default" and m["judge"]["pairs"] == len(set(fake_judge.pairs))
 
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -102,7 +111,17 @@ def test_alce_file_json_rows_and_report(tmp_path: Path, fake_judge: FakeJudge) -
 
 def test_table_output_and_options(tmp_path: Path, fake_judge: FakeJudge, caplog: pytest.LogCaptureFixture) -> None:
     pred = write(tmp_path / "qampari_like.json", ALCE)
-    args = ["eval", "--pred", str(pred), "--threshold", "0.5", "--at-most-citations", "1", "--no-attribution", "--no-truncate"]
+    args = [
+        "eval",
+        "--pred",
+        str(pred),
+        "--threshold",
+        "0.5",
+        "--at-most-citations",
+        "1",
+        "--no-attribution",
+        "--no-truncate",
+    ]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert "citation recall" in r.stdout and "attribution" not in r.stdout
@@ -165,7 +184,10 @@ def test_ask_json_single_answer(tmp_path: Path, fake_judge: FakeJudge) -> None:
 
 
 def test_revise_jsonl(tmp_path: Path, fake_judge: FakeJudge) -> None:
-    corpus = [Passage("bridge.md", BRIDGE["text"], "Bridge", 0.0, 0, 38), Passage("cats.md", CATS["text"], "Cats", 0.0, 0, 27)]
+    corpus = [
+        Passage("bridge.md", BRIDGE["text"], "Bridge", 0.0, 0, 38),
+        Passage("cats.md", CATS["text"], "Cats", 0.0, 0, 27),
+    ]
     reviser = RARRReviser(
         retriever=FakeRetriever(corpus),
         judge=FakeJudge(),
@@ -193,18 +215,23 @@ def test_revise_jsonl(tmp_path: Path, fake_judge: FakeJudge) -> None:
     ("content", "message"),
     [
         ("", "is empty"),
-        ('{"data": {"output": "x"}}', "\"data\" must be a list"),
-        ('{"data": [{"question": "q"}]}', "data[0]: expected \"output\" to be a string (missing)"),
-        ('{"data": [{"output": "x", "docs": [{"title": "t"}]}]}', "docs[0]: expected \"text\" to be a string"),
-        ('{"data": [{"output": "x", "qa_pairs": [{"q": 1}]}]}', "qa_pairs[0]: expected an object with \"short_answers\""),
+        ('{"data": {"output": "x"}}', '"data" must be a list'),
+        ('{"data": [{"question": "q"}]}', 'data[0]: expected "output" to be a string (missing)'),
+        ('{"data": [{"output": "x", "docs": [{"title": "t"}]}]}', 'docs[0]: expected "text" to be a string'),
+        ('{"data": [{"output": "x", "qa_pairs": [{"q": 1}]}]}', 'qa_pairs[0]: expected an object with "short_answers"'),
         ('{"output": "x"}\nnot json\n', ":2: not valid JSON"),
-        ('{"output": "x"}\n{"original": "a", "revised": "b"}\n', ":2: this row is a citerag revise result but the file holds ALCE items"),
+        (
+            '{"output": "x"}\n{"original": "a", "revised": "b"}\n',
+            ":2: this row is a citerag revise result but the file holds ALCE items",
+        ),
         ('{"foo": 1}\n', "cannot tell the format"),
         ('{"question": "q", "error": "boom"}\n', "holds no predictions"),
         ('{"answer": "a [1].", "passages": [{"n": 2, "title": "t", "text": "x"}]}\n', "out of order"),
     ],
 )
-def test_malformed_files_exit_2_naming_the_place(tmp_path: Path, content: str, message: str, fake_judge: FakeJudge) -> None:
+def test_malformed_files_exit_2_naming_the_place(
+    tmp_path: Path, content: str, message: str, fake_judge: FakeJudge
+) -> None:
     pred = tmp_path / "bad.jsonl"
     pred.write_text(content)
     r = invoke("--pred", str(pred))
@@ -240,7 +267,7 @@ PLANTS = {"title": "Photosynthesis", "text": "Plants convert light energy into c
 def test_real_default_judge_scores_a_small_file(tmp_path: Path) -> None:
     data = {
         "data": [
-            {   # a verbatim-supported cited sentence, and one citing an unrelated passage
+            {  # a verbatim-supported cited sentence, and one citing an unrelated passage
                 "question": "Tell me facts.",
                 "output": f"{EVEREST['text'][:-1]} [1]. {PLANTS['text'][:-1]} [1].",
                 "docs": [EVEREST, WATER, PLANTS],
@@ -266,8 +293,9 @@ def test_real_default_judge_scores_a_small_file(tmp_path: Path) -> None:
 # -- citation-use agreement through the generator ---------------------------------------------------
 
 
-def test_agreement_through_the_real_tiny_engine(tmp_path: Path, fake_judge: FakeJudge, tiny_vllm: Any,
-                                                tiny_model_dir: Path) -> None:
+def test_agreement_through_the_real_tiny_engine(
+    tmp_path: Path, fake_judge: FakeJudge, tiny_vllm: Any, tiny_model_dir: Path
+) -> None:
     """`--agreement` ablates every shown passage through an in-process vLLM engine and reports
     the same counts as the Python API on the same answers (ALCE's first-line cut applied)."""
     from eval.saliency.agreement import citation_use_agreement
@@ -275,19 +303,38 @@ def test_agreement_through_the_real_tiny_engine(tmp_path: Path, fake_judge: Fake
 
     src = write(tmp_path / "alce.json", ALCE)
     rows_path = tmp_path / "rows.jsonl"
-    r = invoke("--pred", str(src), "--json", "--agreement", "--model", str(tiny_model_dir), "--agreement-threshold", "0.05",
-               "--out", str(rows_path))
+    r = invoke(
+        "--pred",
+        str(src),
+        "--json",
+        "--agreement",
+        "--model",
+        str(tiny_model_dir),
+        "--agreement-threshold",
+        "0.05",
+        "--out",
+        str(rows_path),
+    )
     assert r.exit_code == 0, r.output
     got = json.loads(r.stdout)["agreement"]
     answers = [
-        answer_from_parts(item["question"], tuple(Passage(f"doc-{i}", d.get("sent", d["text"]), d["title"]) for i, d in enumerate(item["docs"], start=1)),
-                          item["output"].split("\n")[0])
+        answer_from_parts(
+            item["question"],
+            tuple(
+                Passage(f"doc-{i}", d.get("sent", d["text"]), d["title"]) for i, d in enumerate(item["docs"], start=1)
+            ),
+            item["output"].split("\n")[0],
+        )
         for item in ALCE["data"]
     ]
     ref = citation_use_agreement(tiny_vllm, answers, threshold=0.05)  # type: ignore[arg-type]
     assert got["sentences"] == ref.sentences == 4
     assert (got["cited"], got["used"], got["cited_unused"], got["used_uncited"]) == (
-        ref.cited, ref.used, ref.cited_unused, ref.used_uncited)
+        ref.cited,
+        ref.used,
+        ref.cited_unused,
+        ref.used_uncited,
+    )
     assert got["method"] == "loo" and got["threshold_nats"] == 0.05 and got["skipped"] == 0
     rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
     assert [s["cited"] for s in rows[0]["agreement"]] == [[1, 3], [2]]
@@ -296,8 +343,17 @@ def test_agreement_through_the_real_tiny_engine(tmp_path: Path, fake_judge: Fake
 
 def test_agreement_needs_questions_and_passages(tmp_path: Path, fake_judge: FakeJudge) -> None:
     src = tmp_path / "revised.jsonl"
-    src.write_text(json.dumps({"original": "The bridge opened in 1975.", "revised": "The bridge opened in 1931.",
-                               "edits": [], "claims": []}) + "\n")
+    src.write_text(
+        json.dumps(
+            {
+                "original": "The bridge opened in 1975.",
+                "revised": "The bridge opened in 1931.",
+                "edits": [],
+                "claims": [],
+            }
+        )
+        + "\n"
+    )
     r = invoke("--pred", str(src), "--agreement")
     assert r.exit_code == 2 and "ask` or ALCE files" in r.output
     r = invoke("--pred", str(write(tmp_path / "a.json", ALCE)), "--agreement", "--agreement-threshold", "0")

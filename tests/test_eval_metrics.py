@@ -11,13 +11,13 @@ from __future__ import annotations
 import random
 
 import pytest
+from fakes import FakeJudge
 
 from eval import alce
 from eval.alce import CitationInput, score_citations, score_citations_sequential
 from eval.answers import answer_in_output, exact_match, normalize_answer, qampari_scores, str_em
 from eval.formats import Doc, Example
 from eval.scoring import EvalConfig, evaluate
-from fakes import FakeJudge
 from verifiers.text import preservation
 
 THR = 0.99
@@ -32,7 +32,9 @@ IN_PARIS = "The Eiffel Tower stands in Paris"
 BOTH = "The Golden Gate Bridge opened in 1937 and is painted orange"
 
 
-def one(output: str, docs: tuple[Doc, ...] = DOCS, at_most: int | None = 3, judge: FakeJudge | None = None) -> alce.ExampleCitations:
+def one(
+    output: str, docs: tuple[Doc, ...] = DOCS, at_most: int | None = 3, judge: FakeJudge | None = None
+) -> alce.ExampleCitations:
     judge = judge or FakeJudge()
     [res] = score_citations([CitationInput(tuple(alce.split_output(output)), docs)], judge.judge, THR, at_most=at_most)
     assert res is not None
@@ -227,7 +229,9 @@ def test_batched_scorer_matches_alces_sequential_control_flow() -> None:
 def test_output_is_cut_at_its_first_newline() -> None:
     ex = Example("a", "alce", "q", f"{IN_PARIS} [2].\n{OPENED}.", DOCS)
     [r] = evaluate([ex], FakeJudge().judge, EvalConfig(THR)).results
-    assert r.truncated and r.sentences == (f"{IN_PARIS} [2].",) and r.citations is not None and r.citations.recall == 1.0
+    assert (
+        r.truncated and r.sentences == (f"{IN_PARIS} [2].",) and r.citations is not None and r.citations.recall == 1.0
+    )
     [r] = evaluate([ex], FakeJudge().judge, EvalConfig(THR, truncate=False)).results
     assert not r.truncated and r.citations is not None and r.citations.recall == 0.5
 
@@ -239,8 +243,14 @@ def test_qampari_mode_splits_on_commas_and_prefixes_the_question() -> None:
     ]
     assert alce.split_output("", "Q?", qampari=True) == ["Q? "]  # never empty: scores 0, not skipped
     docs = (Doc("", "Which are painted? The Golden Gate Bridge."), Doc("", "The Eiffel Tower."))
-    ex = Example("a", "alce", "Which are painted?", "Golden Gate Bridge [1], Eiffel Tower [1].", docs,
-                 answers=(("Golden Gate Bridge", "GGB"), ("Tower Bridge",)))
+    ex = Example(
+        "a",
+        "alce",
+        "Which are painted?",
+        "Golden Gate Bridge [1], Eiffel Tower [1].",
+        docs,
+        answers=(("Golden Gate Bridge", "GGB"), ("Tower Bridge",)),
+    )
     judge = FakeJudge()
     ev = evaluate([ex], judge.judge, EvalConfig(THR, qampari=True, attribution=False))
     assert {c for _, c in judge.pairs} == {"Which are painted? Golden Gate Bridge", "Which are painted? Eiffel Tower"}
@@ -272,7 +282,9 @@ def test_nq_exact_match_and_answer_in_output() -> None:
 
 
 def test_answers_are_scored_without_citations_after_cleanup() -> None:
-    ex = Example("a", "alce", "q", "1937 [1].\nMore text.", DOCS, qa_pairs=(("1937",), ("orange",)), answers=(("1937",),))
+    ex = Example(
+        "a", "alce", "q", "1937 [1].\nMore text.", DOCS, qa_pairs=(("1937",), ("orange",)), answers=(("1937",),)
+    )
     [r] = evaluate([ex], FakeJudge().judge, EvalConfig(THR)).results
     assert r.answer == {"str_em": 0.5, "str_hit": 0, "em": 1, "answer_in_output": 1}
 
@@ -299,7 +311,9 @@ def test_rarr_attribution_preservation_and_f1() -> None:
     assert r.citations is None and r.attribution is not None
     assert [a.support for a in r.attribution.sentences] == [1.0, 1.0]
     assert [a.doc for a in r.attribution.sentences] == [1, 3]
-    assert r.attribution.original is not None and r.attribution.original[0].support == pytest.approx(4 / 5)  # 1938 missing
+    assert r.attribution.original is not None and r.attribution.original[0].support == pytest.approx(
+        4 / 5
+    )  # 1938 missing
     rarr = ev.metrics()["rarr"]
     pres = 1 - 1 / len(original)
     assert rarr["attribution"] == 1.0 and rarr["attributed"] == 1.0 and rarr["preservation"] == pytest.approx(pres)

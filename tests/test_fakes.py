@@ -9,7 +9,6 @@ import typing
 
 import numpy as np
 import pytest
-
 from fakes import (
     FakeCiter,
     FakeClaimSplitter,
@@ -21,6 +20,7 @@ from fakes import (
     FakeRetriever,
     FakeTokenizer,
 )
+
 from pipeline.citations import PostHocCiter
 from pipeline.errors import ConfigError, InputError
 from pipeline.protocols import Generator, Retriever, SupportJudge, Tokenizer
@@ -174,5 +174,3 @@ def test_fake_tokenizer_round_trip_and_chat() -> None:
     assert tok.decode(tok.encode(text)) == text
     assert tok.apply_chat_template([{"role": "user", "content": "hi"}]) == "user: hi\nassistant:"
     assert FakeTokenizer(chat_template=None).apply_chat_template([{"role": "user", "content": "x"}]) is None
-
-

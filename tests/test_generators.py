@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fakes import FakeGenerator
+
 from pipeline.errors import (
     ConfigError,
     ContextBudgetError,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from fakes import FakeEmbedder, FakeGenerator, FakeJudge, FakeTokenizer
+
 from pipeline.citations import cite_answer
 from pipeline.types import AttributedAnswer, Passage
 from verifiers.grounding import ABSTAIN_TEXT, AbstainRule, Grounder, candidate_spans
@@ -14,7 +14,9 @@ BRIDGE = Passage("bridge.md", DOC, "Golden Gate Bridge", 1.0, 100, 100 + len(DOC
 CURIE = Passage("curie.md", "Marie Curie won two Nobel Prizes.", "Curie", 0.5, 0, 33)
 
 
-def answer(text: str, passages: tuple[Passage, ...] = (BRIDGE, CURIE), question: str = "When did the bridge open?") -> AttributedAnswer:
+def answer(
+    text: str, passages: tuple[Passage, ...] = (BRIDGE, CURIE), question: str = "When did the bridge open?"
+) -> AttributedAnswer:
     parsed = cite_answer(text, passages)
     return AttributedAnswer(question, text, parsed.sentences, passages, {})
 
@@ -54,7 +56,9 @@ def test_abstains_when_no_passage_supports_any_sentence_and_keeps_the_draft() ->
     assert a.sentences[0].citations == () and a.passages == (BRIDGE, CURIE)
     assert any("supports" in r for r in a.report["abstention"]["reasons"])
     # Switched off, the same answer stands.
-    kept = Grounder(FakeJudge(threshold=0.99), abstain=None).ground(answer("The bridge was designed by Gustave Eiffel [1]."))
+    kept = Grounder(FakeJudge(threshold=0.99), abstain=None).ground(
+        answer("The bridge was designed by Gustave Eiffel [1].")
+    )
     assert kept.text.startswith("The bridge was designed") and kept.report["abstained"] is False
 
 

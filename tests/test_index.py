@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from fakes import FakeEmbedder
+from retriever_fixtures import TOPICS, doc_id_of, minilm_embedder, write_corpus
+
 from pipeline.errors import (
     ConfigError,
     CorpusError,
@@ -17,7 +18,6 @@ from pipeline.errors import (
     InputError,
 )
 from pipeline.models import DEFAULT_EMBEDDER
-from retriever_fixtures import TOPICS, doc_id_of, minilm_embedder, write_corpus
 from retrievers.bm25 import BM25Retriever
 from retrievers.dense import DenseRetriever, SentenceTransformerEmbedder
 from retrievers.hybrid import HybridRetriever

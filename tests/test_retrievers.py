@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fakes import FakeEmbedder, FakeRetriever
+from retriever_fixtures import TOPICS, minilm_embedder
+
 from pipeline.errors import ConfigError, IndexIncompatibleError, ModelNotFoundError
 from pipeline.protocols import Retriever
 from pipeline.types import Passage
-from retriever_fixtures import TOPICS, minilm_embedder
 from retrievers.bm25 import BM25Retriever, top_k
 from retrievers.chunking import split_passages
 from retrievers.dense import DenseRetriever, SentenceTransformerEmbedder, ivf_nlist
@@ -274,7 +274,11 @@ def test_langchain_adapter_maps_metadata_and_truncates(passages: list[Passage]) 
     assert [len(r) for r in out] == [2, 2]
     first = out[0][0]
     assert (first.doc_id, first.title, first.text, first.start, first.end) == (
-        with_meta[2].doc_id, with_meta[2].title, with_meta[2].text, with_meta[2].start, with_meta[2].end,
+        with_meta[2].doc_id,
+        with_meta[2].title,
+        with_meta[2].text,
+        with_meta[2].start,
+        with_meta[2].end,
     )
     assert [p.score for p in out[0]] == [1.0, 0.5]
     bare = out[1][0]

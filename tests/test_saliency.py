@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fakes import FakeGenerator, FakeTokenizer
 
 from eval.faithfulness import check_faithfulness, summarize
 from eval.heatmap import render_html, write_html, write_png
@@ -34,7 +35,6 @@ from eval.saliency import (
     used_sources,
 )
 from eval.saliency.ablation import logit_prob, loo_masks
-from fakes import FakeGenerator, FakeTokenizer
 from pipeline.errors import ConfigError, ContextBudgetError, InputError
 from pipeline.prompting import build_prompt
 from pipeline.types import AttributedAnswer, Passage
@@ -86,8 +86,13 @@ def answer() -> AttributedAnswer:
 def test_prepare_rebuilds_the_ask_prompt_and_ablates_with_stable_numbers(answer: AttributedAnswer) -> None:
     gen = FakeGenerator()
     ctx = prepare(answer, gen)
-    built = build_prompt(QUESTION, PASSAGES, gen.tokenizer, max_context=gen.max_context,
-                         max_new_tokens=len(gen.tokenizer.encode(ANSWER)) + 1)
+    built = build_prompt(
+        QUESTION,
+        PASSAGES,
+        gen.tokenizer,
+        max_context=gen.max_context,
+        max_new_tokens=len(gen.tokenizer.encode(ANSWER)) + 1,
+    )
     assert ctx.prompt == built.text
     assert [s.label for s in ctx.sources("passage")] == ["[1]", "[2]", "[3]"]
     assert [s.label for s in ctx.sources("sentence")] == ["[1].1", "[1].2", "[2].1", "[3].1"]
@@ -243,7 +248,9 @@ def test_used_sources_and_agreement(answer: AttributedAnswer) -> None:
         used_sources(leave_one_out(gen, [prepare(answer, gen)], "sentence")[0])
 
 
-def test_progress_scores_in_chunks_with_the_same_result(answer: AttributedAnswer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_scores_in_chunks_with_the_same_result(
+    answer: AttributedAnswer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import eval.saliency.ablation as ablation
 
     gen = linear_fake(ANSWER)
@@ -297,7 +304,7 @@ def test_html_and_png(tmp_path: Path) -> None:
     page = render_html(rep, 1)
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "http" not in page and "<mark>It lies on the Seine [1][3].</mark>" in page
-    assert page.count("class=\"doc\"") == 2 * len(passages)
+    assert page.count('class="doc"') == 2 * len(passages)
     assert "[1].2:" in page  # hover titles carry source labels and values
     write_html(rep, tmp_path / "h.html", 0)
     png = write_png(rep, tmp_path / "sub" / "p.png", 1)
@@ -324,8 +331,9 @@ def test_ablation_agrees_between_vllm_and_transformers(tiny_vllm: Any, tiny_tf: 
         for name in ("loo", "contextcite"):
             assert np.isfinite(a.attributions[name].scores).all()
             np.testing.assert_allclose(a.attributions[name].scores, b.attributions[name].scores, atol=1e-3)
-        np.testing.assert_allclose(a.attributions["loo"].info["full_logprob"], b.attributions["loo"].info["full_logprob"],
-                                   atol=1e-3)
+        np.testing.assert_allclose(
+            a.attributions["loo"].info["full_logprob"], b.attributions["loo"].info["full_logprob"], atol=1e-3
+        )
 
 
 def _manual_ixg(gen: Any, ctx: Any, sentence: int) -> np.ndarray:
@@ -356,8 +364,9 @@ def test_gradient_matrix_shapes_and_aggregation(tiny_tf: Any, answer: Attributed
         for n, p in enumerate(ctx.passages, start=1):
             assert "".join(p.text[t.start : t.end] for t in tok.evidence_tokens if t.passage == n).strip() == p.text
         per_sentence = ctx.token_weights() @ np.nan_to_num(tok.matrix)
-        expected = np.stack([per_sentence[:, [t.passage == n for t in tok.evidence_tokens]].sum(axis=1)
-                             for n in (1, 2, 3)], axis=1)
+        expected = np.stack(
+            [per_sentence[:, [t.passage == n for t in tok.evidence_tokens]].sum(axis=1) for n in (1, 2, 3)], axis=1
+        )
         np.testing.assert_allclose(rep.attributions[name].scores, expected, rtol=1e-9)
     # Both methods are linear in the target: one pass per sentence gives the same rows.
     (fast,) = attribute(tiny_tf, [answer], ("ig", "ixg"), "passage", n_steps=4, token_matrix=False)
@@ -377,8 +386,9 @@ def test_gradient_matrix_shapes_and_aggregation(tiny_tf: Any, answer: Attributed
     # sentence and a passage's score is the sum of its sentences' scores.
     assert all(t.sentence > 0 for t in ev)
     (sent,) = attribute(tiny_tf, [answer], ("ixg",), "sentence", token_matrix=False)
-    np.testing.assert_allclose(sent.attributions["ixg"].scores[:, :2].sum(axis=1),
-                               rep.attributions["ixg"].scores[:, 0], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(
+        sent.attributions["ixg"].scores[:, :2].sum(axis=1), rep.attributions["ixg"].scores[:, 0], rtol=1e-3, atol=1e-5
+    )
 
 
 def test_integrated_gradients_one_step_is_the_midpoint_gradient(tiny_tf: Any, answer: AttributedAnswer) -> None:
@@ -414,26 +424,62 @@ def test_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path, answer: Attributed
     src = tmp_path / "answer.json"
     src.write_text(json.dumps(answer.to_dict()))
     html, png = tmp_path / "heat.html", tmp_path / "scores.png"
-    r = CliRunner().invoke(cli, [
-        "attribute", str(src), "--method", "all", "--backend", "transformers", "--model", str(tiny_model_dir),
-        "--json", "--html", str(html), "--png", str(png), "--sentence", "2", "--faithfulness",
-        "--masks", "8", "--n-steps", "2",
-    ])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "attribute",
+            str(src),
+            "--method",
+            "all",
+            "--backend",
+            "transformers",
+            "--model",
+            str(tiny_model_dir),
+            "--json",
+            "--html",
+            str(html),
+            "--png",
+            str(png),
+            "--sentence",
+            "2",
+            "--faithfulness",
+            "--masks",
+            "8",
+            "--n-steps",
+            "2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert set(out["methods"]) == set(METHODS) and set(out["faithfulness"]) == set(METHODS)
     assert len(out["methods"]["loo"]["scores"]) == 2 and len(out["methods"]["loo"]["scores"][0]) == 3
     tokens = out["methods"]["ixg"]["tokens"]
-    assert len(tokens["matrix"]) == len(tokens["answer_tokens"]) and len(tokens["matrix"][0]) == len(tokens["evidence_tokens"])
+    assert len(tokens["matrix"]) == len(tokens["answer_tokens"]) and len(tokens["matrix"][0]) == len(
+        tokens["evidence_tokens"]
+    )
     assert "<mark>It lies on the Seine [1][3].</mark>" in html.read_text()
     assert png.read_bytes()[:4] == b"\x89PNG"
 
     passages = tmp_path / "passages.jsonl"
     passages.write_text("".join(json.dumps({"title": p.title, "text": p.text}) + "\n" for p in PASSAGES))
-    r = CliRunner().invoke(cli, [
-        "attribute", "--question", QUESTION, "--passages", str(passages), "--answer", ANSWER,
-        "--level", "sentence", "--backend", "transformers", "--model", str(tiny_model_dir),
-    ])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "attribute",
+            "--question",
+            QUESTION,
+            "--passages",
+            str(passages),
+            "--answer",
+            ANSWER,
+            "--level",
+            "sentence",
+            "--backend",
+            "transformers",
+            "--model",
+            str(tiny_model_dir),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "Sentence 2: It lies on the Seine [1][3]." in r.output and "[1].2" in r.output
 
@@ -446,7 +492,9 @@ def test_cli_input_errors(tmp_path: Path, answer: AttributedAnswer) -> None:
     run = CliRunner().invoke
     r = run(cli, ["attribute", str(src), "--method", "ig"])
     assert r.exit_code == 2 and "--backend transformers" in r.output
-    r = run(cli, ["attribute", str(src), "--method", "ixg", "--backend", "transformers", "--llm-url", "http://127.0.0.1:9"])
+    r = run(
+        cli, ["attribute", str(src), "--method", "ixg", "--backend", "transformers", "--llm-url", "http://127.0.0.1:9"]
+    )
     assert r.exit_code == 2 and "drop --llm-url" in r.output
     r = run(cli, ["attribute"])
     assert r.exit_code == 2 and "--question" in r.output
@@ -464,18 +512,25 @@ def test_cli_input_errors(tmp_path: Path, answer: AttributedAnswer) -> None:
     assert r.exit_code == 2 and "between 1 and 2" in r.output
 
 
-def test_cli_on_the_default_vllm_backend(tiny_vllm: Any, tiny_model_dir: Path, tmp_path: Path, answer: AttributedAnswer) -> None:
+def test_cli_on_the_default_vllm_backend(
+    tiny_vllm: Any, tiny_model_dir: Path, tmp_path: Path, answer: AttributedAnswer
+) -> None:
     """The command's default path: an in-process vLLM engine (closed when the command ends),
     the same numbers as the session's engine."""
     from app.cli import cli
 
     src = tmp_path / "answer.json"
     src.write_text(json.dumps(answer.to_dict()))
-    r = CliRunner().invoke(cli, ["attribute", str(src), "--model", str(tiny_model_dir), "--json", "--level", "sentence"])
+    r = CliRunner().invoke(
+        cli, ["attribute", str(src), "--model", str(tiny_model_dir), "--json", "--level", "sentence"]
+    )
     assert r.exit_code == 0, r.output
     (ref,) = attribute(tiny_vllm, [answer], ("loo",), "sentence")
-    np.testing.assert_allclose(np.array(json.loads(r.stdout)["methods"]["loo"]["scores"], dtype=float),
-                               ref.attributions["loo"].scores, atol=1e-4)
+    np.testing.assert_allclose(
+        np.array(json.loads(r.stdout)["methods"]["loo"]["scores"], dtype=float),
+        ref.attributions["loo"].scores,
+        atol=1e-4,
+    )
 
 
 # -- SmolLM2: an answer copied from one passage ranks it first -------------------------------------------
@@ -486,12 +541,27 @@ def test_copied_answer_ranks_its_passage_first(smollm2_dir: str) -> None:
     from pipeline.generators.hf import TransformersGenerator
 
     passages = (
-        Passage("ev", "Mount Everest is the highest mountain on Earth, at 8,849 metres. It lies in the Himalayas.", "Mount Everest"),
-        Passage("gg", "The Golden Gate Bridge opened to traffic on May 27, 1937. It spans the Golden Gate strait.", "Golden Gate Bridge"),
-        Passage("ph", "Photosynthesis lets green plants make sugar from carbon dioxide and water using sunlight.", "Photosynthesis"),
+        Passage(
+            "ev",
+            "Mount Everest is the highest mountain on Earth, at 8,849 metres. It lies in the Himalayas.",
+            "Mount Everest",
+        ),
+        Passage(
+            "gg",
+            "The Golden Gate Bridge opened to traffic on May 27, 1937. It spans the Golden Gate strait.",
+            "Golden Gate Bridge",
+        ),
+        Passage(
+            "ph",
+            "Photosynthesis lets green plants make sugar from carbon dioxide and water using sunlight.",
+            "Photosynthesis",
+        ),
     )
-    ans = answer_from_parts("When did the Golden Gate Bridge open?", passages,
-                            "The Golden Gate Bridge opened to traffic on May 27, 1937 [2].")
+    ans = answer_from_parts(
+        "When did the Golden Gate Bridge open?",
+        passages,
+        "The Golden Gate Bridge opened to traffic on May 27, 1937 [2].",
+    )
     gen = TransformersGenerator(smollm2_dir, batch_size=4)
     (rep,) = attribute(gen, [ans], ("loo", "contextcite", "ig"), "passage", n_masks=24, n_steps=8, token_matrix=False)
     for name in ("loo", "contextcite", "ig"):

@@ -132,20 +132,28 @@ def without_timings(d: dict[str, Any]) -> dict[str, Any]:
 def test_token_tap_streams_and_stops() -> None:
     """The tap reports each piece, returns the whole generation, and closes a cancelled stream."""
     from fakes import FakeGenerator
+
     from pipeline.streaming import TokenTap
     from pipeline.types import GenerationParams
 
     seen: list[str] = []
     gen = FakeGenerator(stream=("It ", "opened ", "in 1937."))
     out = TokenTap(gen, seen.append).generate(["q"], GenerationParams())
-    assert seen == ["It ", "opened ", "in 1937."] and out[0].text == "It opened in 1937." and out[0].finish_reason == "stop"
+    assert (
+        seen == ["It ", "opened ", "in 1937."]
+        and out[0].text == "It opened in 1937."
+        and out[0].finish_reason == "stop"
+    )
     gen.stream_closed = False
     seen.clear()
     out = TokenTap(gen, seen.append, cancelled=lambda: bool(seen)).generate(["q"], GenerationParams())
     assert seen == ["It "] and out[0].finish_reason == "abort" and gen.stream_closed
     # Without a stream method: one piece, the whole text; batches pass through untouched.
     plain = FakeGenerator(["Whole answer."])
-    assert TokenTap(plain, seen.append).generate(["q"], GenerationParams())[0].text == "Whole answer." and seen[-1] == "Whole answer."
+    assert (
+        TokenTap(plain, seen.append).generate(["q"], GenerationParams())[0].text == "Whole answer."
+        and seen[-1] == "Whole answer."
+    )
     assert len(TokenTap(plain, seen.append).generate(["a", "b"], GenerationParams())) == 2
 
 
@@ -173,15 +181,17 @@ def test_probes_and_openapi(api: str) -> None:
 
 def test_ask_is_the_cli_json(api: str, sample_index: Path, tiny_vllm_server: Any) -> None:
     """Same options, same answer object as `citerag ask --json` (which is ``to_dict``)."""
-    from pipeline.config import Settings
     from app.factory import build_pipeline
+    from pipeline.config import Settings
 
     r = httpx.post(f"{api}/v1/ask", json={"question": QUESTION, "k": 3, "retriever": "bm25"}, timeout=120)
     assert r.status_code == 200, r.text
     answer = r.json()
     check_answer(answer)
     assert len(answer["passages"]) == 3 and answer["passages"][0]["doc_id"] == "golden_gate_bridge.md"
-    pipe = build_pipeline(Settings(index=sample_index, llm_url=tiny_vllm_server.url, k=3, retriever="bm25", max_tokens=24))
+    pipe = build_pipeline(
+        Settings(index=sample_index, llm_url=tiny_vllm_server.url, k=3, retriever="bm25", max_tokens=24)
+    )
     try:
         from verifiers.grounding import AbstainRule, ground_with_pipeline
 
@@ -193,7 +203,9 @@ def test_ask_is_the_cli_json(api: str, sample_index: Path, tiny_vllm_server: Any
     # Abstention as the CLI applies it; the draft is kept, and "abstain": false returns it as the answer.
     if answer["abstained"]:
         assert answer["citations"] == [] and answer["draft"]["answer"] == draft.text
-    r = httpx.post(f"{api}/v1/ask", json={"question": QUESTION, "k": 3, "retriever": "bm25", "abstain": False}, timeout=120)
+    r = httpx.post(
+        f"{api}/v1/ask", json={"question": QUESTION, "k": 3, "retriever": "bm25", "abstain": False}, timeout=120
+    )
     kept = r.json()
     check_answer(kept)
     assert kept["abstained"] is False and kept["answer"] == draft.text
@@ -250,7 +262,9 @@ def test_attribute_and_eval_routes(api: str) -> None:
         pytest.skip("eval.saliency and eval.scoring are not importable")
     answer = httpx.post(f"{api}/v1/ask", json={"question": QUESTION, "k": 2}, timeout=120).json()
     if "/v1/attribute" in endpoints:
-        r = httpx.post(f"{api}/v1/attribute", json={"answer": answer, "methods": ["loo"], "level": "sentence"}, timeout=300)
+        r = httpx.post(
+            f"{api}/v1/attribute", json={"answer": answer, "methods": ["loo"], "level": "sentence"}, timeout=300
+        )
         assert r.status_code == 200, r.text
         report = r.json()
         scores = report["methods"]["loo"]["scores"]
@@ -264,13 +278,17 @@ def test_attribute_and_eval_routes(api: str) -> None:
         metrics = r.json()
         assert metrics["format"] == "ask" and "citation" in metrics and metrics["judge"]["name"] == "default"
         r = httpx.post(f"{api}/v1/eval", json={"predictions": [answer, {"question": "q"}]}, timeout=60)
-        assert r.status_code == 422 and r.json()["error"]["message"].startswith("predictions[1]: cannot tell the format")
+        assert r.status_code == 422 and r.json()["error"]["message"].startswith(
+            "predictions[1]: cannot tell the format"
+        )
 
 
 def test_documents_window(api: str) -> None:
     answer = httpx.post(f"{api}/v1/ask", json={"question": QUESTION, "k": 1}, timeout=120).json()
     p = answer["passages"][0]
-    doc = httpx.get(f"{api}/v1/documents/{p['doc_id']}", params={"start": p["start"], "end": p["end"], "context": 50}).json()
+    doc = httpx.get(
+        f"{api}/v1/documents/{p['doc_id']}", params={"start": p["start"], "end": p["end"], "context": 50}
+    ).json()
     a, b = p["start"] - doc["offset"], p["end"] - doc["offset"]
     assert doc["text"][a:b] == p["text"]
     r = httpx.get(f"{api}/v1/documents/nope.md", params={"start": 0, "end": 1})
@@ -314,7 +332,9 @@ def test_openai_generator_streams_what_it_generates(tiny_vllm_server: Any) -> No
 
 
 def test_bearer_token_auth(sample_index: Path, tiny_vllm_server: Any) -> None:
-    s = settings(sample_index, llm_url=tiny_vllm_server.url, api_key="s3cret", retriever="bm25", post_hoc=False, max_tokens=8)
+    s = settings(
+        sample_index, llm_url=tiny_vllm_server.url, api_key="s3cret", retriever="bm25", post_hoc=False, max_tokens=8
+    )
     good = {"Authorization": "Bearer s3cret"}
     with serving(s) as url:
         assert httpx.get(f"{url}/healthz").status_code == 200
@@ -349,7 +369,9 @@ def test_request_timeout(sample_index: Path) -> None:
 # -- the generator goes away and comes back -------------------------------------------------
 
 
-def test_generator_down_gives_503_and_the_server_recovers(sample_index: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_generator_down_gives_503_and_the_server_recovers(
+    sample_index: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     pytest.importorskip("vllm")
     from pipeline.generators.server import start_vllm_server
 
@@ -424,7 +446,9 @@ def test_embedded_async_engine_batches_concurrent_requests(sample_index: Path, t
 
 def test_serve_py_and_citerag_serve_start_the_server(sample_index: Path, tiny_vllm_server: Any, tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--help"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert out.returncode == 0 and "--llm-url" in out.stdout and "--api-key" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--index", str(tmp_path / "nope")],
                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_cli import run
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 
 import httpx
 import pytest
-
 from test_serve import QUESTION, serving, settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -30,7 +29,10 @@ ANSWER = "The Golden Gate Bridge opened to traffic in 1937 [1]. It spans the Gol
 def browser_required() -> bool:
     """In CI and under ``make test`` a missing browser is a failure, not a skip: a skipped
     browser test in CI looks like a pass to anyone who does not read the summary."""
-    return any(os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no") for name in ("CI", "CITERAG_REQUIRE_BROWSER"))
+    return any(
+        os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+        for name in ("CI", "CITERAG_REQUIRE_BROWSER")
+    )
 
 
 def missing(reason: str) -> NoReturn:
@@ -42,7 +44,9 @@ def missing(reason: str) -> NoReturn:
 @pytest.mark.parametrize(("env", "outcome"), [({}, pytest.skip.Exception), ({"CI": "true"}, pytest.fail.Exception),
                                               ({"CITERAG_REQUIRE_BROWSER": "1"}, pytest.fail.Exception),
                                               ({"CITERAG_REQUIRE_BROWSER": "0"}, pytest.skip.Exception)])  # fmt: skip
-def test_missing_browser_fails_only_when_required(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], outcome: type) -> None:
+def test_missing_browser_fails_only_when_required(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], outcome: type
+) -> None:
     for name in ("CI", "CITERAG_REQUIRE_BROWSER"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -126,7 +130,9 @@ def test_ask_and_follow_a_citation(browser: Any, site: str, tmp_path: Path) -> N
     assert {b.text.lower() for b in mark.find_elements(By.CSS_SELECTOR, "b.match")} >= {"golden", "gate", "bridge"}
     # The judge's supporting quote is highlighted inside the passage, and it is the quote the API gives.
     quote = mark.find_element(By.CSS_SELECTOR, "mark.quote")
-    api_quote = httpx.post(f"{site}/v1/ask", json={"question": QUESTION}, timeout=60).json()["sentences"][0]["quotes"][0]
+    api_quote = httpx.post(f"{site}/v1/ask", json={"question": QUESTION}, timeout=60).json()["sentences"][0]["quotes"][
+        0
+    ]
     assert "1937" in quote.text and " ".join(quote.text.split()) == " ".join(api_quote["text"].split())
     # No saliency control unless the server has /v1/attribute.
     has_attribute = "/v1/attribute" in httpx.get(f"{site}/v1/info").json()["endpoints"]
@@ -183,7 +189,9 @@ def test_verify_badges_and_revise_tab(browser: Any, site: str, tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_real_smollm2_answer_with_a_working_citation(browser: Any, web_index: Path, smollm2_dir: str, tmp_path: Path) -> None:
+def test_real_smollm2_answer_with_a_working_citation(
+    browser: Any, web_index: Path, smollm2_dir: str, tmp_path: Path
+) -> None:
     """End to end with nothing canned: SmolLM2 in vLLM's async engine inside the server, a
     streamed answer in the page, and a citation that opens the passage it names."""
     from selenium.webdriver.common.by import By

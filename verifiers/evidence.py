@@ -39,7 +39,9 @@ class EvidenceRetriever:
     retriever: Retriever
     k: int = 3
 
-    def gather(self, queries: Sequence[Sequence[str]], cited: Sequence[Sequence[Passage]] | None = None) -> list[list[Passage]]:
+    def gather(
+        self, queries: Sequence[Sequence[str]], cited: Sequence[Sequence[Passage]] | None = None
+    ) -> list[list[Passage]]:
         """For claim ``i``: the passages already cited (``cited[i]``) then those retrieved for ``queries[i]``."""
         flat = [q for qs in queries for q in qs]
         results = self.retriever.retrieve(flat, self.k) if flat else []

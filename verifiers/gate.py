@@ -85,7 +85,9 @@ class AgreementGate:
         return out
 
 
-def supporting(passages: Sequence[Passage], support: Sequence[float], threshold: float, limit: int) -> list[tuple[Passage, float]]:
+def supporting(
+    passages: Sequence[Passage], support: Sequence[float], threshold: float, limit: int
+) -> list[tuple[Passage, float]]:
     """The passages whose support reaches ``threshold``, best first, at most ``limit``."""
     ranked = sorted(zip(passages, support), key=lambda t: -t[1])
     return [(p, s) for p, s in ranked if s >= threshold][:limit]

@@ -29,7 +29,7 @@ from typing import Any
 from pipeline.citations import sentence_spans, strip_markers, with_markers
 from pipeline.errors import ConfigError
 from pipeline.protocols import SupportJudge
-from pipeline.types import AttributedAnswer, Passage, Quote, Sentence
+from pipeline.types import AttributedAnswer, Quote, Sentence
 from verifiers.claims import checkable
 from verifiers.evidence import evidence_text
 
@@ -204,7 +204,9 @@ class Grounder:
                 nums = tuple(j + 1 for j in pick)
                 if nums != s.citations:
                     changed += 1
-                    sentences[si] = replace(s, text=with_markers(strip_markers(s.text), nums), citations=nums, post_hoc=True)
+                    sentences[si] = replace(
+                        s, text=with_markers(strip_markers(s.text), nums), citations=nums, post_hoc=True
+                    )
             report = {**a.report, "citation_mode": "use-aware", "use_aware_recited": changed}
             out.append(_recompose(a, sentences, report))
         return out
@@ -283,7 +285,9 @@ class Grounder:
         need = rule.min_support if rule.min_support is not None else thr
         reasons = []
         if relevance is not None and relevance < rule.min_relevance:
-            reasons.append(f"no shown passage is about the question (relevance {relevance:.2f} < {rule.min_relevance:.2f})")
+            reasons.append(
+                f"no shown passage is about the question (relevance {relevance:.2f} < {rule.min_relevance:.2f})"
+            )
         if rule.require_support and best < need:
             reasons.append(f"no shown passage supports the answer (best support {best:.2f} < {need:.2f})")
         if not a.passages:

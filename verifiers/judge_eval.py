@@ -127,7 +127,11 @@ def evaluate_judge(
     for src, idx in sorted(by_source.items()):
         s = binary_scores([labels[i] for i in idx], [scores[i] >= used for i in idx])
         per_source[src] = {"n": s.n, "accuracy": round(s.accuracy, 4), "macro_f1": round(s.macro_f1, 4)}
-    lo, hi = bootstrap_macro_f1(labels, [s >= used for s in scores], [question_key(p) for p in pairs], resamples=resamples) if pairs else (0.0, 0.0)
+    lo, hi = (
+        bootstrap_macro_f1(labels, [s >= used for s in scores], [question_key(p) for p in pairs], resamples=resamples)
+        if pairs
+        else (0.0, 0.0)
+    )
     return {
         "n": overall.n,
         "scored": len(scores),
@@ -140,9 +144,13 @@ def evaluate_judge(
         "f1_not_supported": round(overall.f1_not_supported, 4),
         "threshold": round(used, 6),
         "calibrated": calibrate,
-        "before_calibration": {"threshold": threshold if threshold is not None else judge.threshold,
-                               "macro_f1": round(uncalibrated.macro_f1, 4),
-                               "accuracy": round(uncalibrated.accuracy, 4)} if calibrate else None,
+        "before_calibration": {
+            "threshold": threshold if threshold is not None else judge.threshold,
+            "macro_f1": round(uncalibrated.macro_f1, 4),
+            "accuracy": round(uncalibrated.accuracy, 4),
+        }
+        if calibrate
+        else None,
         "held_out_macro_f1": round(held_out_macro_f1(labels, scores), 4) if calibrate and len(scores) >= 4 else None,
         "per_source": per_source,
         "seconds": round(seconds, 2),

@@ -32,7 +32,16 @@ from typing import Any, Literal
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.protocols import Retriever, SupportJudge
-from pipeline.types import ClaimResult, ClaimStatus, Edit, EditAttempt, Passage, Revision, RevisionResult, SupportedPassage
+from pipeline.types import (
+    ClaimResult,
+    ClaimStatus,
+    Edit,
+    EditAttempt,
+    Passage,
+    Revision,
+    RevisionResult,
+    SupportedPassage,
+)
 from verifiers.claims import Claim, ClaimSplitter, SentenceClaimSplitter, join_claims
 from verifiers.editor import (
     DEFAULT_EDITOR,
@@ -44,7 +53,7 @@ from verifiers.editor import (
     EditorName,
     find_contradiction,
 )
-from verifiers.evidence import EvidenceRetriever, EvidenceSelector, Selected, SelectBy, evidence_text
+from verifiers.evidence import EvidenceRetriever, EvidenceSelector, SelectBy, Selected, evidence_text
 from verifiers.gate import AgreementGate, GateDecision, LLMGate, supporting
 from verifiers.questions import QuestionGenerator, dedupe
 from verifiers.text import preservation, transplant
@@ -220,7 +229,10 @@ class RARRReviser:
         selected = EvidenceSelector(self.judge, cfg.evidence_count, cfg.select_by).select(claims, pools)
         decisions = AgreementGate(thr, self.llm_gate).decide(claims, selected)
         log.info("researched %d claims in %.2fs", len(claims), time.perf_counter() - t0)
-        return [Research(c, tuple(q), s, d, tuple(p)) for c, q, s, d, p in zip(claims, questions, selected, decisions, pools)]
+        return [
+            Research(c, tuple(q), s, d, tuple(p))
+            for c, q, s, d, p in zip(claims, questions, selected, decisions, pools)
+        ]
 
     def settle(self, research: Sequence[Research]) -> list[ClaimCheck]:
         """Contradiction check, edits by every editor, the judge on every candidate, decisions."""
@@ -231,8 +243,14 @@ class RARRReviser:
             for i, r in enumerate(research):
                 found = find_contradiction(r.claim, r.alignable(cfg.align_with), cfg.min_overlap)
                 if found is not None:
-                    contradictions[i] = {**found.passage.to_dict(), **found.alignment.to_dict(), "gate_agreed": r.decision.agree}
-        todo = [i for i, r in enumerate(research) if (not r.decision.agree or i in contradictions) and r.evidence.passages]
+                    contradictions[i] = {
+                        **found.passage.to_dict(),
+                        **found.alignment.to_dict(),
+                        "gate_agreed": r.decision.agree,
+                    }
+        todo = [
+            i for i, r in enumerate(research) if (not r.decision.agree or i in contradictions) and r.evidence.passages
+        ]
         cands: dict[int, list[EditCandidate]] = {i: [] for i in todo}
         if self.aligned is not None and todo:
             proposed = self.aligned.propose(
@@ -263,8 +281,13 @@ class RARRReviser:
                 by_sentence = float(next(sentence_scores))
                 support = [max(x, by_sentence) for x in support]
             records[i].append((c, support, self._judge_edit(research[i].claim, c, support, thr)))
-        log.info("settled %d claims (%d sent to the editors, %d candidates) in %.2fs",
-                 len(research), len(todo), len(flat), time.perf_counter() - t0)
+        log.info(
+            "settled %d claims (%d sent to the editors, %d candidates) in %.2fs",
+            len(research),
+            len(todo),
+            len(flat),
+            time.perf_counter() - t0,
+        )
 
         out = []
         for i, r in enumerate(research):
@@ -272,25 +295,46 @@ class RARRReviser:
             contra = contradictions.get(i)
             if dec.agree and contra is None:
                 cites = supporting(sel.passages, sel.support, thr, cfg.max_citations)
-                out.append(ClaimCheck(claim, qs, sel, dec, "kept", claim, True, cites[0][1], tuple(cites), None, contra))
+                out.append(
+                    ClaimCheck(claim, qs, sel, dec, "kept", claim, True, cites[0][1], tuple(cites), None, contra)
+                )
                 continue
             record = None
             if records.get(i):
                 tried = records[i]
                 aligned_first = cfg.prefer_aligned and self.aligned is not None
-                best = max(range(len(tried)), key=lambda j: (
-                    tried[j][2].accepted, aligned_first and tried[j][0].editor == self.aligned.name,  # type: ignore[union-attr]
-                    tried[j][2].support, tried[j][2].preservation, -j))
+                best = max(
+                    range(len(tried)),
+                    key=lambda j: (
+                        tried[j][2].accepted,
+                        aligned_first and tried[j][0].editor == self.aligned.name,  # type: ignore[union-attr]
+                        tried[j][2].support,
+                        tried[j][2].preservation,
+                        -j,
+                    ),
+                )
                 cand, support, record = tried[best]
                 record = replace(
                     record,
                     diffs=tuple(d.to_dict() for d in cand.diffs),
-                    candidates=tuple({**c.to_dict(), "support": rec.support, "preservation": rec.preservation,
-                                      "accepted": rec.accepted, "reason": rec.reason} for c, _, rec in tried),
+                    candidates=tuple(
+                        {
+                            **c.to_dict(),
+                            "support": rec.support,
+                            "preservation": rec.preservation,
+                            "accepted": rec.accepted,
+                            "reason": rec.reason,
+                        }
+                        for c, _, rec in tried
+                    ),
                 )
                 if record.accepted:
                     cites = supporting(cand.evidence, support, thr, cfg.max_citations)
-                    out.append(ClaimCheck(claim, qs, sel, dec, "edited", cand.text, True, cites[0][1], tuple(cites), record, contra))
+                    out.append(
+                        ClaimCheck(
+                            claim, qs, sel, dec, "edited", cand.text, True, cites[0][1], tuple(cites), record, contra
+                        )
+                    )
                     continue
             status: Status = "removed" if cfg.policy == "remove" else "marked"
             final = None if status == "removed" else claim
@@ -308,9 +352,15 @@ class RARRReviser:
         elif best < thr:
             accepted, reason = False, f"the edit is not supported by the evidence (support {best:.3f} < {thr:.3f})"
         elif pres < self.config.min_preservation:
-            accepted, reason = False, f"the edit changes too much (preservation {pres:.3f} < {self.config.min_preservation:.3f})"
+            accepted, reason = (
+                False,
+                f"the edit changes too much (preservation {pres:.3f} < {self.config.min_preservation:.3f})",
+            )
         else:
-            accepted, reason = True, f"supported (support {best:.3f} >= {thr:.3f}) and preserving ({pres:.3f} >= {self.config.min_preservation:.3f})"
+            accepted, reason = (
+                True,
+                f"supported (support {best:.3f} >= {thr:.3f}) and preserving ({pres:.3f} >= {self.config.min_preservation:.3f})",
+            )
         return EditAttempt(claim, edit, tuple(zip(shown, support)), best, pres, accepted, reason, cand.editor)
 
     # -- texts ------------------------------------------------------------------------------
@@ -369,32 +419,36 @@ class RARRReviser:
                 applied.append(chk.edit.applied())
             elif chk.status == "removed":
                 replacements[ci] = None
-                applied.append(Edit(
-                    claim.sentence,
-                    "",
-                    tuple(zip(chk.evidence.passages, chk.evidence.support)),
-                    chk.decision.score,
-                    0.0,
-                    "removed: no accepted edit and the evidence does not support the claim"
-                    + (f" ({chk.edit.reason})" if chk.edit else ""),
-                ))
+                applied.append(
+                    Edit(
+                        claim.sentence,
+                        "",
+                        tuple(zip(chk.evidence.passages, chk.evidence.support)),
+                        chk.decision.score,
+                        0.0,
+                        "removed: no accepted edit and the evidence does not support the claim"
+                        + (f" ({chk.edit.reason})" if chk.edit else ""),
+                    )
+                )
             final = claim.sentence if chk.status in ("kept", "marked") else (chk.final or "")
             if chk.status == "edited" and not claim.markers and claim.text != claim.sentence:
                 # Keep the sentence's own spacing where the edit did not touch it.
                 final = transplant(claim.text, final, claim.sentence) or final
                 replacements[ci] = final
-            out_claims.append(ClaimResult(
-                final,
-                claim.sentence,
-                claim.start,
-                claim.end,
-                chk.status,
-                chk.supported,
-                chk.support,
-                chk.citations,
-                editor=chk.edit.editor if chk.status == "edited" and chk.edit else None,
-                contradicted=chk.contradiction is not None,
-            ))
+            out_claims.append(
+                ClaimResult(
+                    final,
+                    claim.sentence,
+                    claim.start,
+                    claim.end,
+                    chk.status,
+                    chk.supported,
+                    chk.support,
+                    chk.citations,
+                    editor=chk.edit.editor if chk.status == "edited" and chk.edit else None,
+                    contradicted=chk.contradiction is not None,
+                )
+            )
         revised = join_claims(text, claims, replacements) if replacements else text
         pres = preservation(text, revised)
         report = {

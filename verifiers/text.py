@@ -108,7 +108,9 @@ def slot_kind(tokens: list[Token]) -> SlotKind | None:
     if not tokens:
         return None
     if any(_is_numeric(t) or _is_month(t) for t in tokens):
-        ok = all(_is_numeric(t) or _is_month(t) or t.key in MAGNITUDES or t.text in {",", "-", "\u2013"} for t in tokens)
+        ok = all(
+            _is_numeric(t) or _is_month(t) or t.key in MAGNITUDES or t.text in {",", "-", "\u2013"} for t in tokens
+        )
         if not ok or not (_is_numeric(tokens[0]) or _is_month(tokens[0])) or not tokens[-1].is_word:
             return None
         if any(_is_month(t) or _YEAR_RE.match(t.key) for t in tokens):
@@ -187,11 +189,7 @@ class Alignment:
         return bool(self.diffs) and self.agrees_apart_from_slots(min_overlap, min_matched)
 
     def agrees_apart_from_slots(self, min_overlap: float, min_matched: int = 3) -> bool:
-        return (
-            self.overlap >= min_overlap
-            and self.matched >= min_matched
-            and self.matched >= 2 * self.slot_words
-        )
+        return self.overlap >= min_overlap and self.matched >= min_matched and self.matched >= 2 * self.slot_words
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -242,7 +240,11 @@ def align(claim: str, sentence: str) -> Alignment:
     pairs.sort()
     diffs = tuple(
         SlotDiff(
-            ct[i1].start, ct[i2 - 1].end, claim[ct[i1].start : ct[i2 - 1].end], sentence[et[j1].start : et[j2 - 1].end], kind
+            ct[i1].start,
+            ct[i2 - 1].end,
+            claim[ct[i1].start : ct[i2 - 1].end],
+            sentence[et[j1].start : et[j2 - 1].end],
+            kind,
         )
         for i1, i2, j1, j2, kind in pairs
     )

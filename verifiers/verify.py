@@ -145,17 +145,19 @@ def _rebuild(
                     revised = chk.status == "edited"
                 elif chk.status == "removed":
                     revised = True
-        details.append({
-            "index": si,
-            "original_text": s.text,
-            "text": None if status == "removed" else text,
-            "status": status,
-            "support_before": float(plan.before),
-            "support": support,
-            "supported": status in ("supported", "recited", "kept", "edited"),
-            "revised": revised,
-            **extra,
-        })
+        details.append(
+            {
+                "index": si,
+                "original_text": s.text,
+                "text": None if status == "removed" else text,
+                "status": status,
+                "support_before": float(plan.before),
+                "support": support,
+                "supported": status in ("supported", "recited", "kept", "edited"),
+                "revised": revised,
+                **extra,
+            }
+        )
         if status == "removed":
             pieces.append(None)
             continue

@@ -31,8 +31,6 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline import __version__
-from pipeline.errors import CiteragError
 from app.serve import routes_eval
 from app.serve.schemas import (
     AskRequest,
@@ -46,6 +44,8 @@ from app.serve.schemas import (
     ReviseResponse,
 )
 from app.serve.service import CiteragService
+from pipeline import __version__
+from pipeline.errors import CiteragError
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         job = anyio.to_thread.run_sync(fn, limiter=limiter_box.get("limiter"))
         try:
             return await asyncio.wait_for(job, timeout or s.request_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RequestTimeout() from None
 
     # errors ----------------------------------------------------------------------------
@@ -198,8 +198,12 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
 
     @app.exception_handler(RequestTimeout)
     async def _on_timeout(request: Request, exc: RequestTimeout) -> JSONResponse:
-        return error_json(504, f"the request took longer than {s.request_timeout:g} s (--request-timeout); "
-                          "ask for fewer tokens or retry when the server is less busy", "RequestTimeout")
+        return error_json(
+            504,
+            f"the request took longer than {s.request_timeout:g} s (--request-timeout); "
+            "ask for fewer tokens or retry when the server is less busy",
+            "RequestTimeout",
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -235,10 +239,18 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
             "version": __version__,
             "endpoints": endpoints,
             "retrievers": ["hybrid", "dense", "bm25"],
-            "defaults": {"k": s.k, "retriever": s.retriever, "max_tokens": s.max_tokens, "post_hoc": s.post_hoc, "judge": s.judge},
+            "defaults": {
+                "k": s.k,
+                "retriever": s.retriever,
+                "max_tokens": s.max_tokens,
+                "post_hoc": s.post_hoc,
+                "judge": s.judge,
+            },
             "limits": {
-                "max_body_bytes": s.max_body_bytes, "max_question_chars": s.max_question_chars,
-                "max_text_chars": s.max_text_chars, "max_tokens_limit": s.max_tokens_limit,
+                "max_body_bytes": s.max_body_bytes,
+                "max_question_chars": s.max_question_chars,
+                "max_text_chars": s.max_text_chars,
+                "max_tokens_limit": s.max_tokens_limit,
                 "request_timeout_s": s.request_timeout,
             },  # fmt: skip
             "auth": bool(s.api_key),
@@ -249,8 +261,13 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         "/v1/ask",
         response_model=AskResponse,
         tags=["api"],
-        responses={**_ERRORS, 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                                    "description": "The answer (JSON), or with `stream` server-sent events"}},  # fmt: skip
+        responses={
+            **_ERRORS,
+            200: {
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "description": "The answer (JSON), or with `stream` server-sent events",
+            },
+        },  # fmt: skip
     )
     async def ask(req: AskRequest) -> Response:
         """Answer a question from the index with citations (``citerag ask --json``).
@@ -288,7 +305,9 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
                 result = await run(lambda: service.ask(req, on_token, cancelled))
                 events.put_nowait(("final", result))
             except CiteragError as exc:
-                events.put_nowait(("error", {"type": type(exc).__name__, "message": str(exc), "status": exc.http_status}))
+                events.put_nowait(
+                    ("error", {"type": type(exc).__name__, "message": str(exc), "status": exc.http_status})
+                )
             except RequestTimeout:
                 events.put_nowait(("error", {"type": "RequestTimeout", "status": 504,
                                              "message": f"the request took longer than {s.request_timeout:g} s (--request-timeout)"}))  # fmt: skip
@@ -319,7 +338,9 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(asyncio.shield(task), 0.1)
 
-        return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     @app.post("/v1/revise", response_model=ReviseResponse, tags=["api"], responses=_ERRORS)
     async def revise(req: ReviseRequest) -> JSONResponse:
@@ -327,7 +348,12 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         (``citerag revise --json``)."""
         return JSONResponse(await run(lambda: service.revise(req)))
 
-    @app.get("/v1/documents/{doc_id:path}", response_model=DocumentSpan, tags=["api"], responses={404: {"model": ErrorResponse}})
+    @app.get(
+        "/v1/documents/{doc_id:path}",
+        response_model=DocumentSpan,
+        tags=["api"],
+        responses={404: {"model": ErrorResponse}},
+    )
     async def document(doc_id: str, start: int, end: int, context: int = 300) -> JSONResponse:
         """The text around a cited span ``[start, end)`` of a source document (``context``
         characters each side), rebuilt from the index."""

@@ -34,37 +34,126 @@ def _generation_options(fn: Any) -> Any:
 
 
 @click.command("serve")
-@click.option("--index", "index_dir", default=None, type=click.Path(path_type=str),
-              help="Index built by `citerag index` (default: the bundled sample corpus, indexed on first use).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes the server to the network.")
+@click.option(
+    "--index",
+    "index_dir",
+    default=None,
+    type=click.Path(path_type=str),
+    help="Index built by `citerag index` (default: the bundled sample corpus, indexed on first use).",
+)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes the server to the network."
+)
 @click.option("--port", type=int, default=8080, show_default=True)
-@llm_options(api_key_alias=False,
-             llm_url_help="OpenAI-compatible server that generates (e.g. `citerag llm serve`); default: vLLM's async engine in this process.",
-             backend_help="In-process generator without --llm-url: vLLM's async engine (batches concurrent requests) or transformers (one at a time).")
-@click.option("--api-key", default=None, envvar="CITERAG_API_KEY",
-              help="Require 'Authorization: Bearer KEY' on every endpoint but /healthz (env CITERAG_API_KEY). Not the LLM server's key (--llm-api-key).")
-@click.option("--retriever", type=click.Choice(RETRIEVERS), default=default("retriever"), show_default=True, help="Default retriever.")
-@click.option("-k", "--k", type=int, default=default("k"), show_default=True, help="Default number of passages shown to the generator.")
+@llm_options(
+    api_key_alias=False,
+    llm_url_help="OpenAI-compatible server that generates (e.g. `citerag llm serve`); default: vLLM's async engine in this process.",
+    backend_help="In-process generator without --llm-url: vLLM's async engine (batches concurrent requests) or transformers (one at a time).",
+)
+@click.option(
+    "--api-key",
+    default=None,
+    envvar="CITERAG_API_KEY",
+    help="Require 'Authorization: Bearer KEY' on every endpoint but /healthz (env CITERAG_API_KEY). Not the LLM server's key (--llm-api-key).",
+)
+@click.option(
+    "--retriever",
+    type=click.Choice(RETRIEVERS),
+    default=default("retriever"),
+    show_default=True,
+    help="Default retriever.",
+)
+@click.option(
+    "-k",
+    "--k",
+    type=int,
+    default=default("k"),
+    show_default=True,
+    help="Default number of passages shown to the generator.",
+)
 @click.option("--reranker", default=None, help="Cross-encoder name or path to rerank the retrieved passages.")
-@click.option("--max-tokens", type=int, default=default("max_tokens"), show_default=True, help="Default answer length limit in tokens.")
-@click.option("--max-tokens-limit", type=int, default=1024, show_default=True, help="Largest max_tokens a request may ask for.")
-@click.option("--dtype", default=default("dtype"), show_default=True, help="In-process engine dtype (bfloat16 is faster, float32 matches scores).")
-@click.option("--no-prefix-caching", is_flag=True, help="In-process engine: turn vLLM's automatic prefix caching off (benchmarks of repeated prompts).")
+@click.option(
+    "--max-tokens",
+    type=int,
+    default=default("max_tokens"),
+    show_default=True,
+    help="Default answer length limit in tokens.",
+)
+@click.option(
+    "--max-tokens-limit", type=int, default=1024, show_default=True, help="Largest max_tokens a request may ask for."
+)
+@click.option(
+    "--dtype",
+    default=default("dtype"),
+    show_default=True,
+    help="In-process engine dtype (bfloat16 is faster, float32 matches scores).",
+)
+@click.option(
+    "--no-prefix-caching",
+    is_flag=True,
+    help="In-process engine: turn vLLM's automatic prefix caching off (benchmarks of repeated prompts).",
+)
 @_generation_options
-@click.option("--judge", "judge_name", default="default", show_default=True, help="Support judge for verify and revise: a name or a path.")
-@click.option("--no-abstain", is_flag=True, help="Never replace an answer by \"The documents do not answer this question.\" (requests may still ask for it).")
+@click.option(
+    "--judge",
+    "judge_name",
+    default="default",
+    show_default=True,
+    help="Support judge for verify and revise: a name or a path.",
+)
+@click.option(
+    "--no-abstain",
+    is_flag=True,
+    help='Never replace an answer by "The documents do not answer this question." (requests may still ask for it).',
+)
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True, help="Larger request bodies get 413.")
 @click.option("--max-question-chars", type=int, default=2000, show_default=True, help="Longer questions get 422.")
 @click.option("--max-text-chars", type=int, default=20000, show_default=True, help="Longer texts to revise get 422.")
-@click.option("--request-timeout", type=float, default=300, show_default=True, help="Seconds one request may take (504 after).")
-@click.option("--threads", type=int, default=128, show_default=True, help="Requests worked on at once (each waits on the generator in a thread).")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True,
-              help="uvicorn's access and error log level.")
+@click.option(
+    "--request-timeout", type=float, default=300, show_default=True, help="Seconds one request may take (504 after)."
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=128,
+    show_default=True,
+    help="Requests worked on at once (each waits on the generator in a thread).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+    help="uvicorn's access and error log level.",
+)
 @handle_errors
-def serve(index_dir: str | None, host: str, port: int, llm_url: str | None, llm_api_key: str | None, api_key: str | None,
-          retriever: str, k: int, reranker: str | None, backend: str, model: str, max_tokens: int, max_tokens_limit: int,
-          max_model_len: int, dtype: str, no_prefix_caching: bool, judge_name: str, no_abstain: bool, max_body_bytes: int,
-          max_question_chars: int, max_text_chars: int, request_timeout: float, threads: int, log_level: str, **kw: Any) -> None:
+def serve(
+    index_dir: str | None,
+    host: str,
+    port: int,
+    llm_url: str | None,
+    llm_api_key: str | None,
+    api_key: str | None,
+    retriever: str,
+    k: int,
+    reranker: str | None,
+    backend: str,
+    model: str,
+    max_tokens: int,
+    max_tokens_limit: int,
+    max_model_len: int,
+    dtype: str,
+    no_prefix_caching: bool,
+    judge_name: str,
+    no_abstain: bool,
+    max_body_bytes: int,
+    max_question_chars: int,
+    max_text_chars: int,
+    request_timeout: float,
+    threads: int,
+    log_level: str,
+    **kw: Any,
+) -> None:
     """Serve the HTTP API (POST /v1/ask, /v1/revise, /v1/eval, /v1/attribute; GET /healthz, /readyz) and the web page at /.
 
     The index is checked before the server starts; the generator loads in the background
@@ -95,16 +184,18 @@ def run_server(settings: Any, *, host: str = "127.0.0.1", port: int = 8080, log_
     """Start uvicorn with the app over ``settings`` and serve until interrupted."""
     import uvicorn
 
-    from pipeline.generators.base import vllm_env
     from app.serve.app import create_app
     from app.serve.service import CiteragService
+    from pipeline.generators.base import vllm_env
 
     vllm_env(settings.model)
     # vLLM logs every engine step's details at INFO; the server's own log level decides.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "DEBUG" if log_level == "debug" else "WARNING")
     app = create_app(CiteragService(settings))
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"citerag serve: http://{shown}:{port}/ (API docs at /docs); loading the index and the generator...", err=True)
+    click.echo(
+        f"citerag serve: http://{shown}:{port}/ (API docs at /docs); loading the index and the generator...", err=True
+    )
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         click.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

@@ -30,8 +30,12 @@ class AttributeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     answer: dict[str, Any] = Field(description="An answer as /v1/ask (or `citerag ask --json`) returns it.")
-    methods: list[str] = Field(["loo"], description="Attribution methods: loo, contextcite (any backend); ig, ixg (transformers backend only).")
-    level: Literal["passage", "sentence"] = Field("sentence", description="Attribute to whole passages or to their sentences.")
+    methods: list[str] = Field(
+        ["loo"], description="Attribution methods: loo, contextcite (any backend); ig, ixg (transformers backend only)."
+    )
+    level: Literal["passage", "sentence"] = Field(
+        "sentence", description="Attribute to whole passages or to their sentences."
+    )
 
 
 class AttributeResponse(BaseModel):
@@ -45,7 +49,9 @@ class AttributeResponse(BaseModel):
     level: str
     sentences: list[dict[str, Any]]
     passages: list[dict[str, Any]]
-    sources: list[dict[str, Any]] = Field(description="index, label ([2] or [2].3), passage, sentence, start, end, text.")
+    sources: list[dict[str, Any]] = Field(
+        description="index, label ([2] or [2].3), passage, sentence, start, end, text."
+    )
     methods: dict[str, Any]
 
 
@@ -54,9 +60,13 @@ class EvalRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    predictions: list[dict[str, Any]] = Field(description="The rows of a predictions file: ask or revise JSON, or ALCE's format.")
+    predictions: list[dict[str, Any]] = Field(
+        description="The rows of a predictions file: ask or revise JSON, or ALCE's format."
+    )
     format: Literal["auto", "alce", "ask", "revise"] = "auto"
-    threshold: float | None = Field(None, ge=0.0, le=1.0, description="Support threshold (default: the judge's calibrated one).")
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Support threshold (default: the judge's calibrated one)."
+    )
     at_most_citations: int = Field(3, ge=0, description="Citations judged per sentence (ALCE); 0: all.")
     qampari: bool = False
     attribution: bool = Field(True, description="Also RARR attribution (every sentence against every document).")
@@ -78,7 +88,9 @@ def _add_attribute(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
         def work() -> dict[str, Any]:
             service.require_ready()
             answer = answer_from_dict(req.answer, where="answer")
-            report = attribute_answers(service.generator, [answer], req.methods, req.level, cfg=service.pipeline.prompt)[0]
+            report = attribute_answers(
+                service.generator, [answer], req.methods, req.level, cfg=service.pipeline.prompt
+            )[0]
             return report.to_dict()
 
         return JSONResponse(await run(work))
@@ -94,7 +106,9 @@ def _add_eval(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
             if not req.predictions:
                 raise InputError("predictions is empty: send the rows of a predictions file")
             if service.settings.judge == "llm":
-                raise ConfigError("/v1/eval cannot use the llm judge: start the server with --judge default or a model folder")
+                raise ConfigError(
+                    "/v1/eval cannot use the llm judge: start the server with --judge default or a model folder"
+                )
             preds = predictions_from_rows(req.predictions, req.format)
             judge = service.judge()
             threshold = req.threshold if req.threshold is not None else float(judge.threshold)

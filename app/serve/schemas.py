@@ -33,12 +33,30 @@ class AskRequest(_Strict):
     question: str = Field(description="The question (its length is limited by the server's --max-question-chars).")
     k: int | None = Field(None, ge=1, le=100, description="Passages shown to the generator (default: the server's -k).")
     retriever: RetrieverName | None = Field(None, description="Retriever (default: the server's --retriever).")
-    verify: bool = Field(False, description="Judge each sentence against its citations; re-cite or revise (RARR) what they do not support.")
-    stream: bool = Field(False, description="Answer as server-sent events: `token` events, then one `final` event with the answer.")
-    max_tokens: int | None = Field(None, ge=1, description="Answer length limit in tokens (default: the server's --max-tokens; capped by --max-tokens-limit).")
-    post_hoc: bool | None = Field(None, description="Attach citations to uncited sentences after generation (default: on unless the server runs with --no-post-hoc).")
-    abstain: bool | None = Field(None, description="Answer \"The documents do not answer this question.\" when no shown passage supports the draft or none is about the question (default: on unless the server runs with --no-abstain).")
-    quotes: bool = Field(True, description="Give each supportive citation the smallest passage span the judge finds supportive (`quotes`).")
+    verify: bool = Field(
+        False,
+        description="Judge each sentence against its citations; re-cite or revise (RARR) what they do not support.",
+    )
+    stream: bool = Field(
+        False, description="Answer as server-sent events: `token` events, then one `final` event with the answer."
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Answer length limit in tokens (default: the server's --max-tokens; capped by --max-tokens-limit).",
+    )
+    post_hoc: bool | None = Field(
+        None,
+        description="Attach citations to uncited sentences after generation (default: on unless the server runs with --no-post-hoc).",
+    )
+    abstain: bool | None = Field(
+        None,
+        description='Answer "The documents do not answer this question." when no shown passage supports the draft or none is about the question (default: on unless the server runs with --no-abstain).',
+    )
+    quotes: bool = Field(
+        True,
+        description="Give each supportive citation the smallest passage span the judge finds supportive (`quotes`).",
+    )
 
 
 class ReviseRequest(_Strict):
@@ -46,12 +64,20 @@ class ReviseRequest(_Strict):
 
     text: str = Field(description="The text to check and revise (its length is limited by --max-text-chars).")
     policy: Literal["mark", "remove"] = Field("mark", description="What to do with a claim no accepted edit fixes.")
-    min_preservation: float = Field(0.5, ge=0.0, le=1.0, description="An edit must keep at least this share of the claim (1 - Lev/len).")
+    min_preservation: float = Field(
+        0.5, ge=0.0, le=1.0, description="An edit must keep at least this share of the claim (1 - Lev/len)."
+    )
     evidence: int = Field(3, ge=1, le=10, description="Evidence passages kept per claim.")
-    select_by: Literal["judge", "retrieval"] = Field("judge", description="Rank the pooled evidence by the judge or by retrieval score.")
-    samples: int = Field(3, ge=0, le=8, description="Question-generation samples per claim (0: the claim alone is the query).")
+    select_by: Literal["judge", "retrieval"] = Field(
+        "judge", description="Rank the pooled evidence by the judge or by retrieval score."
+    )
+    samples: int = Field(
+        3, ge=0, le=8, description="Question-generation samples per claim (0: the claim alone is the query)."
+    )
     llm_gate: bool = Field(False, description="Also ask the generator whether the evidence agrees (both must agree).")
-    threshold: float | None = Field(None, ge=0.0, le=1.0, description="Support threshold (default: the judge's calibrated one).")
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Support threshold (default: the judge's calibrated one)."
+    )
     retriever: RetrieverName | None = Field(None, description="Retriever (default: the server's --retriever).")
     k: int = Field(3, ge=1, le=20, description="Passages retrieved per query.")
 
@@ -82,11 +108,19 @@ class SentenceOut(_Open):
     start: int = Field(description="Offset of the sentence in the answer text.")
     end: int
     citations: list[int] = Field(description="Numbers of the passages (see `passages`) the sentence cites.")
-    post_hoc: bool = Field(description="True when the generator wrote no valid marker and the citation was attached afterwards.")
-    dropped_citations: list[int] | None = Field(None, description="Numbers the generator wrote that match no shown passage.")
-    support: float | None = Field(None, description="With verify: support of the sentence by its final citations (0..1).")
+    post_hoc: bool = Field(
+        description="True when the generator wrote no valid marker and the citation was attached afterwards."
+    )
+    dropped_citations: list[int] | None = Field(
+        None, description="Numbers the generator wrote that match no shown passage."
+    )
+    support: float | None = Field(
+        None, description="With verify: support of the sentence by its final citations (0..1)."
+    )
     revised: bool | None = Field(None, description="With verify: True when the sentence's words were edited.")
-    quotes: list[QuoteOut] | None = Field(None, description="For each citation the judge finds supportive: the smallest supporting span of the passage.")
+    quotes: list[QuoteOut] | None = Field(
+        None, description="For each citation the judge finds supportive: the smallest supporting span of the passage."
+    )
 
 
 class AskResponse(_Open):
@@ -100,10 +134,17 @@ class AskResponse(_Open):
     dropped_citations: list[int] = Field(default_factory=list)
     post_hoc_citations: int = 0
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")
-    verification: dict[str, Any] | None = Field(None, description="With verify: per-sentence status, support before/after, threshold.")
-    abstained: bool | None = Field(None, description="True when the answer was replaced by \"The documents do not answer this question.\"; the draft is in `draft`.")
+    verification: dict[str, Any] | None = Field(
+        None, description="With verify: per-sentence status, support before/after, threshold."
+    )
+    abstained: bool | None = Field(
+        None,
+        description='True when the answer was replaced by "The documents do not answer this question."; the draft is in `draft`.',
+    )
     draft: dict[str, Any] | None = Field(None, description="When abstained: the generated answer and its sentences.")
-    abstention: dict[str, Any] | None = Field(None, description="The abstention rule's inputs: question-passage relevance, best support, thresholds, reasons.")
+    abstention: dict[str, Any] | None = Field(
+        None, description="The abstention rule's inputs: question-passage relevance, best support, thresholds, reasons."
+    )
 
 
 # -- the revision (citerag revise --json) --------------------------------------------------
@@ -147,7 +188,9 @@ class ReviseResponse(_Open):
     edits: list[EditOut]
     claims: list[ClaimOut]
     preservation: float = Field(description="Character-level preservation of the original (1 - Lev/len).")
-    report: dict[str, Any] = Field(description="The attribution report: per-claim questions, evidence, gate decision, edit attempts.")
+    report: dict[str, Any] = Field(
+        description="The attribution report: per-claim questions, evidence, gate decision, edit attempts."
+    )
 
 
 # -- the rest --------------------------------------------------------------------------------
@@ -176,7 +219,9 @@ class ReadyResponse(BaseModel):
 
 class InfoResponse(BaseModel):
     version: str
-    endpoints: list[str] = Field(description="The POST/GET routes under /v1 this server has (optional ones only when present).")
+    endpoints: list[str] = Field(
+        description="The POST/GET routes under /v1 this server has (optional ones only when present)."
+    )
     retrievers: list[str]
     defaults: dict[str, Any]
     limits: dict[str, Any]

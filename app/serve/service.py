@@ -165,7 +165,9 @@ class CiteragService:
                 if self.index is None:
                     raise self._not_ready()
                 with self._cpu:
-                    base = self.index.retriever(kind, reranker=self.settings.reranker, rerank_depth=self.settings.rerank_depth)
+                    base = self.index.retriever(
+                        kind, reranker=self.settings.reranker, rerank_depth=self.settings.rerank_depth
+                    )
                 r = self._retrievers[kind] = _Locked(base, self._cpu, ["retrieve"])
             return r
 
@@ -193,7 +195,9 @@ class CiteragService:
     def _not_ready(self) -> CiteragError:
         if self.error is not None:
             return self.error
-        err = GeneratorUnavailableError("citerag serve is still loading the index and the generator; retry in a few seconds (see /readyz)")
+        err = GeneratorUnavailableError(
+            "citerag serve is still loading the index and the generator; retry in a few seconds (see /readyz)"
+        )
         return err
 
     def require_ready(self) -> None:
@@ -237,7 +241,9 @@ class CiteragService:
         s = self.settings
         max_tokens = req.max_tokens or s.max_tokens
         if max_tokens > s.max_tokens_limit:
-            raise InputError(f"max_tokens is {max_tokens}; this server allows at most {s.max_tokens_limit} (--max-tokens-limit)")
+            raise InputError(
+                f"max_tokens is {max_tokens}; this server allows at most {s.max_tokens_limit} (--max-tokens-limit)"
+            )
         pipe = self.pipeline
         changes: dict[str, Any] = {}
         if req.k is not None and req.k != pipe.k:
@@ -253,8 +259,12 @@ class CiteragService:
             from pipeline.citations import EmbeddingPostHocCiter
 
             if self._embedder is None:
-                raise ConfigError("post_hoc needs the index's embedder, which this server did not load (--retriever bm25 --no-post-hoc)")
-            changes["post_hoc"] = _Locked(EmbeddingPostHocCiter(self._embedder, s.post_hoc_min_similarity), self._cpu, ["best"])
+                raise ConfigError(
+                    "post_hoc needs the index's embedder, which this server did not load (--retriever bm25 --no-post-hoc)"
+                )
+            changes["post_hoc"] = _Locked(
+                EmbeddingPostHocCiter(self._embedder, s.post_hoc_min_similarity), self._cpu, ["best"]
+            )
         return replace(pipe, **changes) if changes else pipe
 
     def ask(
@@ -287,7 +297,9 @@ class CiteragService:
             from verifiers.grounding import AbstainRule, ground_with_pipeline
 
             rule = AbstainRule() if abstain else None
-            answer = ground_with_pipeline(pipe, [answer], self.judge(), abstain=rule, quotes=req.quotes, use_aware=use_aware)[0]
+            answer = ground_with_pipeline(
+                pipe, [answer], self.judge(), abstain=rule, quotes=req.quotes, use_aware=use_aware
+            )[0]
         return answer.to_dict()
 
     def revise(self, req: Any) -> dict[str, Any]:
@@ -296,14 +308,16 @@ class CiteragService:
 
         self.check_length(req.text, self.settings.max_text_chars, "text", "--max-text-chars")
         if not req.text.strip():
-            raise InputError("the text is empty: send {\"text\": \"...\"} with the text to revise")
+            raise InputError('the text is empty: send {"text": "..."} with the text to revise')
         self.require_ready()
         config = RARRConfig(
             k=req.k, evidence_count=req.evidence, select_by=req.select_by, threshold=req.threshold,
             min_preservation=req.min_preservation, policy=req.policy, questions=req.samples > 0,
         )  # fmt: skip
         retriever = self.retriever(req.retriever or self.settings.retriever)
-        reviser = build_reviser(retriever, self.generator, self.judge(), config, samples=max(req.samples, 1), llm_gate=req.llm_gate)
+        reviser = build_reviser(
+            retriever, self.generator, self.judge(), config, samples=max(req.samples, 1), llm_gate=req.llm_gate
+        )
         return reviser.revise_batch([req.text])[0].to_dict()
 
     def document(self, doc_id: str, start: int, end: int, context: int) -> dict[str, Any]:
@@ -328,5 +342,11 @@ class CiteragService:
                 continue
             for i in range(max(p.start, lo), min(p.end, hi)):
                 buf[i - lo] = p.text[i - p.start]
-        return {"doc_id": doc_id, "title": parts[0].title, "text": "".join(buf), "offset": lo, "start": start, "end": min(end, length)}
-
+        return {
+            "doc_id": doc_id,
+            "title": parts[0].title,
+            "text": "".join(buf),
+            "offset": lo,
+            "start": start,
+            "end": min(end, length),
+        }

@@ -112,27 +112,63 @@ def attribute(
         if name == "loo":
             per_method[name] = leave_one_out(generator, contexts, level, progress=progress)
         elif name == "contextcite":
-            per_method[name] = context_cite(generator, contexts, level, n_masks=n_masks, seed=seed, alpha=alpha,
-                                            progress=progress)
+            per_method[name] = context_cite(
+                generator, contexts, level, n_masks=n_masks, seed=seed, alpha=alpha, progress=progress
+            )
         else:
-            results = [gradient_attribution(generator, ctx, level, name, n_steps=n_steps,  # type: ignore[arg-type]
-                                            batch_size=batch_size, token_matrix=token_matrix) for ctx in contexts]
+            results = [
+                gradient_attribution(
+                    generator,
+                    ctx,
+                    level,
+                    name,
+                    n_steps=n_steps,  # type: ignore[arg-type]
+                    batch_size=batch_size,
+                    token_matrix=token_matrix,
+                )
+                for ctx in contexts
+            ]
             per_method[name] = [a for a, _ in results]
             tokens[name] = [t for _, t in results]
     reports = []
     for i, ctx in enumerate(contexts):
-        reports.append(SaliencyReport(
-            ctx, level,
-            {name: per_method[name][i] for name in names},
-            {name: t[i] for name, t in tokens.items() if t[i] is not None},  # type: ignore[misc]
-        ))
+        reports.append(
+            SaliencyReport(
+                ctx,
+                level,
+                {name: per_method[name][i] for name in names},
+                {name: t[i] for name, t in tokens.items() if t[i] is not None},  # type: ignore[misc]
+            )
+        )
     return reports
 
 
 __all__ = [
-    "ABLATION_METHODS", "DEFAULT_ALPHA", "DEFAULT_MASKS", "DEFAULT_STEPS", "DEFAULT_THRESHOLD", "GRADIENT_METHODS",
-    "LEVELS", "METHODS", "Attribution", "AttributionContext", "CitationUseAgreement", "SaliencyReport", "Source",
-    "TokenSaliency", "answer_from_dict", "answer_from_parts", "attribute", "citation_use_agreement",
-    "compare_citations", "context_cite", "gradient_attribution", "leave_one_out", "prepare", "read_answers",
-    "resolve_methods", "score_masks", "used_sources",
+    "ABLATION_METHODS",
+    "DEFAULT_ALPHA",
+    "DEFAULT_MASKS",
+    "DEFAULT_STEPS",
+    "DEFAULT_THRESHOLD",
+    "GRADIENT_METHODS",
+    "LEVELS",
+    "METHODS",
+    "Attribution",
+    "AttributionContext",
+    "CitationUseAgreement",
+    "SaliencyReport",
+    "Source",
+    "TokenSaliency",
+    "answer_from_dict",
+    "answer_from_parts",
+    "attribute",
+    "citation_use_agreement",
+    "compare_citations",
+    "context_cite",
+    "gradient_attribution",
+    "leave_one_out",
+    "prepare",
+    "read_answers",
+    "resolve_methods",
+    "score_masks",
+    "used_sources",
 ]

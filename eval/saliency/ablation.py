@@ -38,8 +38,9 @@ DEFAULT_ALPHA = 0.01
 PROGRESS_CHUNK = 256
 
 
-def score_masks(generator: Generator, jobs: Sequence[tuple[AttributionContext, Level, MaskMatrix]], *,
-                progress: bool = False) -> list[np.ndarray]:
+def score_masks(
+    generator: Generator, jobs: Sequence[tuple[AttributionContext, Level, MaskMatrix]], *, progress: bool = False
+) -> list[np.ndarray]:
     """Answer-sentence log-probs (n_masks, n_sentences) for each ``(context, level, masks)``,
     from ONE ``generator.score`` call over every distinct masked prompt of every job (with
     ``progress``, calls of :data:`PROGRESS_CHUNK` prompts under a progress bar)."""
@@ -92,8 +93,9 @@ def logit_prob(logprob: np.ndarray) -> np.ndarray:
     return lp - np.log(-np.expm1(lp))
 
 
-def leave_one_out(generator: Generator, contexts: Sequence[AttributionContext], level: Level, *,
-                  progress: bool = False) -> list[Attribution]:
+def leave_one_out(
+    generator: Generator, contexts: Sequence[AttributionContext], level: Level, *, progress: bool = False
+) -> list[Attribution]:
     """Leave-one-out scores for every context, in one batched scoring call."""
     jobs = [(ctx, level, loo_masks(len(ctx.sources(level)))) for ctx in contexts]
     out = []
@@ -120,12 +122,22 @@ def context_cite(
     out = []
     for (ctx, _, masks), lp in zip(jobs, score_masks(generator, jobs, progress=progress)):
         weights, intercept = fit_surrogate(masks, logit_prob(lp), alpha=alpha)
-        out.append(Attribution("contextcite", level, ctx.sources(level), weights, intercept,
-                               info={"masks": int(n_masks), "seed": int(seed), "alpha": alpha}))
+        out.append(
+            Attribution(
+                "contextcite",
+                level,
+                ctx.sources(level),
+                weights,
+                intercept,
+                info={"masks": int(n_masks), "seed": int(seed), "alpha": alpha},
+            )
+        )
     return out
 
 
-def fit_surrogate(masks: MaskMatrix, targets: np.ndarray, *, alpha: float | None = DEFAULT_ALPHA) -> tuple[np.ndarray, np.ndarray]:
+def fit_surrogate(
+    masks: MaskMatrix, targets: np.ndarray, *, alpha: float | None = DEFAULT_ALPHA
+) -> tuple[np.ndarray, np.ndarray]:
     """Lasso fits of ``targets[:, j]`` on the 0/1 masks: weights (n_targets, n_sources) and
     intercepts (n_targets,). NaN columns (unscorable sentences) give NaN rows."""
     from sklearn.linear_model import Lasso, LassoCV

@@ -24,8 +24,9 @@ from pipeline.types import AttributedAnswer
 DEFAULT_THRESHOLD = 1.0
 
 
-def used_sources(attribution: Attribution, *, threshold: float = DEFAULT_THRESHOLD,
-                 max_sources: int | None = None) -> list[tuple[int, ...] | None]:
+def used_sources(
+    attribution: Attribution, *, threshold: float = DEFAULT_THRESHOLD, max_sources: int | None = None
+) -> list[tuple[int, ...] | None]:
     """Per answer sentence, the numbers of the passages it used (score >= ``threshold``), most
     important first and at most ``max_sources`` of them; None for a sentence with no scorable
     token. Needs a passage-level attribution."""
@@ -75,8 +76,12 @@ class CitationUseAgreement:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "sentences": self.sentences, "cited": self.cited, "used": self.used,
-            "cited_unused": self.cited_unused, "used_uncited": self.used_uncited, "exact": self.exact,
+            "sentences": self.sentences,
+            "cited": self.cited,
+            "used": self.used,
+            "cited_unused": self.cited_unused,
+            "used_uncited": self.used_uncited,
+            "exact": self.exact,
             "cited_but_unused_rate": self.cited_but_unused_rate,
             "used_but_uncited_rate": self.used_but_uncited_rate,
             "exact_rate": self.exact_rate,
@@ -85,8 +90,9 @@ class CitationUseAgreement:
         }
 
 
-def compare_citations(cited: Sequence[Sequence[Sequence[int]]],
-                      used: Sequence[Sequence[Sequence[int] | None]]) -> CitationUseAgreement:
+def compare_citations(
+    cited: Sequence[Sequence[Sequence[int]]], used: Sequence[Sequence[Sequence[int] | None]]
+) -> CitationUseAgreement:
     """Agreement of per-answer, per-sentence cited passage numbers with used ones (None:
     the sentence could not be scored and is left out of every count)."""
     if len(cited) != len(used) or any(len(c) != len(u) for c, u in zip(cited, used)):
@@ -154,7 +160,11 @@ def citation_use_agreement(
     if method == "loo":
         atts = leave_one_out(generator, contexts, "passage", progress=progress) if contexts else []
     else:
-        atts = context_cite(generator, contexts, "passage", n_masks=n_masks, seed=seed, progress=progress) if contexts else []
+        atts = (
+            context_cite(generator, contexts, "passage", n_masks=n_masks, seed=seed, progress=progress)
+            if contexts
+            else []
+        )
     used = [used_sources(a, threshold=threshold, max_sources=max_sources) for a in atts]
     cited = [[s.citations for s in ctx.sentences] for ctx in contexts]
     agg = compare_citations(cited, used)

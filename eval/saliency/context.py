@@ -57,8 +57,15 @@ class Source:
         return f"[{self.passage}]" + (f".{self.sentence}" if self.sentence else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "label": self.label, "passage": self.passage, "sentence": self.sentence,
-                "start": self.start, "end": self.end, "text": self.text}
+        return {
+            "index": self.index,
+            "label": self.label,
+            "passage": self.passage,
+            "sentence": self.sentence,
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+        }
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,13 @@ class AnswerToken(TextToken):
         return self.sentence >= 0 and not self.marker
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "start": self.start, "end": self.end, "sentence": self.sentence, "marker": self.marker}
+        return {
+            "text": self.text,
+            "start": self.start,
+            "end": self.end,
+            "sentence": self.sentence,
+            "marker": self.marker,
+        }
 
 
 @dataclass(frozen=True)
@@ -108,7 +121,9 @@ class AttributionContext:
 
     @cached_property
     def _sources(self) -> dict[str, tuple[Source, ...]]:
-        whole = tuple(Source(i, n, 0, len(p.text), p.text) for i, (n, p) in enumerate(enumerate(self.passages, start=1)))
+        whole = tuple(
+            Source(i, n, 0, len(p.text), p.text) for i, (n, p) in enumerate(enumerate(self.passages, start=1))
+        )
         parts: list[Source] = []
         for n, p in enumerate(self.passages, start=1):
             for i, (s, e) in enumerate(sentence_spans(p.text), start=1):
@@ -228,8 +243,14 @@ def prepare(answer: AttributedAnswer, generator: Generator, *, cfg: PromptConfig
     if not answer.passages:
         raise InputError("the answer has no passages: attribution needs the passages shown to the generator")
     tok = generator.tokenizer
-    built = build_prompt(question, answer.passages, tok, max_context=generator.max_context,
-                         max_new_tokens=len(tok.encode(text)) + 1, cfg=cfg)
+    built = build_prompt(
+        question,
+        answer.passages,
+        tok,
+        max_context=generator.max_context,
+        max_new_tokens=len(tok.encode(text)) + 1,
+        cfg=cfg,
+    )
     if len(built.shown) < len(answer.passages):
         raise ContextBudgetError(
             f"only {len(built.shown)} of the {len(answer.passages)} passages fit the {generator.max_context}-token "
@@ -240,8 +261,9 @@ def prepare(answer: AttributedAnswer, generator: Generator, *, cfg: PromptConfig
     for i, s in enumerate(sentences, start=1):
         if text[s.start : s.end] != s.text:
             raise InputError(f"answer sentence {i} does not match the answer text at {s.start}-{s.end}: {s.text!r}")
-    ctx = AttributionContext(question, text, tuple(sentences), shown, built.text,
-                             answer_tokens(tok, text, sentences), cfg, tok)
+    ctx = AttributionContext(
+        question, text, tuple(sentences), shown, built.text, answer_tokens(tok, text, sentences), cfg, tok
+    )
     if ctx.prompt_for([True] * len(shown), "passage") != built.text:
         raise AssertionError("re-rendering the full prompt changed it")  # quote_document_text is idempotent
     return ctx
@@ -261,18 +283,23 @@ def answer_from_dict(obj: Mapping[str, Any], *, where: str = "the answer") -> At
         raise InputError(f"{where}: expected a JSON object written by `citerag ask --json`")
     text = obj.get("answer", obj.get("text"))
     if not isinstance(obj.get("question"), str) or not isinstance(text, str):
-        raise InputError(f"{where}: needs a string \"question\" and a string \"answer\" (as `citerag ask --json` writes)")
+        raise InputError(f'{where}: needs a string "question" and a string "answer" (as `citerag ask --json` writes)')
     passages = passages_from_rows(obj.get("passages"), where=where)
     sentences: tuple[Sentence, ...] = ()
     if obj.get("sentences"):
         try:
             sentences = tuple(
-                Sentence(s["text"], int(s["start"]), int(s["end"]), tuple(int(n) for n in s.get("citations", ())),
-                         bool(s.get("post_hoc", False)))
+                Sentence(
+                    s["text"],
+                    int(s["start"]),
+                    int(s["end"]),
+                    tuple(int(n) for n in s.get("citations", ())),
+                    bool(s.get("post_hoc", False)),
+                )
                 for s in obj["sentences"]
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{where}: malformed \"sentences\" ({exc.__class__.__name__}: {exc})") from None
+            raise InputError(f'{where}: malformed "sentences" ({exc.__class__.__name__}: {exc})') from None
     else:
         sentences = cite_answer(text, passages).sentences
     report = {"prompt_layout": obj["prompt_layout"]} if isinstance(obj.get("prompt_layout"), str) else {}
@@ -282,11 +309,11 @@ def answer_from_dict(obj: Mapping[str, Any], *, where: str = "the answer") -> At
 def passages_from_rows(rows: Any, *, where: str = "the passages") -> tuple[Passage, ...]:
     """Passages from JSON objects with a string ``text`` (``title``, ``doc_id``/``id`` optional)."""
     if not isinstance(rows, list) or not rows:
-        raise InputError(f"{where}: needs a non-empty \"passages\" list (the passages shown to the generator)")
+        raise InputError(f'{where}: needs a non-empty "passages" list (the passages shown to the generator)')
     out = []
     for i, r in enumerate(rows, start=1):
         if not isinstance(r, Mapping) or not isinstance(r.get("text"), str):
-            raise InputError(f"{where}: passage {i} needs a string \"text\"")
+            raise InputError(f'{where}: passage {i} needs a string "text"')
         doc_id = str(r.get("doc_id", r.get("id", f"passage-{i}")))
         start = int(r.get("start") or 0)
         end = int(r["end"]) if r.get("end") is not None else start + len(r["text"])
@@ -319,8 +346,12 @@ def read_answers(path: str) -> list[AttributedAnswer]:
             try:
                 objs.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise InputError(f"{p}:{lineno}: not valid JSON ({exc.msg}); expected `citerag ask --json` output") from None
+                raise InputError(
+                    f"{p}:{lineno}: not valid JSON ({exc.msg}); expected `citerag ask --json` output"
+                ) from None
     if not objs:
         raise InputError(f"{p} holds no answers")
-    return [answer_from_dict(o, where=f"{p}" + (f" answer {i}" if len(objs) > 1 else "")) for i, o in enumerate(objs, start=1)]
-
+    return [
+        answer_from_dict(o, where=f"{p}" + (f" answer {i}" if len(objs) > 1 else ""))
+        for i, o in enumerate(objs, start=1)
+    ]

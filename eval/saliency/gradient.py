@@ -111,8 +111,16 @@ def gradient_attribution(
         weights = sent_w[rows]
     device = next(model.parameters()).device
     ids = torch.tensor(p_ids + c_ids, device=device)
-    raw, deltas = _attribute(model, ids, len(c_ids), torch.tensor(weights, dtype=torch.float32, device=device),
-                             torch.tensor(positions, dtype=torch.long, device=device), method, n_steps, batch_size)
+    raw, deltas = _attribute(
+        model,
+        ids,
+        len(c_ids),
+        torch.tensor(weights, dtype=torch.float32, device=device),
+        torch.tensor(positions, dtype=torch.long, device=device),
+        method,
+        n_steps,
+        batch_size,
+    )
     n_rows = len(ctx.tokens) if token_matrix else len(ctx.sentences)
     matrix = np.full((n_rows, len(ev_tokens)), np.nan)
     matrix[rows] = raw
@@ -133,8 +141,9 @@ def gradient_attribution(
     return att, tokens
 
 
-def _attribute(model: Any, ids: Any, n_answer: int, weights: Any, positions: Any, method: str,
-               n_steps: int, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _attribute(
+    model: Any, ids: Any, n_answer: int, weights: Any, positions: Any, method: str, n_steps: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Attributions (n_rows, n_evidence) of each weighted answer log-prob target, and IG's
     convergence deltas (|sum of attributions - (f(input) - f(baseline))| per row)."""
     import torch
@@ -162,8 +171,12 @@ def _attribute(model: Any, ids: Any, n_answer: int, weights: Any, positions: Any
             inputs = x.expand(b, -1, -1).contiguous()
             if method == "ig":
                 attr, delta = IntegratedGradients(forward).attribute(
-                    inputs, baselines=baseline.expand(b, -1, -1).contiguous(), additional_forward_args=(w,),
-                    n_steps=n_steps, internal_batch_size=batch_size, return_convergence_delta=True,
+                    inputs,
+                    baselines=baseline.expand(b, -1, -1).contiguous(),
+                    additional_forward_args=(w,),
+                    n_steps=n_steps,
+                    internal_batch_size=batch_size,
+                    return_convergence_delta=True,
                 )
                 deltas.append(delta.detach().cpu().numpy())
             else:

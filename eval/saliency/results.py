@@ -66,7 +66,13 @@ class EvidenceToken(TextToken):
     sentence: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "passage": self.passage, "sentence": self.sentence, "start": self.start, "end": self.end}
+        return {
+            "text": self.text,
+            "passage": self.passage,
+            "sentence": self.sentence,
+            "start": self.start,
+            "end": self.end,
+        }
 
 
 @dataclass(frozen=True)
@@ -109,8 +115,14 @@ class SaliencyReport:
             "answer": ctx.answer,
             "level": self.level,
             "sentences": [
-                {"index": j + 1, "text": s.text, "start": s.start, "end": s.end, "citations": list(s.citations),
-                 "post_hoc": s.post_hoc}
+                {
+                    "index": j + 1,
+                    "text": s.text,
+                    "start": s.start,
+                    "end": s.end,
+                    "citations": list(s.citations),
+                    "post_hoc": s.post_hoc,
+                }
                 for j, s in enumerate(ctx.sentences)
             ],
             "passages": [{"n": n, **p.to_dict(span=False, score=False)} for n, p in enumerate(ctx.passages, start=1)],

@@ -129,7 +129,9 @@ def check_params(params: GenerationParams) -> None:
     if isinstance(params.stop, str):
         raise ConfigError("GenerationParams.stop must be a tuple of strings, not a string")
     if params.regex is not None and (not isinstance(params.regex, str) or not params.regex or "\x00" in params.regex):
-        raise ConfigError("GenerationParams.regex must be a non-empty regular expression without NUL characters, or None")
+        raise ConfigError(
+            "GenerationParams.regex must be a non-empty regular expression without NUL characters, or None"
+        )
 
 
 #: What to do when a backend cannot constrain decoding (``GenerationParams.regex``).
@@ -139,7 +141,9 @@ NO_STRUCTURED_OUTPUT_HINT = "constrained citations need a vLLM backend: use --ba
 def reject_regex(params: GenerationParams, backend: str) -> None:
     """Raise :class:`ConfigError` when ``params`` asks a backend without structured outputs for a regex."""
     if params.regex is not None:
-        raise ConfigError(f"the {backend} backend cannot constrain decoding to a regular expression; {NO_STRUCTURED_OUTPUT_HINT}")
+        raise ConfigError(
+            f"the {backend} backend cannot constrain decoding to a regular expression; {NO_STRUCTURED_OUTPUT_HINT}"
+        )
 
 
 def check_prompts(prompts: Sequence[str]) -> list[str]:
@@ -179,8 +183,9 @@ def score_ids(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[int]
     return p, c
 
 
-def score_sequences(tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], max_context: int
-                    ) -> tuple[list[tuple[int, list[int]]], list[int], list[list[int]]]:
+def score_sequences(
+    tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], max_context: int
+) -> tuple[list[tuple[int, list[int]]], list[int], list[list[int]]]:
     """What a ``prompt_logprobs`` backend sends for :meth:`Generator.score`: per pair the prompt
     length and the continuation's ids (``spans``), the indices with a non-empty continuation
     (``todo``) and their full id sequences (``seqs``, in ``todo`` order). Raises on pairs

@@ -131,7 +131,9 @@ class OpenAIGenerator:
         self.base_url = normalize_base_url(base_url)
         self._model = model
         self._tokenizer_spec = tokenizer
-        self._tokenizer: Tokenizer | None = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else None
+        self._tokenizer: Tokenizer | None = (
+            tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else None
+        )
         self._max_context: int | None = None
         self._model_info: dict[str, Any] | None = None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -178,7 +180,9 @@ class OpenAIGenerator:
                 f"check its log, or {_HINT}"
             )
         if r.status_code in (401, 403):
-            raise ConfigError(f"the LLM server at {url} refused the request (HTTP {r.status_code}): check --llm-api-key")
+            raise ConfigError(
+                f"the LLM server at {url} refused the request (HTTP {r.status_code}): check --llm-api-key"
+            )
         if r.status_code == 404:
             msg = _error_text(r)
             if "model" in msg.lower():
@@ -187,7 +191,9 @@ class OpenAIGenerator:
                 f"{url} does not exist (HTTP 404): is {self.base_url} an OpenAI-compatible server? {_HINT}"
             )
         if r.status_code >= 400:
-            raise InputError(f"the LLM server at {self.base_url} rejected {path} (HTTP {r.status_code}): {_error_text(r)}")
+            raise InputError(
+                f"the LLM server at {self.base_url} rejected {path} (HTTP {r.status_code}): {_error_text(r)}"
+            )
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         return self._request("POST", path, body)
@@ -370,7 +376,9 @@ class OpenAIGenerator:
                     if "error" in event and not event.get("choices"):
                         err = event["error"]
                         msg = err.get("message", err) if isinstance(err, dict) else err
-                        raise GeneratorUnavailableError(f"the LLM server at {self.base_url} failed while streaming: {msg}")
+                        raise GeneratorUnavailableError(
+                            f"the LLM server at {self.base_url} failed while streaming: {msg}"
+                        )
                     for ch in event.get("choices") or ():
                         yield Generation(
                             text=ch.get("text") or "",

@@ -111,8 +111,9 @@ class AsyncVLLMGenerator:
 
     async def _start(self, args: Any) -> Any:
         # Created on the loop that serves it, so its output handler task runs there.
-        from pipeline.generators.vllm_local import _harden_kernel_scan
         from vllm.v1.engine.async_llm import AsyncLLM
+
+        from pipeline.generators.vllm_local import _harden_kernel_scan
 
         _harden_kernel_scan()
         return AsyncLLM.from_engine_args(args)
@@ -288,4 +289,3 @@ class AsyncVLLMGenerator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -181,7 +181,9 @@ class VLLMGenerator:
         for i, text in enumerate(texts):
             ids = self._tokenizer.encode_prompt(text)
             inputs.append(TokensPrompt(prompt_token_ids=ids))
-            sampling.append(vllm_sampling(params, fit_max_tokens(len(ids), params.max_tokens, self.max_context, index=i)))
+            sampling.append(
+                vllm_sampling(params, fit_max_tokens(len(ids), params.max_tokens, self.max_context, index=i))
+            )
         outs = self.llm.generate(inputs, sampling, use_tqdm=False)
         result = []
         for out in outs:
