@@ -305,7 +305,8 @@ def format_answer(answer: Any) -> str:
     if post_hoc:
         lines += [
             "",
-            "* citation attached after generation: the sentence had none; this is the shown passage most similar to it.",
+            "* citation attached after generation: the sentence had none; "
+            "this is the shown passage most similar to it.",
         ]
     if verification:
         lines.append(

@@ -199,7 +199,8 @@ def _read_input(
         return read_answers(answer_file)
     if any(p is None for p in parts):
         raise InputError(
-            "give an ANSWER_FILE (`citerag ask --json` output), or all of --question, --passages FILE.jsonl and --answer TEXT"
+            "give an ANSWER_FILE (`citerag ask --json` output), "
+            "or all of --question, --passages FILE.jsonl and --answer TEXT"
         )
     rows = read_records(passages_file, "text")  # type: ignore[arg-type]
     return [answer_from_parts(question, passages_from_rows(rows, where=str(passages_file)), answer_text)]  # type: ignore[arg-type]

@@ -74,8 +74,8 @@ def llm_options(
     ]  # fmt: skip
     if api_key_alias:
         # Processed first (eager) so --llm-api-key's callback sees it whatever the order on the line.
-        opts.insert(4, click.option("--api-key", default=None, expose_value=False, is_eager=True, callback=_deprecated_api_key,
-                                    help="Deprecated: use --llm-api-key."))  # fmt: skip
+        opts.insert(4, click.option("--api-key", default=None, expose_value=False, is_eager=True,
+                                    callback=_deprecated_api_key, help="Deprecated: use --llm-api-key."))  # fmt: skip
 
     def decorate(fn: F) -> F:
         for opt in reversed(opts):
@@ -89,13 +89,15 @@ def generation_options() -> list[Callable[[F], F]]:
     """How an answer is generated and cited, shared by ``ask`` and ``serve`` so the server
     answers exactly as ``ask`` does; :func:`generation_settings` turns them into Settings fields."""
     return [
-        click.option("--no-post-hoc", is_flag=True, help="Do not attach citations to uncited sentences after generation."),
+        click.option("--no-post-hoc", is_flag=True,
+                     help="Do not attach citations to uncited sentences after generation."),
         click.option("--citations", type=click.Choice(CITATION_MODES), default=default("citations"), show_default=True,
                      help="auto: constrained on vLLM backends (not with --iterative), else post-hoc; "
-                          "post-hoc: uncited sentences get the best-matching passage; constrained: decoding forces a "
-                          "citation [n] on every sentence (vLLM backends only); use-aware: re-cite each sentence to the "
-                          "supportive passages it used (leave-one-out, k+1 scoring passes)."),
-        click.option("--iterative", is_flag=True, help="Re-retrieve during generation (In-Context RALM's iterative mode)."),
+                          "post-hoc: uncited sentences get the best-matching passage; constrained: decoding forces "
+                          "a citation [n] on every sentence (vLLM backends only); use-aware: re-cite each sentence "
+                          "to the supportive passages it used (leave-one-out, k+1 scoring passes)."),
+        click.option("--iterative", is_flag=True,
+                     help="Re-retrieve during generation (In-Context RALM's iterative mode)."),
         click.option("--stride", type=int, default=default("stride"), show_default=True,
                      help="Iterative mode: tokens generated between retrievals."),
         click.option("--query-tokens", type=int, default=default("query_tokens"), show_default=True,

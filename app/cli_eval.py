@@ -298,7 +298,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines = [
         f"{metrics['file']}: {metrics['n']} {metrics['format']} examples"
         + (f" ({metrics['skipped']} skipped)" if metrics.get("skipped") else ""),
-        f"judge {judge['name']} (threshold {s['threshold']:.3f}; {judge['pairs']} pairs in {judge['rounds']} round{'' if judge['rounds'] == 1 else 's'})",
+        f"judge {judge['name']} (threshold {s['threshold']:.3f}; "
+        f"{judge['pairs']} pairs in {judge['rounds']} round{'' if judge['rounds'] == 1 else 's'})",
         "",
         f"{'metric':<30} {'value':>7} {'n':>6}",
     ]

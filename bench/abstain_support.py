@@ -44,7 +44,8 @@ def main() -> None:
     print(f"abstain by relevance < {args.min_relevance}: {fmt([float(r < args.min_relevance) for r in rel])}")
     print(f"abstain by no supported sentence (< {thr:.3f}): {fmt([float(s < thr) for s in sup])}")
     print(
-        f"abstain by either, at the judge's threshold: {fmt([float(r < args.min_relevance or s < thr) for r, s in zip(rel, sup)])}"
+        "abstain by either, at the judge's threshold: "
+        f"{fmt([float(r < args.min_relevance or s < thr) for r, s in zip(rel, sup)])}"
     )
     print("| min_support | abstain by either |\n|---|---|")
     for ms in (0.5, 0.3, 0.2, 0.1, 0.05, 0.02):

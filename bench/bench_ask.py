@@ -135,7 +135,8 @@ def main() -> None:
         for a, q, g in zip(answers, qs, gold):
             fh.write(json.dumps({**a.to_dict(), "gold_answers": q["answers"], "gold_doc": g}) + "\n")
     print(
-        f"\nanswers (vLLM, hybrid k=5, SmolLM2-135M fp32, max_tokens={args.max_tokens}, {len(qs)} questions in {vllm_all_s:.1f}s)"
+        f"\nanswers (vLLM, hybrid k=5, SmolLM2-135M fp32, max_tokens={args.max_tokens}, "
+        f"{len(qs)} questions in {vllm_all_s:.1f}s)"
     )
     print(f"answer accuracy (gold string in answer): {acc:.3f}")
     print(f"citation accuracy (gold passage cited): {cit_acc:.3f}  (when gold was shown: {cit_acc_shown:.3f})")

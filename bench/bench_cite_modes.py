@@ -131,7 +131,8 @@ def main() -> None:
 
     n = len(qs)
     print(
-        f"\nNQ-open questions {args.start}-{args.start + n - 1} ({n}), corpus {len(corpus)} gold passages, hybrid k={args.k}, "
+        f"\nNQ-open questions {args.start}-{args.start + n - 1} ({n}), corpus {len(corpus)} gold passages, "
+        f"hybrid k={args.k}, "
         f"SmolLM2-135M fp32 vLLM greedy, max_tokens={args.max_tokens}; constrained: {spec}"
     )
     metrics = [

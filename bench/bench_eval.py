@@ -104,7 +104,8 @@ def sanity(examples: list[Example], judge: object, threshold: float, show: int) 
     print(f"{'citation precision':<28}{100 * c['precision']:6.1f}")
     print(f"{'citation F1':<28}{100 * c['f1']:6.1f}")
     print(
-        f"{'multi-citation sentences':<28}{100 * c['multi_citation']:6.1f}%  (overcite {100 * (c['overcite'] or 0):.1f}% of the supported ones)"
+        f"{'multi-citation sentences':<28}{100 * c['multi_citation']:6.1f}%  "
+        f"(overcite {100 * (c['overcite'] or 0):.1f}% of the supported ones)"
     )
     print(f"{'RARR attribution':<28}{100 * r['attribution']:6.1f}  (attributed {100 * r['attributed']:.1f}%)")
     unsupported, irrelevant = [], []
@@ -120,7 +121,8 @@ def sanity(examples: list[Example], judge: object, threshold: float, show: int) 
         print(f"    cited [{n}] {ex.docs[n - 1].title}: {short(ex.docs[n - 1].text)}")
     for ex, s, ch in irrelevant[:show]:
         print(
-            f"- [{ex.id}] irrelevant [{ch.n}] (alone {ch.alone:.2f}, others without it {ch.without:.2f}): {short(s.claim)}"
+            f"- [{ex.id}] irrelevant [{ch.n}] (alone {ch.alone:.2f}, others without it {ch.without:.2f}): "
+            f"{short(s.claim)}"
         )
         print(f"    [{ch.n}] {ex.docs[ch.n - 1].title}: {short(ex.docs[ch.n - 1].text)}")
 

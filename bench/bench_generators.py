@@ -284,7 +284,8 @@ def main() -> None:
 
     print(
         "\n| generator, prompt | answer accuracy [95% CI] | echoes prompt format | model-written valid [n] | "
-        "gold cited by a written [n] | gold cited (with post hoc) | prompt tokens | gen tokens/q | tokens/s | s/question |"
+        "gold cited by a written [n] | gold cited (with post hoc) | prompt tokens | gen tokens/q | tokens/s | "
+        "s/question |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:

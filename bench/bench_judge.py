@@ -166,7 +166,8 @@ def main() -> None:
             "AB claims judged in parts / evidence with instructions removed",
             *col(
                 lambda r: (
-                    f"{r['judge_stats'].get('claims_split', 0)} / {r['judge_stats'].get('evidence_with_instructions', 0)}"
+                    f"{r['judge_stats'].get('claims_split', 0)} / "
+                    f"{r['judge_stats'].get('evidence_with_instructions', 0)}"
                 )
             ),
         )

@@ -204,7 +204,8 @@ def table(rows_by_variant: dict[str, list[dict[str, Any]]], half: str, costs: di
     ci = half == "report"
     print(f"\n{half} half" + (" (bootstrap 95% intervals over sentences)" if ci else ""))
     print(
-        "| editor | category | pairs | restored (strict) | value restored | flagged or restored | true kept byte-identical | new errors | claims/s |"
+        "| editor | category | pairs | restored (strict) | value restored | flagged or restored "
+        "| true kept byte-identical | new errors | claims/s |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, rows in rows_by_variant.items():
@@ -212,11 +213,16 @@ def table(rows_by_variant: dict[str, list[dict[str, Any]]], half: str, costs: di
             sub = [r for r in rows if r["half"] == half and (cat == "all" or r["category"] == cat)]
             if not sub:
                 continue
-            col = lambda key: [float(r[key]) for r in sub]  # noqa: E731
+            # The columns of this (editor, category) row, built here rather than by a lambda over the loop's `sub`.
+            col = {
+                k: [float(r[k]) for r in sub]
+                for k in ("restored", "value_restored", "flagged_or_restored", "true_kept")
+            }
             speed = f"{n_claims / costs[name]:.2f}" if cat == "all" else ""
             print(
-                f"| {name} | {cat} | {len(sub)} | {fmt(col('restored'), ci)} | {fmt(col('value_restored'), ci)} | "
-                f"{fmt(col('flagged_or_restored'), ci)} | {fmt(col('true_kept'), ci)} | {sum(r['new_errors'] for r in sub)} | {speed} |"
+                f"| {name} | {cat} | {len(sub)} | {fmt(col['restored'], ci)} | {fmt(col['value_restored'], ci)} | "
+                f"{fmt(col['flagged_or_restored'], ci)} | {fmt(col['true_kept'], ci)} | "
+                f"{sum(r['new_errors'] for r in sub)} | {speed} |"
             )
 
 
@@ -250,7 +256,8 @@ def main() -> None:
         for c in ("number", "name")
     }
     print(
-        f"corpus: {len(index.passages)} passages; pairs: {len(pairs)} ({json.dumps({f'{h}/{c}': n for (h, c), n in counts.items()})}); "
+        f"corpus: {len(index.passages)} passages; pairs: {len(pairs)} "
+        f"({json.dumps({f'{h}/{c}': n for (h, c), n in counts.items()})}); "
         f"judge: {args.judge} (threshold {judge.threshold:.3f})"
     )
 
@@ -277,7 +284,8 @@ def main() -> None:
         research_by_half[half] = (texts, research)
         n_claims += len(research)
         print(
-            f"{half} half: research (questions, retrieval, gate) for {len(research)} claims: {research_s:.1f}s, shared by every editor"
+            f"{half} half: research (questions, retrieval, gate) for {len(research)} claims: {research_s:.1f}s, "
+            "shared by every editor"
         )
         for name, rev in revisers.items():
             t = time.perf_counter()
@@ -294,7 +302,8 @@ def main() -> None:
         rev = replace(base, editor=None, config=RARRConfig(min_overlap=ov), aligned=AlignedEditor(min_overlap=ov))
         rs = outcomes(halves["selection"], rev.revise_batch(sel_texts, sel_research))
         print(
-            f"| {ov:.1f} | {fmt([float(r['restored']) for r in rs], False)} | {fmt([float(r['flagged_or_restored']) for r in rs], False)} | "
+            f"| {ov:.1f} | {fmt([float(r['restored']) for r in rs], False)} | "
+            f"{fmt([float(r['flagged_or_restored']) for r in rs], False)} | "
             f"{fmt([float(r['true_kept']) for r in rs], False)} | {sum(r['new_errors'] for r in rs)} |"
         )
 
@@ -314,7 +323,8 @@ def main() -> None:
 
     chosen = max(("llm", "aligned", "both", "both, best support"), key=score)
     print(
-        f"\ndefault editor chosen on the selection half: {chosen} (verifiers.editor.DEFAULT_EDITOR = {DEFAULT_EDITOR!r})"
+        f"\ndefault editor chosen on the selection half: {chosen} "
+        f"(verifiers.editor.DEFAULT_EDITOR = {DEFAULT_EDITOR!r})"
     )
     with open(args.out / "postedit_rows.jsonl", "w") as fh:
         for name, rows_ in rows_by_variant.items():
@@ -323,8 +333,10 @@ def main() -> None:
     rep = {name: [r for r in rows_ if r["half"] == "report"] for name, rows_ in rows_by_variant.items()}
     m = lambda name, key: sum(float(r[key]) for r in rep[name]) / max(len(rep[name]), 1)  # noqa: E731
     print(
-        f"\nratios (report half, same run): restored both/llm-judge-only = {m('both', 'restored'):.3f}/{m('llm, judge only', 'restored'):.3f}; "
-        f"flagged-or-restored both/llm-judge-only = {m('both', 'flagged_or_restored'):.3f}/{m('llm, judge only', 'flagged_or_restored'):.3f}; "
+        "\nratios (report half, same run): restored both/llm-judge-only = "
+        f"{m('both', 'restored'):.3f}/{m('llm, judge only', 'restored'):.3f}; "
+        "flagged-or-restored both/llm-judge-only = "
+        f"{m('both', 'flagged_or_restored'):.3f}/{m('llm, judge only', 'flagged_or_restored'):.3f}; "
         f"cost aligned/llm = {costs['aligned'] / costs['llm']:.2f}x"
     )
 

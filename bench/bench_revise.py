@@ -79,7 +79,8 @@ def main() -> None:
     gen = VLLMGenerator(resolve_generator(None))
     texts = [q["question"] for q in qs]
     print(
-        f"corpus: {len(index.passages)} passages; questions: {len(qs)}; judge: {args.judge} (threshold {judge.threshold:.3f})"
+        f"corpus: {len(index.passages)} passages; questions: {len(qs)}; "
+        f"judge: {args.judge} (threshold {judge.threshold:.3f})"
     )
 
     # -- ask, then ask --verify on the same answers --------------------------------------------
@@ -105,20 +106,23 @@ def main() -> None:
             statuses[d["status"]] = statuses.get(d["status"], 0) + 1
     acc_before = sum(has_answer(a.text, q["answers"]) for a, q in zip(answers, qs)) / len(qs)
     acc_after = sum(has_answer(a.text, q["answers"]) for a, q in zip(verified, qs)) / len(qs)
-    cited_gold = lambda ans: (
-        sum(g in {a.passages[n - 1].doc_id for n in a.cited_numbers()} for a, g in zip(ans, gold)) / len(qs)
-    )  # noqa: E731
+
+    def cited_gold(ans: list) -> float:
+        return sum(g in {a.passages[n - 1].doc_id for n in a.cited_numbers()} for a, g in zip(ans, gold)) / len(qs)
+
     with open(args.out / "nq_verified.jsonl", "w") as fh:
         for a, v in zip(answers, verified):
             fh.write(json.dumps({"before": a.to_dict(), "after": v.to_dict()}) + "\n")
 
     print(
-        f"\n| answers ({len(qs)} NQ-open questions) | sentences | supported by their citations | share | answer accuracy | gold passage cited | seconds |"
+        f"\n| answers ({len(qs)} NQ-open questions) | sentences | supported by their citations | share "
+        "| answer accuracy | gold passage cited | seconds |"
     )
     print("|---|---|---|---|---|---|---|")
     print(f"| ask | {b_total} | {b_good} | {before:.3f} | {acc_before:.3f} | {cited_gold(answers):.3f} | {ask_s:.1f} |")
     print(
-        f"| ask --verify | {a_total} | {a_good} | {after:.3f} | {acc_after:.3f} | {cited_gold(verified):.3f} | {ask_s + verify_s:.1f} |"
+        f"| ask --verify | {a_total} | {a_good} | {after:.3f} | {acc_after:.3f} | {cited_gold(verified):.3f} "
+        f"| {ask_s + verify_s:.1f} |"
     )
     print(f"\nverification outcomes per sentence: {json.dumps(dict(sorted(statuses.items())))}")
 
@@ -143,10 +147,12 @@ def main() -> None:
     print("\n| revise | texts | claims | seconds | claims/s |\n|---|---|---|---|---|")
     print(f"| batched, all answers | {len(rev_texts)} | {n_claims} | {batch_s:.1f} | {n_claims / batch_s:.2f} |")
     print(
-        f"| batched, first {len(sub)} | {len(sub)} | {sub_claims} | {sub_batch_s:.1f} | {sub_claims / sub_batch_s:.2f} |"
+        f"| batched, first {len(sub)} | {len(sub)} | {sub_claims} | {sub_batch_s:.1f} "
+        f"| {sub_claims / sub_batch_s:.2f} |"
     )
     print(
-        f"| one text at a time, first {len(sub)} | {len(sub)} | {sub_claims} | {serial_s:.1f} | {sub_claims / serial_s:.2f} |"
+        f"| one text at a time, first {len(sub)} | {len(sub)} | {sub_claims} | {serial_s:.1f} "
+        f"| {sub_claims / serial_s:.2f} |"
     )
     print(
         f"revise over all answers: {kept} claims kept as written, {n_edits} edits applied, mean preservation {pres:.3f}"

@@ -105,7 +105,8 @@ def main() -> None:
     for name in splitters:
         print(f"{name:<10}{differ.get(name, 0):>10}{seconds[name] / len(uniq) * 1e3:>12.3f}")
     ratios = [
-        f"{n} splits {differ[n]} of {len(uniq)} answers differently, {seconds[n] / seconds['regex']:.1f}x the regex's time"
+        f"{n} splits {differ[n]} of {len(uniq)} answers differently, "
+        f"{seconds[n] / seconds['regex']:.1f}x the regex's time"
         for n in differ
     ]
     print("ratio: " + "; ".join(ratios))

@@ -108,12 +108,14 @@ def table(
         sents = [s for a, x in zip(rows, abst) if not x for s in a["sentences"] if s["citations"] or s["post_hoc"]]
         chosen = [float(not s["post_hoc"]) for s in sents]
         print(
-            f"| {label} ({len(rows)} q) | {fmt(acc)} | {fmt(cited)} | {fmt(echo)} | {fmt(chosen)} | {fmt([float(x) for x in abst])} |"
+            f"| {label} ({len(rows)} q) | {fmt(acc)} | {fmt(cited)} | {fmt(echo)} | {fmt(chosen)} "
+            f"| {fmt([float(x) for x in abst])} |"
         )
 
     print(f"\nreport set: first {len(rows_of['after'])} questions; abstention rule min_relevance={r}, min_support={ms}")
     print(
-        "| run | answer accuracy | gold passage cited | echoes prompt format | citations chosen by the model | abstained |"
+        "| run | answer accuracy | gold passage cited | echoes prompt format "
+        "| citations chosen by the model | abstained |"
     )
     print("|---|---|---|---|---|---|")
     n_before = len(rows_of["before"])

@@ -61,7 +61,7 @@ def main() -> None:
         n_params = sum(p.numel() for p in model.parameters())
         setups.append((base, tok, model, opt, n_params, []))
     for step, batch in enumerate(batches):
-        for base, tok, model, opt, _, times in setups:
+        for _base, tok, model, opt, _, times in setups:
             feats = tok(
                 [p.evidence for p in batch],
                 [p.claim for p in batch],

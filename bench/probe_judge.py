@@ -54,7 +54,8 @@ def main() -> None:
     bare = judge.judge(PAIRS)
     for (evidence, claim), score, raw in zip(PAIRS, guarded, bare):
         print(
-            f"{score:.3f} {raw:.3f} {'supported' if score >= judge.threshold else 'not     '} | {claim} | {evidence[:50]}"
+            f"{score:.3f} {raw:.3f} {'supported' if score >= judge.threshold else 'not     '} "
+            f"| {claim} | {evidence[:50]}"
         )
 
 

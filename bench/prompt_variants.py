@@ -14,15 +14,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_ask import DEFAULT_DATA, has_answer, load
+from bench_ask import DEFAULT_DATA, has_answer, load  # noqa: E402
 
-import pipeline.prompting as P
-from pipeline.citations import EmbeddingPostHocCiter
-from pipeline.generators.vllm_local import VLLMGenerator
-from pipeline.models import resolve_generator
-from pipeline.rag import RAGPipeline
-from pipeline.types import GenerationParams
-from retrievers.index import load_index
+import pipeline.prompting as P  # noqa: E402
+from pipeline.citations import EmbeddingPostHocCiter  # noqa: E402
+from pipeline.generators.vllm_local import VLLMGenerator  # noqa: E402
+from pipeline.models import resolve_generator  # noqa: E402
+from pipeline.rag import RAGPipeline  # noqa: E402
+from pipeline.types import GenerationParams  # noqa: E402
+from retrievers.index import load_index  # noqa: E402
 
 corpus, qs, gold = load(DEFAULT_DATA, 60)
 idx = load_index(ROOT / "bench" / "out" / "nq_index")

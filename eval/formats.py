@@ -268,7 +268,8 @@ def _docs(value: Any, where: str, key: str) -> tuple[Doc, ...]:
             raise InputError(f'{at}: expected an object with "title" and "text"')
         if key == "passages" and d.get("n") not in (None, i + 1):
             raise InputError(
-                f"{at}: passage number {d.get('n')!r} out of order (expected {i + 1}): citations [n] index the passages in order"
+                f"{at}: passage number {d.get('n')!r} out of order (expected {i + 1}): "
+                "citations [n] index the passages in order"
             )
         text = _string(d, "sent" if "sent" in d else "text", at)
         docs.append(Doc(_string(d, "title", at, required=False), text))

@@ -36,16 +36,19 @@ HEADLINE = (
 #: Numbers that are not fractions (shown as they are, not in percent).
 PLAIN = frozenset({"threshold", "threshold_nats", "qampari_predictions"})
 STATUS_COLOURS = {"supported": "#2e7d32", "unsupported": "#c62828", "no_citation": "#9e9e9e", "out_of_range": "#ef6c00"}
+# A backslash at the end of a line continues it (no newline in the string).
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:.5em 0}\
+td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#777}
 .charts{display:flex;flex-wrap:wrap;gap:24px}.chart{flex:0 0 auto}
 .s{padding:1px 2px;border-radius:3px}.s-supported{background:#e8f5e9}.s-unsupported{background:#ffebee}
 .s-no_citation{background:#f1f1f1}.s-out_of_range{background:#fff3e0}
 .c{font-size:.85em;font-weight:600}.c-irrelevant{text-decoration:line-through;color:#c62828}
-details{margin:.3em 0}summary{cursor:pointer;color:#1565c0}.doc{white-space:pre-wrap;font-size:.9em;color:#444;margin:.2em 0 .6em 1em}
+details{margin:.3em 0}summary{cursor:pointer;color:#1565c0}\
+.doc{white-space:pre-wrap;font-size:.9em;color:#444;margin:.2em 0 .6em 1em}
 .legend span{margin-right:1em}
 """
 
@@ -80,7 +83,8 @@ def render(evaluation: Evaluation, metrics: Mapping[str, Any], *, title: str, wo
         about.append(f"{metrics['truncated']} outputs cut at their first newline (ALCE's rule)")
     about.append(
         f"judge {e(str(judge.get('name', '')))}: a pair is supported when its probability reaches "
-        f"{evaluation.config.threshold:.3f}; {evaluation.judge_pairs} distinct pairs judged in {evaluation.judge_rounds} round{'' if evaluation.judge_rounds == 1 else 's'}"
+        f"{evaluation.config.threshold:.3f}; {evaluation.judge_pairs} distinct pairs judged in "
+        f"{evaluation.judge_rounds} round{'' if evaluation.judge_rounds == 1 else 's'}"
     )
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -115,7 +119,8 @@ def render(evaluation: Evaluation, metrics: Mapping[str, Any], *, title: str, wo
     ):
         if values:
             parts.append(
-                f"<div class=chart><b>{e(label)}</b> <span class=muted>({len(values)})</span><br>{histogram(values, threshold=line)}</div>"
+                f"<div class=chart><b>{e(label)}</b> <span class=muted>({len(values)})</span><br>"
+                f"{histogram(values, threshold=line)}</div>"
             )
     parts.append("</div>")
     statuses = _status_counts(results)
@@ -186,7 +191,8 @@ def histogram(
         bh = plot_h * c / top
         x = pad_l + i * bw
         out.append(
-            f'<rect x="{x + 1:.1f}" y="{pad_t + plot_h - bh:.1f}" width="{bw - 2:.1f}" height="{bh:.1f}" fill="#1976d2"><title>{i / bins:.1f}-{(i + 1) / bins:.1f}: {c}</title></rect>'
+            f'<rect x="{x + 1:.1f}" y="{pad_t + plot_h - bh:.1f}" width="{bw - 2:.1f}" height="{bh:.1f}" '
+            f'fill="#1976d2"><title>{i / bins:.1f}-{(i + 1) / bins:.1f}: {c}</title></rect>'
         )
     for t in (0, 0.5, 1):
         out.append(
@@ -196,7 +202,8 @@ def histogram(
     if threshold is not None:
         x = pad_l + min(max(threshold, 0.0), 1.0) * plot_w
         out.append(
-            f'<line x1="{x:.1f}" y1="{pad_t}" x2="{x:.1f}" y2="{pad_t + plot_h}" stroke="#c62828" stroke-dasharray="4 3"><title>threshold {threshold:.3f}</title></line>'
+            f'<line x1="{x:.1f}" y1="{pad_t}" x2="{x:.1f}" y2="{pad_t + plot_h}" stroke="#c62828" '
+            f'stroke-dasharray="4 3"><title>threshold {threshold:.3f}</title></line>'
         )
     out.append("</svg>")
     return "".join(out)

@@ -27,7 +27,10 @@ _TRAILING_MARKERS = re.compile(rf"(?:\s*{_GROUP})+")
 # and by citation groups) when whitespace or the end of the text follows.
 _END_RE = re.compile(rf"[.!?]+[\"'\u201d\u2019)]*(?:\s*{_GROUP})*(?=\s|$)")
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc e.g i.e fig no vol al approx dept est inc ltd co corp jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k".split()
+    (
+        "mr mrs ms dr prof sr jr st vs etc e.g i.e fig no vol al approx dept est inc ltd co corp "
+        "jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k"
+    ).split()
 )
 
 

@@ -223,8 +223,9 @@ def generate_constrained(
 
     Prompts with the same ``k`` share one batched call (one regex per ``k``). Every returned
     text fully matches :func:`answer_regex` for its ``k``, or is empty (``k == 0``: nothing
-    to cite; or the model wrote no whole word within the budget). Raises :class:`GeneratorUnavailableError` when a backend
-    returns text that breaks the constraint (a server that ignored it).
+    to cite; or the model wrote no whole word within the budget). Raises
+    :class:`GeneratorUnavailableError` when a backend returns text that breaks the constraint
+    (a server that ignored it).
     """
     if len(prompts) != len(ks):
         raise ValueError("one k per prompt")

@@ -37,7 +37,24 @@ _EXPORTS: dict[str, str] = {
     "load_index": "retrievers.index",
 }
 
-__all__ = sorted(_EXPORTS)
+# Spelled out rather than sorted(_EXPORTS) so linters and type checkers see the names imported
+# under TYPE_CHECKING above as this package's public API; a test keeps it equal to _EXPORTS.
+__all__ = [
+    "BM25Retriever",
+    "CiteragIndex",
+    "CrossEncoderReranker",
+    "DenseRetriever",
+    "Document",
+    "HybridRetriever",
+    "LangChainRetriever",
+    "RerankingRetriever",
+    "SentenceTransformerEmbedder",
+    "build_index",
+    "load_documents",
+    "load_index",
+    "rrf_fuse",
+    "split_passages",
+]
 
 
 def __getattr__(name: str) -> Any:

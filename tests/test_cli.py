@@ -26,7 +26,7 @@ def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
 
 
 def error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines, proc
     return lines[-1]
 
@@ -230,7 +230,7 @@ def test_batch_mode(sample_index: Path, tiny_vllm_server: Any, tmp_path: Path) -
         "--no-abstain",
     )
     assert proc.returncode == 0, proc.stderr
-    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r.get("id") for r in rows] == ["q1", None, "q3"]
     assert rows[0]["passages"][0]["doc_id"] == "marie_curie.txt"
     assert rows[1]["passages"][0]["doc_id"] == "mount_everest.md"

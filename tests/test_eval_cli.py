@@ -28,7 +28,8 @@ ALCE = {
     "data": [
         {
             "question": "When did the bridge open?",
-            "output": "The Golden Gate Bridge opened in 1937 [1][3]. The Eiffel Tower stands in Paris [2].\nIgnored [9].",
+            "output": "The Golden Gate Bridge opened in 1937 [1][3]. "
+            "The Eiffel Tower stands in Paris [2].\nIgnored [9].",
             "docs": [BRIDGE, TOWER, CATS],
             "answer": "1937",
         },

@@ -52,6 +52,14 @@ def minilm() -> SentenceTransformerEmbedder:
 # --- RRF ------------------------------------------------------------------------------
 
 
+def test_package_all_lists_exactly_the_lazy_exports() -> None:
+    """``retrievers.__all__`` is spelled out for linters; it must name every lazy export, no more."""
+    import retrievers
+
+    assert retrievers.__all__ == sorted(retrievers._EXPORTS)
+    assert set(dir(retrievers)) >= set(retrievers.__all__)
+
+
 def test_rrf_fuse_hand_computed() -> None:
     a, b, c, d = _p("a"), _p("b"), _p("c"), _p("d")
     fused = rrf_fuse([[a, b, c], [b, d]], k=10, rrf_k=60)

@@ -505,8 +505,9 @@ def test_citerag_serve_options_reach_the_settings(sample_index: Path, monkeypatc
 
     seen: list[Any] = []
     monkeypatch.setattr(app.serve.cli, "run_server", lambda s, **kw: seen.append(s))
-    result = CliRunner().invoke(cli, ["serve", "--index", str(sample_index), "--citations", "constrained", "--iterative",
-                                      "--stride", "8", "--llm-api-key", "llm-key", "--api-key", "server-key"])  # fmt: skip
+    result = CliRunner().invoke(cli, ["serve", "--index", str(sample_index), "--citations", "constrained",
+                                      "--iterative", "--stride", "8", "--llm-api-key", "llm-key",
+                                      "--api-key", "server-key"])  # fmt: skip
     assert result.exit_code == 0, result.output
     (s,) = seen
     assert (s.citations, s.iterative, s.stride) == ("constrained", True, 8)

@@ -12,9 +12,10 @@ What counts as an instruction (a sentence is flagged when any rule matches):
 * **role words**: text addressed to a model ("system instruction", "note to the assistant",
   "you are an AI", "language model", "ignore/disregard/forget the previous instructions");
 * **imperatives of speech**: a sentence or clause (after a comma, semicolon or colon) that
-  *starts* with (optionally "Please", "Always", "IMPORTANT:") a verb of answering — answer, say, respond, reply, state, claim, tell, write,
-  output, print, repeat, cite, mention — *followed by what to say*: "that ...", ":", a quote,
-  "with ...", "exactly", "the following", "the user/reader", or a citation marker ``[n]``;
+  *starts* with (optionally "Please", "Always", "IMPORTANT:") a verb of answering — answer,
+  say, respond, reply, state, claim, tell, write, output, print, repeat, cite, mention —
+  *followed by what to say*: "that ...", ":", a quote, "with ...", "exactly", "the following",
+  "the user/reader", or a citation marker ``[n]``;
 * **obligations of speech**: "you must/should/have to/need to/are required to" + such a verb;
 * a citation order anywhere: "cite [9]", "cite document 3".
 
@@ -47,7 +48,8 @@ __all__ = [
 
 _SPEECH_VERBS = r"(?:answer|say|respond|reply|state|claim|tell|write|output|print|repeat|cite|mention|assert|report)"
 _COMPLEMENT = (
-    r"(?:that\b|\"|“|(?<=answer )with\b|(?<=respond )with\b|(?<=reply )with\b|exactly\b|only\b|the following\b|as follows\b|this\s*:|"
+    r"(?:that\b|\"|“|(?<=answer )with\b|(?<=respond )with\b|(?<=reply )with\b|"
+    r"exactly\b|only\b|the following\b|as follows\b|this\s*:|"
     r"the (?:user|reader|question|questioner)s?\b|users?\b|readers?\b|them\b|everyone\b|\[\d+\])"
 )
 #: Verbs whose "Verb:" is an order ("Say: ...") rather than a label ("Answer: 1937" in an FAQ).
@@ -63,8 +65,10 @@ _FORMAT = re.compile(
 #: Words that address a model (a whole paragraph with one is an injection).
 _ROLE = re.compile(
     r"\bsystem (?:instruction|prompt|message|override|note)s?\b|"
-    r"\b(?:note|message|instructions?|reminder) (?:to|for) (?:the |all |any )?(?:ai|assistants?|chatbots?|models?|language models?|llms?|bots?)\b|"
-    r"\b(?:ai (?:assistant|model|system)s?|chatbots?|language models?|llms?)\b(?=[^.]*\b(?:must|should|always|never|answer|say|respond|reply|cite)\b)|"
+    r"\b(?:note|message|instructions?|reminder) (?:to|for) (?:the |all |any )?"
+    r"(?:ai|assistants?|chatbots?|models?|language models?|llms?|bots?)\b|"
+    r"\b(?:ai (?:assistant|model|system)s?|chatbots?|language models?|llms?)\b"
+    r"(?=[^.]*\b(?:must|should|always|never|answer|say|respond|reply|cite)\b)|"
     r"^\W*(?:dear |hey |attention,? )?(?:ai|assistant|chatbot|bot|model|llm)\s*[,:]|"
     r"\byou are (?:an? |the )?(?:ai|assistant|chatbot|language model|llm|helpful)\b|"
     r"\bas an ai\b|"
@@ -75,7 +79,8 @@ _IMPERATIVE = re.compile(
     rf"(?:^|[,;:]\s)\W*{_LEAD}(?:{_SPEECH_VERBS}\b(?![\'\"”’])\s*,?\s*{_COMPLEMENT}|{_COLON_VERBS}\s*:)", re.IGNORECASE
 )
 _OBLIGATION = re.compile(
-    rf"\byou (?:must|should|have to|need to|are required to|shall)\s+(?:always\s+|only\s+|now\s+)?{_SPEECH_VERBS}\b\s*,?\s*"
+    r"\byou (?:must|should|have to|need to|are required to|shall)\s+(?:always\s+|only\s+|now\s+)?"
+    rf"{_SPEECH_VERBS}\b\s*,?\s*"
     rf"(?:{_COMPLEMENT}|\d|(?:yes|no|true|false)\b)",
     re.IGNORECASE,
 )

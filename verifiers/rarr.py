@@ -11,8 +11,9 @@ candidates (the evidence-aligned editor one per differing span, the LLM editor o
 candidate is accepted only when the judge finds it supported by the evidence it was made
 from AND its character-level preservation ``max(1 - Lev(x, y) / len(x), 0)`` reaches
 ``min_preservation``, and the best accepted one is kept: an aligned one first
-(``prefer_aligned``), then by highest support, then highest preservation. Otherwise the policy applies: ``mark`` keeps the claim, flagged unsupported;
-``remove`` deletes it. A claim nothing in the evidence is about is left marked.
+(``prefer_aligned``), then by highest support, then highest preservation. Otherwise the
+policy applies: ``mark`` keeps the claim, flagged unsupported; ``remove`` deletes it. A claim
+nothing in the evidence is about is left marked.
 
 Every stage is a component passed in (``QuestionGenerator``, ``Retriever``,
 ``SupportJudge``, ``Editor``, ``AlignedEditor``), and every stage is batched across all
@@ -359,7 +360,8 @@ class RARRReviser:
         else:
             accepted, reason = (
                 True,
-                f"supported (support {best:.3f} >= {thr:.3f}) and preserving ({pres:.3f} >= {self.config.min_preservation:.3f})",
+                f"supported (support {best:.3f} >= {thr:.3f}) "
+                f"and preserving ({pres:.3f} >= {self.config.min_preservation:.3f})",
             )
         return EditAttempt(claim, edit, tuple(zip(shown, support)), best, pres, accepted, reason, cand.editor)
 

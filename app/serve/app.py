@@ -310,7 +310,8 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
                 )
             except RequestTimeout:
                 events.put_nowait(("error", {"type": "RequestTimeout", "status": 504,
-                                             "message": f"the request took longer than {s.request_timeout:g} s (--request-timeout)"}))  # fmt: skip
+                                             "message": f"the request took longer than {s.request_timeout:g} s "
+                                                        "(--request-timeout)"}))  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - reported to the client, logged here
                 log.exception("streaming ask failed")
                 events.put_nowait(("error", {"type": type(exc).__name__, "message": str(exc), "status": 500}))

@@ -47,14 +47,17 @@ def _generation_options(fn: Any) -> Any:
 @click.option("--port", type=int, default=8080, show_default=True)
 @llm_options(
     api_key_alias=False,
-    llm_url_help="OpenAI-compatible server that generates (e.g. `citerag llm serve`); default: vLLM's async engine in this process.",
-    backend_help="In-process generator without --llm-url: vLLM's async engine (batches concurrent requests) or transformers (one at a time).",
+    llm_url_help="OpenAI-compatible server that generates (e.g. `citerag llm serve`); "
+    "default: vLLM's async engine in this process.",
+    backend_help="In-process generator without --llm-url: vLLM's async engine (batches concurrent requests) "
+    "or transformers (one at a time).",
 )
 @click.option(
     "--api-key",
     default=None,
     envvar="CITERAG_API_KEY",
-    help="Require 'Authorization: Bearer KEY' on every endpoint but /healthz (env CITERAG_API_KEY). Not the LLM server's key (--llm-api-key).",
+    help="Require 'Authorization: Bearer KEY' on every endpoint but /healthz (env CITERAG_API_KEY). "
+    "Not the LLM server's key (--llm-api-key).",
 )
 @click.option(
     "--retriever",
@@ -154,7 +157,8 @@ def serve(
     log_level: str,
     **kw: Any,
 ) -> None:
-    """Serve the HTTP API (POST /v1/ask, /v1/revise, /v1/eval, /v1/attribute; GET /healthz, /readyz) and the web page at /.
+    """Serve the HTTP API (POST /v1/ask, /v1/revise, /v1/eval, /v1/attribute; GET /healthz, /readyz)
+    and the web page at /.
 
     The index is checked before the server starts; the generator loads in the background
     (GET /readyz answers 503 until it is ready). API docs: /docs and /openapi.json.
@@ -162,9 +166,9 @@ def serve(
     settings = build_settings(
         index=index_dir, retriever=retriever, k=k, reranker=reranker, backend=backend, model=model, llm_url=llm_url,
         llm_api_key=llm_api_key, max_tokens=max_tokens, max_tokens_limit=max_tokens_limit, max_model_len=max_model_len,
-        dtype=dtype, prefix_caching=not no_prefix_caching, judge=judge_name, abstain=not no_abstain, api_key=api_key or None,
-        max_body_bytes=max_body_bytes, max_question_chars=max_question_chars, max_text_chars=max_text_chars,
-        request_timeout=request_timeout, threads=threads, **generation_settings(kw),
+        dtype=dtype, prefix_caching=not no_prefix_caching, judge=judge_name, abstain=not no_abstain,
+        api_key=api_key or None, max_body_bytes=max_body_bytes, max_question_chars=max_question_chars,
+        max_text_chars=max_text_chars, request_timeout=request_timeout, threads=threads, **generation_settings(kw),
     )  # fmt: skip
     run_server(settings, host=host, port=port, log_level=log_level)
 

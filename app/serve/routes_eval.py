@@ -112,8 +112,8 @@ def _add_eval(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
             preds = predictions_from_rows(req.predictions, req.format)
             judge = service.judge()
             threshold = req.threshold if req.threshold is not None else float(judge.threshold)
-            config = EvalConfig(threshold=threshold, at_most_citations=req.at_most_citations or None, qampari=req.qampari,
-                                attribution=req.attribution)  # fmt: skip
+            config = EvalConfig(threshold=threshold, at_most_citations=req.at_most_citations or None,
+                                qampari=req.qampari, attribution=req.attribution)  # fmt: skip
             evaluation = evaluate_examples(preds.examples, judge.judge, config, chunk_size=1024)
             metrics: dict[str, Any] = {"format": preds.kind, **evaluation.metrics(), "skipped": len(preds.skipped)}
             metrics["judge"] = {"name": service.settings.judge, **metrics.get("judge", {})}

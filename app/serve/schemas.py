@@ -47,11 +47,13 @@ class AskRequest(_Strict):
     )
     post_hoc: bool | None = Field(
         None,
-        description="Attach citations to uncited sentences after generation (default: on unless the server runs with --no-post-hoc).",
+        description="Attach citations to uncited sentences after generation "
+        "(default: on unless the server runs with --no-post-hoc).",
     )
     abstain: bool | None = Field(
         None,
-        description='Answer "The documents do not answer this question." when no shown passage supports the draft or none is about the question (default: on unless the server runs with --no-abstain).',
+        description='Answer "The documents do not answer this question." when no shown passage supports the draft '
+        "or none is about the question (default: on unless the server runs with --no-abstain).",
     )
     quotes: bool = Field(
         True,
@@ -139,7 +141,8 @@ class AskResponse(_Open):
     )
     abstained: bool | None = Field(
         None,
-        description='True when the answer was replaced by "The documents do not answer this question."; the draft is in `draft`.',
+        description='True when the answer was replaced by "The documents do not answer this question."; '
+        "the draft is in `draft`.",
     )
     draft: dict[str, Any] | None = Field(None, description="When abstained: the generated answer and its sentences.")
     abstention: dict[str, Any] | None = Field(

@@ -260,7 +260,8 @@ class CiteragService:
 
             if self._embedder is None:
                 raise ConfigError(
-                    "post_hoc needs the index's embedder, which this server did not load (--retriever bm25 --no-post-hoc)"
+                    "post_hoc needs the index's embedder, which this server did not load "
+                    "(--retriever bm25 --no-post-hoc)"
                 )
             changes["post_hoc"] = _Locked(
                 EmbeddingPostHocCiter(self._embedder, s.post_hoc_min_similarity), self._cpu, ["best"]

