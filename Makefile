@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-test demo test test-fast lint-imports bench clean
+.PHONY: setup setup-test demo test test-fast lint lint-imports bench clean
 
 setup:
 	scripts/setup.sh
@@ -15,14 +15,20 @@ setup-test:
 demo: setup
 	$(VENV)/bin/citerag demo
 
-## Set up, check the import layers and run the whole test suite (what CI runs). The browser
-## test fails here (instead of skipping) when Chromium is missing.
-test: setup setup-test lint-imports
+## Set up, lint, check the import layers and run the whole test suite (what CI runs). The
+## browser test fails here (instead of skipping) when Chromium is missing.
+test: setup setup-test lint lint-imports
 	CITERAG_REQUIRE_BROWSER=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 ## Unit and component tests without the real SmolLM2 end-to-end runs.
-test-fast: setup setup-test lint-imports
+test-fast: setup setup-test lint lint-imports
 	CITERAG_REQUIRE_BROWSER=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+## Ruff's lint rules and formatting ([tool.ruff] in pyproject.toml): the check only reports,
+## `ruff format .` and `ruff check --fix .` repair.
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ## The layers of pyproject.toml's [tool.importlinter]: imports point down only. The packages
 ## must be importable from this checkout, hence PYTHONPATH.
