@@ -15,7 +15,13 @@ from dataclasses import dataclass, field, replace
 
 from pipeline.citations import PostHocCiter, cite_answer
 from pipeline.cleaning import SCAFFOLD_STOPS, CleanedAnswer, clean_answer
-from pipeline.constrained import ConstraintSpec, check_citation_mode, generate_constrained, resolve_citation_mode
+from pipeline.constrained import (
+    ConstraintSpec,
+    check_citation_mode,
+    generate_constrained,
+    resolve_citation_mode,
+    tail_reserve,
+)
 from pipeline.errors import CiteragError, ConfigError, InputError
 from pipeline.progress import progress_bar
 from pipeline.prompting import BuiltPrompt, PromptConfig, build_prompt, validate_question
@@ -67,8 +73,16 @@ class RAGPipeline:
             raise ConfigError("constrained citations do not work with --iterative yet: drop one of them")
 
     def citation_mode(self) -> str:
-        """The citation mode in force: ``citations`` with "auto" resolved for this generator."""
-        return resolve_citation_mode(self.citations, self.generator, iterative=self.iterative is not None)
+        """The citation mode in force: ``citations`` with "auto" resolved for this generator
+        (and post hoc when ``max_tokens`` leaves no room for a sentence and its citation tail)."""
+        mode = resolve_citation_mode(self.citations, self.generator, iterative=self.iterative is not None)
+        if (
+            self.citations == "auto"
+            and mode == "constrained"
+            and self.params.max_tokens <= tail_reserve(self.k, self.constraint)
+        ):
+            return "post-hoc"
+        return mode
 
     def ask(self, question: str) -> AttributedAnswer:
         return self.ask_batch([question], progress=False)[0]

@@ -267,6 +267,13 @@ def test_pipeline_records_the_resolved_mode() -> None:
     regexful = FakeGenerator(["Paris [1]."], regex=True, supports_regex=True)
     assert RAGPipeline(OneRetriever(), regexful).citation_mode() == "constrained"
     assert RAGPipeline(OneRetriever(), regexful, iterative=IterativeConfig()).citation_mode() == "post-hoc"
+    # "auto" never asks for a constrained answer that cannot fit: max_tokens must exceed the tail reserve.
+    tight = GenerationParams(max_tokens=tail_reserve(5))
+    assert RAGPipeline(OneRetriever(), regexful, params=tight).citation_mode() == "post-hoc"
+    assert (
+        RAGPipeline(OneRetriever(), regexful, params=GenerationParams(max_tokens=tail_reserve(5) + 1)).citation_mode()
+        == "constrained"
+    )
     with pytest.raises(ConfigError, match="iterative"):
         RAGPipeline(OneRetriever(), regexful, citations="constrained", iterative=IterativeConfig())
 

@@ -125,6 +125,21 @@ def streamed_text(final: dict[str, Any]) -> str:
     return raw if raw is not None else (final.get("draft") or {}).get("answer", final["answer"])
 
 
+def check_streamed(tokens: list[str], final: dict[str, Any]) -> None:
+    """The token events against the final answer. Post hoc they are exactly the generator's
+    raw text. Constrained, they are the main decode and, when the token limit cut it, the
+    citation tail decoded after its last whole word: the answer is a prefix of the stream
+    joined to a suffix of it."""
+    streamed, text = "".join(tokens).strip(), streamed_text(final)
+    if final["citation_mode"] != "constrained":
+        assert streamed == text
+        return
+    assert any(streamed.startswith(text[:i]) and streamed.endswith(text[i:]) for i in range(len(text) + 1)), (
+        streamed,
+        text,
+    )
+
+
 def without_timings(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k != "timings"}
 
@@ -211,7 +226,7 @@ def test_ask_is_the_cli_json(api: str, sample_index: Path, tiny_vllm_server: Any
     assert kept["abstained"] is False and kept["answer"] == draft.text
 
 
-def test_stream_sends_tokens_then_the_final_answer(api: str) -> None:
+def stream_tokens_then_final(api: str) -> tuple[list[str], dict[str, Any]]:
     events = sse(api, {"question": QUESTION})
     names = [n for n, _ in events]
     assert names.count("final") == 1 and names[-1] == "final", names
@@ -219,9 +234,25 @@ def test_stream_sends_tokens_then_the_final_answer(api: str) -> None:
     assert len(tokens) >= 2 and set(names[:-1]) == {"token"}, names
     final = events[-1][1]
     check_answer(final)
-    assert "".join(tokens).strip() == streamed_text(final)
     plain = httpx.post(f"{api}/v1/ask", json={"question": QUESTION}, timeout=120).json()
     assert without_timings(plain) == without_timings(final)
+    return tokens, final
+
+
+def test_stream_sends_tokens_then_the_final_answer(api: str) -> None:
+    """The default here (a vLLM server) is constrained decoding (see ``check_streamed``)."""
+    tokens, final = stream_tokens_then_final(api)
+    assert final["citation_mode"] == "constrained"
+    check_streamed(tokens, final)
+
+
+def test_stream_of_post_hoc_answers_is_the_raw_text(sample_index: Path, tiny_vllm_server: Any) -> None:
+    """Post hoc, the token events carry exactly the generator's raw text."""
+    s = settings(sample_index, llm_url=tiny_vllm_server.url, max_tokens=24, citations="post-hoc")
+    with serving(s) as url:
+        tokens, final = stream_tokens_then_final(url)
+    assert final["citation_mode"] == "post-hoc"
+    check_streamed(tokens, final)
 
 
 def test_concurrent_requests(api: str) -> None:
@@ -436,7 +467,7 @@ def test_embedded_async_engine_batches_concurrent_requests(sample_index: Path, t
         events = sse(url, {"question": QUESTION})
         names = [n for n, _ in events]
         assert names[-1] == "final" and len(names) >= 2 and set(names[:-1]) == {"token"}
-        assert "".join(d["text"] for n, d in events[:-1]).strip() == streamed_text(events[-1][1])
+        check_streamed([d["text"] for n, d in events[:-1]], events[-1][1])
         assert events[-1][1]["answer"] == rs[0].json()["answer"]
     assert gen._engine is None  # the server's shutdown closed the engine it started
 
@@ -483,8 +514,9 @@ def test_serve_py_and_citerag_serve_start_the_server(sample_index: Path, tiny_vl
 
 def test_server_settings_reach_the_pipeline(sample_index: Path) -> None:
     """The server's pipeline comes from the factory, so the options `ask` honours reach it."""
+    from fakes import FakeGenerator
+
     from app.serve.service import CiteragService
-    from pipeline.generators.fake import FakeGenerator
 
     s = settings(sample_index, retriever="bm25", post_hoc=False, max_doc_tokens=40, iterative=True, stride=8,
                  query_tokens=16, temperature=0.5, citations="use-aware", max_tokens=16)  # fmt: skip
