@@ -33,6 +33,9 @@ SCAFFOLD_STOPS: tuple[str, ...] = ("\nDocument [", "\nDocuments:", "\nQuestion:"
 
 _DOC_HEADER = re.compile(r"Document\s*\[\s*(\d+)\s*\]\s*(?:\(\s*Title:[^)\n]*\)\s*)?:?\s*", re.IGNORECASE)
 _TITLE_ONLY = re.compile(r"\(\s*Title:[^)\n]*\)\s*:?\s*", re.IGNORECASE)
+# A header the model started and never closed: everything from it to the end of the line is
+# copied scaffolding ("... Africa. [2] (Title: U.S. [1][2]"), markers included.
+_TITLE_UNCLOSED = re.compile(r"\s*\(\s*Title:[^)\n]*$", re.IGNORECASE)
 _BLOCK_START = re.compile(r"^\s*(?:Question|Documents?|Context|Instruction)\s*:", re.IGNORECASE)
 _ANSWER_LABEL = re.compile(r"^\s*(?:Answer|A)\s*:\s*", re.IGNORECASE)
 _NUMBERED_TITLE = re.compile(r"\[\s*(\d+)\s*\]\s*(?:\(\s*)?([^\n:()]{1,200}?)(?:\s*\))?\s*:\s*")
@@ -107,7 +110,8 @@ def _same_title(a: str, b: str) -> bool:
 
 
 def _strip_inner_headers(line: str) -> tuple[str, list[str]]:
-    """``... Document [2] (Title: T) says ...`` -> ``... [2] says ...``; stray ``(Title: T)`` removed."""
+    """``... Document [2] (Title: T) says ...`` -> ``... [2] says ...``; stray ``(Title: T)`` removed,
+    and an unclosed ``(Title: ...`` with the rest of its line."""
     notes: list[str] = []
 
     def header(m: re.Match[str]) -> str:
@@ -117,6 +121,8 @@ def _strip_inner_headers(line: str) -> tuple[str, list[str]]:
     line = _DOC_HEADER.sub(header, line)
     line, k = _TITLE_ONLY.subn("", line)
     notes.extend(["title"] * k)
+    line, k = _TITLE_UNCLOSED.subn("", line)
+    notes.extend(["unclosed title"] * k)
     if notes:
         line = re.sub(r"\s+([,;:.!?])", r"\1", line)
     return re.sub(r"[ \t]{2,}", " ", line).strip(), notes

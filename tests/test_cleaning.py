@@ -36,6 +36,17 @@ def test_inner_header_and_title_become_a_plain_marker() -> None:
     assert out.text == "According to [3], it is red."
 
 
+def test_unclosed_title_header_goes_with_the_rest_of_its_line() -> None:
+    # Seen in constrained answers (the regex forbids "Document", not "(Title:").
+    out = clean_answer("Nigeria is the largest oil producer in Africa. [2] (Title: U.S. [1][2]\nIt is hot. [3]")
+    assert out.text == "Nigeria is the largest oil producer in Africa. [2]\nIt is hot. [3]"
+    assert out.removed == ("unclosed title",)
+    out = clean_answer("The form of Mozart's Symphony No. [1] (Title: Symphony No. [2] in [3][4][5].")
+    assert out.text == "The form of Mozart's Symphony No. [1]"
+    # A closed one is still only the header.
+    assert clean_answer("It is red (Title: Foo). [1]").text == "It is red. [1]"
+
+
 def test_new_question_block_ends_the_answer_and_a_leading_label_goes() -> None:
     out = clean_answer("Answer: Paris is the capital [1].\nQuestion: what is the capital of Spain?\nAnswer: Madrid")
     assert out.text == "Paris is the capital [1]."
