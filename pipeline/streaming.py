@@ -10,6 +10,7 @@ whole text as one piece.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,10 @@ from pipeline.types import AttributedAnswer, Generation, GenerationParams
 if TYPE_CHECKING:
     from pipeline.protocols import Generator, Tokenizer
     from pipeline.rag import RAGPipeline
+
+#: The end of a constrained sentence: its citation group (and full stop), then the space
+#: before the next sentence.
+_SENTENCE_END = re.compile(r"\](?:[.!?][\"')\u201d\u2019]*)?(?= \S)")
 
 #: Receives each new piece of answer text.
 TokenSink = Callable[[str], None]
@@ -39,12 +44,26 @@ class TokenTap:
     Batched calls (several prompts) and ``score`` go to ``inner`` unchanged. ``cancelled``
     (when given) is polled between pieces; once it returns True the stream is closed, which
     aborts the backend request, and the text so far is returned with ``finish_reason="abort"``.
+
+    Constrained decoding (``params.regex``) may end in text the answer drops (an unfinished
+    sentence cut by the token limit, closed by a separate tail decode), so those pieces are
+    held back and only whole sentences (through their citation group, ``... [2]`` or
+    ``... [2].``, once the next one starts) are reported; ``sent`` keeps what was reported, and
+    :func:`ask_streaming` sends the rest of the final answer at the end.
     """
 
     def __init__(self, inner: Generator, on_token: TokenSink, cancelled: Callable[[], bool] | None = None) -> None:
         self.inner = inner
         self.on_token = on_token
         self.cancelled = cancelled
+        #: Everything reported through ``on_token``.
+        self.sent = ""
+        #: True once a constrained generation was held back sentence by sentence.
+        self.held = False
+
+    def _report(self, text: str) -> None:
+        self.sent += text
+        self.on_token(text)
 
     @property
     def max_context(self) -> int:
@@ -60,6 +79,7 @@ class TokenTap:
         texts: list[str] = []
         ids: list[int] = []
         reason = ""
+        reported = 0  # characters of this generation reported (constrained decoding)
         chunks = stream_generation(self.inner, prompts[0], params)
         try:
             for chunk in chunks:
@@ -68,7 +88,16 @@ class TokenTap:
                     break
                 if chunk.text:
                     texts.append(chunk.text)
-                    self.on_token(chunk.text)
+                    if params.regex is None:
+                        self._report(chunk.text)
+                    else:
+                        self.held = True
+                        # Report through the last citation group that a new sentence follows.
+                        done = "".join(texts)
+                        cut = max((m.end() for m in _SENTENCE_END.finditer(done)), default=0)
+                        if cut > reported:
+                            self._report(done[reported:cut])
+                            reported = cut
                 ids.extend(chunk.token_ids)
                 reason = chunk.finish_reason or reason
         finally:
@@ -90,4 +119,12 @@ def ask_streaming(
     pipe: RAGPipeline, question: str, on_token: TokenSink, cancelled: Callable[[], bool] | None = None
 ) -> AttributedAnswer:
     """``pipe.ask(question)``, calling ``on_token`` with each new piece of the answer text."""
-    return replace(pipe, generator=TokenTap(pipe.generator, on_token, cancelled)).ask(question)
+    tap = TokenTap(pipe.generator, on_token, cancelled)
+    answer = replace(pipe, generator=tap).ask(question)
+    if tap.held:
+        # Constrained: the sentences still held back (or rebuilt by the tail decode) go now, so
+        # the reported text is the answer, unless cleaning changed what was already sent.
+        sent = tap.sent.lstrip()
+        if answer.text.startswith(sent) and len(answer.text) > len(sent):
+            tap._report(answer.text[len(sent) :])
+    return answer

@@ -162,7 +162,10 @@ def test_runnable_invoke_batch_stream(runnable: Any) -> None:
     assert _plain(mixed[0]) == _plain(one) and isinstance(mixed[1], Exception)
 
     chunks = list(runnable.stream(BRIDGE))
-    assert len(chunks) >= 3 and all(set(c) == {"token"} for c in chunks[:-1]) and "answer" in chunks[-1]
+    # Tokens stream piece by piece post hoc, sentence by sentence when constrained (the default
+    # on vLLM; the tiny model's answer may be one sentence).
+    assert len(chunks) >= (2 if one["citation_mode"] == "constrained" else 3)
+    assert all(set(c) == {"token"} for c in chunks[:-1]) and "answer" in chunks[-1]
     total = chunks[0]
     for c in chunks[1:]:
         total = total + c

