@@ -181,11 +181,16 @@ def tail_reserve(k: int, spec: ConstraintSpec = ConstraintSpec()) -> int:
     return 1 + spec.max_citations * (2 + len(str(k))) + 1
 
 
+#: Where a constrained sentence can end: its last citation group, then its full stop when the
+#: citation came before it (``... [2]`` or ``... [2].``).
+SENTENCE_END = r"\]\.?"
+
+
 def split_complete(text: str, pattern: str) -> tuple[str, str]:
     """``(complete sentences, unfinished rest)`` of a (possibly cut) constrained answer: the
     longest prefix ending at a citation group (``]`` or ``].``) that fully matches ``pattern``."""
     rx = re.compile(pattern)
-    for m in reversed(list(re.finditer(r"\]\.?", text))):
+    for m in reversed(list(re.finditer(SENTENCE_END, text))):
         for end in sorted({m.end(), m.start() + 1}, reverse=True):
             if rx.fullmatch(text, 0, end):
                 return text[:end], text[end:].lstrip(" ")

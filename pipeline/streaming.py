@@ -15,15 +15,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from pipeline.constrained import SENTENCE_END
 from pipeline.types import AttributedAnswer, Generation, GenerationParams
 
 if TYPE_CHECKING:
     from pipeline.protocols import Generator, Tokenizer
     from pipeline.rag import RAGPipeline
 
-#: The end of a constrained sentence: its citation group (and full stop), then the space
-#: before the next sentence.
-_SENTENCE_END = re.compile(r"\](?:[.!?][\"')\u201d\u2019]*)?(?= \S)")
+#: The end of a constrained sentence (its citation group, and full stop), once the space
+#: before the next sentence has come.
+_SENTENCE_END = re.compile(SENTENCE_END + r"(?= \S)")
 
 #: Receives each new piece of answer text.
 TokenSink = Callable[[str], None]

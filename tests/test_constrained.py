@@ -258,24 +258,23 @@ def test_auto_mode_is_constrained_only_where_decoding_can_be_constrained() -> No
 def test_pipeline_records_the_resolved_mode() -> None:
     from pipeline.rag import IterativeConfig, RAGPipeline
 
-    def OneRetriever() -> FakeRetriever:  # noqa: N802 - reads like the class it builds
-        return FakeRetriever(_shown(1), rank="fixed")
+    one = FakeRetriever(_shown(1), rank="fixed")
 
-    pipe = RAGPipeline(OneRetriever(), FakeGenerator(["Paris [1]."]))
+    pipe = RAGPipeline(one, FakeGenerator(["Paris [1]."]))
     assert pipe.citations == "auto" and pipe.citation_mode() == "post-hoc"  # the fake cannot constrain decoding
     assert pipe.ask("Where?").report["citation_mode"] == "post-hoc"
     regexful = FakeGenerator(["Paris [1]."], regex=True, supports_regex=True)
-    assert RAGPipeline(OneRetriever(), regexful).citation_mode() == "constrained"
-    assert RAGPipeline(OneRetriever(), regexful, iterative=IterativeConfig()).citation_mode() == "post-hoc"
+    assert RAGPipeline(one, regexful).citation_mode() == "constrained"
+    assert RAGPipeline(one, regexful, iterative=IterativeConfig()).citation_mode() == "post-hoc"
     # "auto" never asks for a constrained answer that cannot fit: max_tokens must exceed the tail reserve.
     tight = GenerationParams(max_tokens=tail_reserve(5))
-    assert RAGPipeline(OneRetriever(), regexful, params=tight).citation_mode() == "post-hoc"
+    assert RAGPipeline(one, regexful, params=tight).citation_mode() == "post-hoc"
     assert (
-        RAGPipeline(OneRetriever(), regexful, params=GenerationParams(max_tokens=tail_reserve(5) + 1)).citation_mode()
+        RAGPipeline(one, regexful, params=GenerationParams(max_tokens=tail_reserve(5) + 1)).citation_mode()
         == "constrained"
     )
     with pytest.raises(ConfigError, match="iterative"):
-        RAGPipeline(OneRetriever(), regexful, citations="constrained", iterative=IterativeConfig())
+        RAGPipeline(one, regexful, citations="constrained", iterative=IterativeConfig())
 
 
 # --------------------------------------------------------------------------- the loop, scripted
