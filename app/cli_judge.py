@@ -36,13 +36,22 @@ def judge() -> None:
 @click.option("--max-length", type=int, default=256, show_default=True, help="Tokens per (evidence, claim) input.")
 @click.option("--seed", type=int, default=13, show_default=True)
 @click.option("--lr", type=float, default=3e-5, show_default=True)
-@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps.")
+@click.option(
+    "--max-steps", type=int, default=None, help="Train for this many optimizer steps (the schedule decays over them)."
+)
+@click.option(
+    "--stop-after-steps",
+    type=int,
+    default=None,
+    help="Stop at this step without shortening the schedule (reproduces a run --max-minutes stopped).",
+)
 @click.option("--threads", type=int, default=None, help="torch threads (1 is fastest on a busy shared CPU).")
 @click.option(
     "--max-minutes",
     type=float,
     default=None,
-    help="Stop after this much wall time (the learning rate decays over it), then save.",
+    help="Safety stop after this much wall time, then save (the schedule counts steps only; the card "
+    "records the step reached).",
 )
 @click.option(
     "--augment",
@@ -71,6 +80,7 @@ def train_cmd(
     seed: int,
     lr: float,
     max_steps: int | None,
+    stop_after_steps: int | None,
     threads: int | None,
     max_minutes: float | None,
     augment: float,
@@ -95,6 +105,7 @@ def train_cmd(
         seed=seed,
         lr=lr,
         max_steps=max_steps,
+        stop_after_steps=stop_after_steps,
         max_minutes=max_minutes,
         threads=threads,
         augment=augment,

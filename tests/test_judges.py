@@ -621,7 +621,65 @@ def test_training_stops_when_its_wall_time_is_spent(tiny_bert_dir: Path, tmp_pat
         progress=False,
     )
     train_judge(cfg)
-    assert 1 <= read_card(out)["training"]["steps"] < 100  # 100 steps by count; the time ran out first
+    card = read_card(out)["training"]
+    assert 1 <= card["steps"] < 100  # 100 steps by count; the time ran out first
+    assert card["stopped_by_time"] is True and card["schedule_steps"] == 100
+
+
+def test_a_time_stopped_run_is_reproduced_by_stop_after_steps(
+    tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schedule counts steps, never seconds: the weights of a run --max-minutes cut short are
+    those of the same command with --stop-after-steps at the step it reached, byte for byte."""
+    import itertools
+    import types
+
+    from safetensors.torch import load_file
+
+    import verifiers.judge_train as jt
+
+    rows = [
+        {"premise": f"the cat sat on mat {i}", "hypothesis": "the cat sat", "label": ["entailment", "neutral"][i % 2]}
+        for i in range(40)
+    ]
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+
+    def run(out: Path, **kw: object) -> dict:
+        # A clock that moves one second each time it is read: a loaded machine, made deterministic.
+        ticks = itertools.count(1_000_000)
+        monkeypatch.setattr(
+            jt,
+            "time",
+            types.SimpleNamespace(
+                time=lambda: float(next(ticks)), **{k: getattr(jt.time, k) for k in ("strftime", "gmtime")}
+            ),
+        )
+        cfg = TrainConfig(
+            data=[str(data)],
+            out=str(out),
+            base=str(tiny_bert_dir),
+            batch_size=2,
+            epochs=5,
+            max_length=32,
+            warmup=0.0,
+            lr=1e-3,
+            seed=3,
+            progress=False,
+            log_every=1000,
+            **kw,
+        )
+        train_judge(cfg)
+        return read_card(out)["training"]
+
+    first = run(tmp_path / "timed", max_minutes=20 / 60)
+    assert first["stopped_by_time"] and 5 <= first["steps"] < first["schedule_steps"]
+    second = run(tmp_path / "stepped", stop_after_steps=first["steps"])
+    assert second["steps"] == first["steps"] and not second["stopped_by_time"]
+    a = load_file(tmp_path / "timed" / "model.safetensors")
+    b = load_file(tmp_path / "stepped" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(bool((a[k] == b[k]).all()) for k in a)
 
 
 def test_seq2seq_judge_on_a_tiny_t5(tmp_path: Path) -> None:

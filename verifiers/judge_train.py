@@ -79,8 +79,11 @@ class TrainConfig:
     max_length: int = 256
     seed: int = 13
     lr: float = 3e-5
-    max_steps: int | None = None
-    max_minutes: float | None = None  # stop (and save) after this much wall time; LR decays on time
+    max_steps: int | None = None  # the schedule's length (decay ends here)
+    stop_after_steps: int | None = None  # stop at this step without changing the schedule (reproduces a time stop)
+    max_minutes: float | None = (
+        None  # safety stop (and save) after this much wall time; the LR schedule counts steps only
+    )
     threads: int | None = None  # torch intra-op threads (1 is fastest on a busy shared CPU)
     augment: float = 0.0  # synthetic pairs (augment_pairs) as a fraction of the loaded pairs
     augment_kinds: Sequence[str] = V2_AUGMENT_KINDS  # which kinds of augment_pairs
@@ -425,7 +428,8 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
 
     transformers' ``Trainer`` runs the loop (length-grouped seeded batches, AdamW without decay
     on biases and LayerNorms, gradient clipping); citerag adds the class-balanced loss, a
-    schedule that decays over steps or wall time (``--max-minutes``), and its own progress bar
+    schedule that decays over steps only (so a command reproduces its weights; ``--max-minutes`` is
+    a safety stop recorded in the card), and its own progress bar
     and log lines (Trainer's would print to stdout, which carries the CLI's result)."""
     import numpy as np
     import torch
@@ -513,17 +517,14 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
     warmup = min(int(total * cfg.warmup), 100)
     t_train = time.time()
 
-    def progress_fraction(s: int) -> float:
-        # Linear warm-up then linear decay over steps, or over wall time when that runs out first.
-        frac = s / total
-        if cfg.max_minutes:
-            frac = max(frac, (time.time() - t_train) / (60 * cfg.max_minutes))
-        return frac
+    stopped_by_time = [False]
 
     def lr_factor(s: int) -> float:
+        # Linear warm-up then linear decay over steps. Never over wall time: the same command
+        # must give the same weights on a loaded and an idle machine.
         if s < warmup:
             return (s + 1) / warmup
-        return min(1.0, max(0.0, 1.0 - progress_fraction(s)))
+        return min(1.0, max(0.0, 1.0 - s / total))
 
     # Balance the loss: attribution data is balanced, the training mix need not be.
     weight = torch.tensor([len(labels) / (2 * max(1, counts[0])), len(labels) / (2 * max(1, counts[1]))])
@@ -545,7 +546,12 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             bar.update(1)
-            if progress_fraction(state.global_step) >= 1.0:
+            if state.global_step >= total:
+                return
+            if cfg.stop_after_steps is not None and state.global_step >= cfg.stop_after_steps:
+                control.should_training_stop = True
+            elif cfg.max_minutes and time.time() - t_train >= 60 * cfg.max_minutes:
+                stopped_by_time[0] = True
                 control.should_training_stop = True
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
@@ -595,7 +601,7 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
             callbacks=[Watch()],
         )
         trainer.remove_callback(PrinterCallback)
-        # Trainer's schedules count steps only; --max-minutes decays the rate over wall time.
+        # A LambdaLR of our own: warm-up is capped at 100 steps, which Trainer's schedules do not offer.
         trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.create_optimizer(), lr_factor)
         trainer.train()
     step = trainer.state.global_step
@@ -620,6 +626,9 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
             "label_counts": {"supported": counts[1], "not_supported": counts[0]},
             "sources": dict(sources),
             "steps": step,
+            "schedule_steps": total,
+            "stop_after_steps": cfg.stop_after_steps,
+            "stopped_by_time": stopped_by_time[0],
             "max_minutes": cfg.max_minutes,
             "freeze_embeddings": cfg.freeze_embeddings,
             "threads": cfg.threads,
@@ -637,5 +646,13 @@ def train_judge(cfg: TrainConfig, pairs: Sequence[LabelledPair] | None = None) -
         },
     }
     write_card(out, card)
+    if stopped_by_time[0]:
+        log.warning(
+            "stopped by --max-minutes after %d of %d steps: the weights are those of step %d of this schedule "
+            "(rerun with the same command and no time limit to reproduce them step for step)",
+            step,
+            total,
+            step,
+        )
     log.info("saved the judge to %s (%d steps, %.0fs)", out, step, time.time() - t0)
     return out
