@@ -27,6 +27,7 @@ from typing import Literal
 
 from eval.formats import Doc
 from eval.pairs import JudgeFn, Pair, PairScores
+from pipeline.citations import marker_number
 
 #: ALCE reads citation ids with this pattern: ``[2]``, ``[2, 3]`` (only 2), ``[2][3]``.
 CITATION_RE = re.compile(r"\[\d+")
@@ -107,8 +108,9 @@ def read_output(
 
 def cited_ids(sentence: str) -> list[int]:
     """0-based document ids of the sentence's citations in order of appearance, repeats kept
-    (ALCE: ``int(match[1:]) - 1`` for every ``\\[\\d+`` match)."""
-    return [int(m[1:]) - 1 for m in CITATION_RE.findall(sentence)]
+    (ALCE: ``int(match[1:]) - 1`` for every ``\\[\\d+`` match; a number too long for ``int``
+    reads as out of range, where ALCE would raise)."""
+    return [marker_number(m[1:]) - 1 for m in CITATION_RE.findall(sentence)]
 
 
 def format_document(doc: Doc) -> str:

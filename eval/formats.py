@@ -20,7 +20,6 @@ the line or item, and what was expected.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import InputError
+from pipeline.io import json_or_none, jsonl_lines, loads_json, read_user_text
 
 Kind = Literal["alce", "ask", "revise"]
 #: Values of ``--format``.
@@ -158,17 +158,11 @@ def _load(p: Path) -> tuple[list[tuple[str, Any]], bool]:
         )
     if not p.is_file():
         raise InputError(f"predictions file not found: {p}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start}); {EXPECTED}") from None
+    text = read_user_text(p, EXPECTED)
     if not text.strip():
         raise InputError(f"{p} is empty; {EXPECTED}")
-    try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    else:
+    ok, whole = json_or_none(text, str(p))
+    if ok:
         if isinstance(whole, dict) and "data" in whole:
             if not isinstance(whole["data"], list):
                 raise InputError(f'{p}: "data" must be a list of items; {EXPECTED}')
@@ -178,15 +172,7 @@ def _load(p: Path) -> tuple[list[tuple[str, Any]], bool]:
         if isinstance(whole, list):
             return [(f"{p}: [{i}]", item) for i, item in enumerate(whole)], False
         raise InputError(f"{p} holds a JSON {type(whole).__name__}; {EXPECTED}")
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"{p}:{lineno}", json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{p}:{lineno}: not valid JSON ({exc.msg}); {EXPECTED}") from None
-    return rows, False
+    return [(f"{p}:{n}", loads_json(line, f"{p}:{n}", EXPECTED)) for n, line in jsonl_lines(text)], False
 
 
 def _row_kind(obj: dict[str, Any]) -> Kind | None:

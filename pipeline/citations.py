@@ -96,12 +96,26 @@ def _is_abbreviation(chunk: str, dot: int) -> bool:
     return len(w.replace(".", "")) == 1 and w.isalpha() and chunk[dot + 1 : dot + 3].strip()[:1].isupper()
 
 
+#: A citation number longer than this many digits (leading zeros aside) names no passage.
+MAX_MARKER_DIGITS = 9
+#: What such a number reads as: out of range for any list of passages, and an int Python can hold.
+OUT_OF_RANGE = 10**MAX_MARKER_DIGITS
+
+
+def marker_number(digits: str) -> int:
+    """The value of a citation's digits, without ever calling ``int`` on thousands of them
+    (Python refuses strings of more than 4,300 digits with a ValueError): a number of more than
+    ``MAX_MARKER_DIGITS`` digits is ``OUT_OF_RANGE``, which no range check accepts."""
+    digits = digits.lstrip("0") or "0"
+    return OUT_OF_RANGE if len(digits) > MAX_MARKER_DIGITS else int(digits)
+
+
 def parse_markers(text: str) -> list[int]:
     """Citation numbers in order of first appearance (duplicates removed)."""
     nums: list[int] = []
     for m in MARKER_RE.finditer(text):
         for part in re.findall(r"\d+", m.group()):
-            n = int(part)
+            n = marker_number(part)
             if n not in nums:
                 nums.append(n)
     return nums

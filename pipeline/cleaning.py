@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipeline.citations import MARKER_RE, sentence_spans
+from pipeline.citations import MARKER_RE, marker_number, sentence_spans
 
 #: Stop strings that end generation where a listing of documents or a new question begins.
 SCAFFOLD_STOPS: tuple[str, ...] = ("\nDocument [", "\nDocuments:", "\nQuestion:", "\nQuestion :")
@@ -95,10 +95,10 @@ def clean_answer(text: str, titles: Mapping[int, str] | None = None, *, truncate
 def _strip_leading_header(line: str, titles: Mapping[int, str]) -> tuple[str, int | None]:
     m = _DOC_HEADER.match(line.lstrip())
     if m:
-        return line.lstrip()[m.end() :], int(m.group(1))
+        return line.lstrip()[m.end() :], marker_number(m.group(1))
     m = _NUMBERED_TITLE.match(line.lstrip())
     if m:
-        n, title = int(m.group(1)), m.group(2).strip()
+        n, title = marker_number(m.group(1)), m.group(2).strip()
         if n in titles and titles[n] and _same_title(title, titles[n]):
             return line.lstrip()[m.end() :], n
     return line, None

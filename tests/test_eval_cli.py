@@ -228,17 +228,38 @@ def test_revise_jsonl(tmp_path: Path, fake_judge: FakeJudge) -> None:
         ('{"foo": 1}\n', "cannot tell the format"),
         ('{"question": "q", "error": "boom"}\n', "holds no predictions"),
         ('{"answer": "a [1].", "passages": [{"n": 2, "title": "t", "text": "x"}]}\n', "out of order"),
+        # Found by tests/test_fuzz.py: each was a traceback before.
+        ("[" * 100_000, "nested too deeply"),
+        ('{"output": 1' + "0" * 5000 + "}", "cannot read"),
+        ('{"output": "\udcff"}\n\xff', "not UTF-8 text"),
     ],
 )
 def test_malformed_files_exit_2_naming_the_place(
     tmp_path: Path, content: str, message: str, fake_judge: FakeJudge
 ) -> None:
     pred = tmp_path / "bad.jsonl"
-    pred.write_text(content)
+    pred.write_bytes(content.encode("utf-8", "surrogateescape"))
     r = invoke("--pred", str(pred))
     assert r.exit_code == 2, r.output
     assert message in r.stderr and r.stderr.startswith("error: ")
     assert fake_judge.loaded_with == {}  # checked before any judge is loaded
+
+
+def test_a_citation_of_thousands_of_digits_is_out_of_range_not_a_crash(tmp_path: Path, fake_judge: FakeJudge) -> None:
+    """``[`` and 5,000 digits made ``int`` raise (a traceback from ``citerag eval``, a 500 from
+    ``POST /v1/eval``); ALCE's rule reads it as a citation of no document: recall 0."""
+    item = {
+        "question": "q",
+        "output": "Cats sleep [1]. Dogs bark [" + "9" * 5000 + "].",
+        "docs": [{"title": "c", "text": "Cats sleep."}, {"title": "d", "text": "Dogs bark."}],
+    }
+    r = invoke(
+        "--pred", str(write(tmp_path / "p.json", {"data": [item]})), "--json", "--out", str(tmp_path / "r.jsonl")
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["citation"]["recall"] == pytest.approx(0.5)
+    [row] = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [s["status"] for s in row["sentences"]] == ["judged", "out_of_range"]
 
 
 def test_option_errors(tmp_path: Path, fake_judge: FakeJudge) -> None:

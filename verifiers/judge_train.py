@@ -20,7 +20,6 @@ negative that does not fit is truncated (no part of an unsupporting text support
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
+from pipeline.io import jsonl_lines, loads_json, read_user_text
 
 log = logging.getLogger(__name__)
 
@@ -174,19 +174,17 @@ def read_pairs(
     if not p.is_file():
         raise InputError(f"training data {p} does not exist")
     pairs: list[LabelledPair] = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{p}:{lineno}: not JSON ({exc})") from exc
-            try:
-                pairs.extend(pairs_from_row(row, extra=extra))
-            except InputError as exc:
-                raise InputError(f"{p}:{lineno}: {exc}") from exc
+    expected = "expected labelled pairs (SNLI, WiCE, nli or AttributionBench JSONL)"
+    for lineno, line in jsonl_lines(read_user_text(p, expected)):
+        row = loads_json(line, f"{p}:{lineno}", expected)
+        if not isinstance(row, dict):
+            raise InputError(f"{p}:{lineno}: a JSON {type(row).__name__}, not an object; {expected}")
+        try:
+            pairs.extend(pairs_from_row(row, extra=extra))
+        except InputError as exc:
+            raise InputError(f"{p}:{lineno}: {exc}") from exc
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a field of the wrong type
+            raise InputError(f"{p}:{lineno}: malformed row ({exc.__class__.__name__}: {exc}); {expected}") from None
     if max_pairs is not None and len(pairs) > max_pairs:
         rng = random.Random(f"{seed}:{p.name}")
         pairs = rng.sample(pairs, max_pairs)

@@ -16,7 +16,6 @@ content was used.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -26,6 +25,7 @@ import numpy as np
 
 from pipeline.citations import MARKER_RE, cite_answer, sentence_spans
 from pipeline.errors import ContextBudgetError, InputError
+from pipeline.io import json_or_none, jsonl_lines, loads_json, read_user_text
 from pipeline.prompting import PromptConfig, build_prompt, quote_document_text, render, validate_question
 from pipeline.protocols import Generator, Tokenizer
 from pipeline.types import AttributedAnswer, Passage, Sentence
@@ -333,22 +333,12 @@ def read_answers(path: str) -> list[AttributedAnswer]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"answer file not found: {p}")
-    raw = p.read_text(encoding="utf-8")
+    expected = "expected the output of `citerag ask --json` (or `ask --out` JSONL)"
+    raw = read_user_text(p, expected)
     if not raw.strip():
-        raise InputError(f"{p} is empty: expected the output of `citerag ask --json` (or `ask --out` JSONL)")
-    try:
-        objs = [json.loads(raw)]
-    except json.JSONDecodeError:
-        objs = []
-        for lineno, line in enumerate(raw.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                objs.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"{p}:{lineno}: not valid JSON ({exc.msg}); expected `citerag ask --json` output"
-                ) from None
+        raise InputError(f"{p} is empty: {expected}")
+    ok, whole = json_or_none(raw, str(p))
+    objs = [whole] if ok else [loads_json(line, f"{p}:{n}", expected) for n, line in jsonl_lines(raw)]
     if not objs:
         raise InputError(f"{p} holds no answers")
     return [
