@@ -299,6 +299,8 @@ def format_answer(answer: Any) -> str:
         for n in cited:
             p = answer.passages[n - 1]
             lines += reference_lines(n, p.title, p.doc_id, p.start, p.end, p.text)
+            if not answer.shown(n):
+                lines.append("    (evidence --verify found in the index: not shown to the generator)")
             if n in quotes and quotes[n].text != p.text:
                 q = quotes[n]
                 lines.append(f'    supporting quote (characters {q.start}-{q.end}): "{" ".join(q.text.split())}"')

@@ -257,4 +257,4 @@ class RAGPipeline:
 
 
 def _with_report(a: AttributedAnswer, **extra: object) -> AttributedAnswer:
-    return AttributedAnswer(a.question, a.text, a.sentences, a.passages, {**a.report, **extra})
+    return AttributedAnswer(a.question, a.text, a.sentences, a.passages, {**a.report, **extra}, a.n_shown)

@@ -57,15 +57,17 @@ class Passage:
 
 @dataclass(frozen=True)
 class Citation:
-    """Citation number ``n`` (as shown to the generator) resolved to the passage shown."""
+    """Citation number ``n`` resolved to its passage: one shown to the generator, or (``shown``
+    False) one ``ask --verify`` found in the index as evidence for a sentence."""
 
     n: int
     passage: Passage
+    shown: bool = True
     #: Support of the citing sentence by the passage, when measured (similarity or judge).
     support: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, **self.passage.to_dict()}
+        return {"n": self.n, **self.passage.to_dict(), "shown": self.shown}
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,17 @@ class AttributedAnswer:
     question: str
     text: str
     sentences: tuple[Sentence, ...]
-    #: Every passage shown to the generator, numbered from 1 in the order shown.
+    #: Every passage shown to the generator, numbered from 1 in the order shown; after
+    #: ``ask --verify``, followed by the evidence it found in the index (see ``n_shown``).
     passages: tuple[Passage, ...]
     report: dict[str, Any] = field(default_factory=dict)
+    #: How many of ``passages`` (the first ones) the generator was shown; None: all of them.
+    #: A number above it names evidence the verifier added, never a passage the generator saw.
+    n_shown: int | None = None
+
+    def shown(self, n: int) -> bool:
+        """Whether passage ``n`` (1-based) was shown to the generator."""
+        return n <= (self.n_shown if self.n_shown is not None else len(self.passages))
 
     def cited_numbers(self) -> list[int]:
         seen: list[int] = []
@@ -139,7 +149,7 @@ class AttributedAnswer:
         return sorted(seen)
 
     def citation(self, n: int) -> Citation:
-        return Citation(n, self.passages[n - 1])
+        return Citation(n, self.passages[n - 1], self.shown(n))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,7 +157,7 @@ class AttributedAnswer:
             "answer": self.text,
             "sentences": [s.to_dict() for s in self.sentences],
             "citations": [self.citation(n).to_dict() for n in self.cited_numbers()],
-            "passages": [{"n": i + 1, **p.to_dict()} for i, p in enumerate(self.passages)],
+            "passages": [{"n": i, **p.to_dict(), "shown": self.shown(i)} for i, p in enumerate(self.passages, start=1)],
             **self.report,
         }
 

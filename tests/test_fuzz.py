@@ -199,7 +199,21 @@ def near_valid_row(draw: st.DrawFn) -> Any:
     if draw(st.booleans()) and "docs" in row:
         row["docs"] = [{"title": draw(st.text(max_size=5)), "text": draw(JSON_VALUE)}]
     if draw(st.booleans()) and "sentences" in row:
-        row["sentences"] = [{"text": "a.", "start": draw(JSON_VALUE), "end": 2, "citations": draw(JSON_VALUE)}]
+        row["sentences"] = [
+            draw(st.one_of(JSON_VALUE, st.just({"text": "a.", "start": draw(JSON_VALUE), "end": 2}))),
+            {"text": "a.", "start": 0, "end": 2, "citations": draw(JSON_VALUE)},
+        ]
+    if draw(st.booleans()) and "passages" in row:
+        row["passages"] = [
+            {
+                "text": "Cats sleep.",
+                **{
+                    k: draw(JSON_VALUE)
+                    for k in draw(st.sets(st.sampled_from(["start", "end", "score", "shown", "title"])))
+                },
+            },
+            draw(st.one_of(JSON_VALUE, st.just({"text": "x", "shown": False}))),
+        ]
     return row
 
 

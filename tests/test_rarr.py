@@ -337,6 +337,18 @@ def test_verify_keeps_supported_recites_and_revises() -> None:
     ver = out.report["verification"]
     assert [x["status"] for x in ver["sentences"]] == ["supported", "kept", "recited", "edited"]
     assert (ver["supported_before"], ver["supported_after"]) == (1, 4)
+    # [3] names evidence from the index, not a passage the generator saw: marked so everywhere.
+    assert out.n_shown == 2 and [out.shown(n) for n in (1, 2, 3)] == [True, True, False]
+    assert [p["shown"] for p in d["passages"]] == [True, True, False]
+    assert {c["n"]: c["shown"] for c in d["citations"]} == {1: True, 2: True, 3: False}
+    from app.cli import format_answer
+
+    refs = format_answer(out).split("References:")[1]
+    ref3 = refs[refs.index("[3]") :]
+    assert "not shown to the generator" in ref3 and "not shown to the generator" not in refs[: refs.index("[3]")]
+    # Verifying again (or grounding) keeps the count of shown passages: numbers never shift meaning.
+    again = verify_answer(out, FakeJudge(), reviser())
+    assert again.n_shown == 2
 
 
 def test_verify_removes_under_remove_policy_and_keeps_spans() -> None:

@@ -293,6 +293,28 @@ def test_answer_round_trip_from_ask_json(tmp_path: Path, answer: AttributedAnswe
         prepare(answer_from_dict(wrong), FakeGenerator())
 
 
+def test_passages_verify_added_are_not_part_of_the_explained_context(answer: AttributedAnswer) -> None:
+    """`ask --verify` output lists evidence it found ("shown": false) after the shown passages;
+    the generator never saw it, so attribution explains the shown passages only."""
+    from dataclasses import replace
+
+    extra = Passage("extra.txt", "Evidence found later.", "Extra", 1.0, 0, 21)
+    last = answer.sentences[-1]
+    cited_extra = replace(last, citations=(*last.citations, len(answer.passages) + 1))
+    verified = AttributedAnswer(
+        answer.question,
+        answer.text,
+        (*answer.sentences[:-1], cited_extra),
+        (*answer.passages, extra),
+        {},
+        n_shown=len(answer.passages),
+    )
+    back = answer_from_dict(json.loads(json.dumps(verified.to_dict())))
+    assert back.passages == answer.passages[: len(back.passages)] and len(back.passages) == len(answer.passages)
+    assert back.sentences[-1].citations == last.citations
+    assert back.report["unshown_passages_left_out"] == 1
+
+
 # -- pictures --------------------------------------------------------------------------------------
 
 

@@ -216,3 +216,50 @@ def test_real_smollm2_answer_with_a_working_citation(
         assert " ".join(mark.text.split()) == " ".join(shown[n]["text"].split())
         shot = tmp_path / "smollm2.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_quotes_after_emoji_and_unshown_evidence(browser: Any, tmp_path: Path) -> None:
+    """Offsets are Python code points; the page used to slice them as UTF-16 units, so every
+    highlight after an emoji was off (here by 4 units) and the quote was not shown at all. And a
+    passage ``ask --verify`` added is marked as never shown to the generator."""
+    from fakes import FakeGenerator
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    from pipeline.types import AttributedAnswer, Passage, Sentence
+    from retrievers.index import build_index
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "zorblat.txt").write_text(
+        "Party notes \U0001f389\U0001f389. Crowds come every spring. "
+        "The Zorblat festival began in 1821 in Vellmora. \U0001f642 It still draws crowds.\n",
+        encoding="utf-8",
+    )
+    index = tmp_path / "idx"
+    build_index(str(corpus), str(index), progress=False)
+    question = "When did the Zorblat festival begin?"
+    with serving(settings(index), generator=FakeGenerator(["The Zorblat festival began in 1821 [1]."])) as url:
+        api = httpx.post(f"{url}/v1/ask", json={"question": question}, timeout=60).json()
+        [api_quote] = api["sentences"][0]["quotes"]
+        assert "1821" in api_quote["text"]
+        browser.get(url)
+        wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready")
+        browser.find_element(By.ID, "question").send_keys(question)
+        browser.find_element(By.ID, "ask-button").click()
+        wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "#answer a.cite"))).click()
+        quote = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#passage-text mark.quote"))[0]
+        assert " ".join(quote.text.split()) == " ".join(api_quote["text"].split())
+
+        # An answer as `ask --verify` writes it: [2] is evidence from the index, not shown.
+        shown = Passage("a.txt", "Cats sleep a lot.", "Cats", 1.0, 0, 17)
+        added = Passage("b.txt", "Dogs bark at night.", "Dogs", 1.0, 0, 19)
+        text = "Cats sleep a lot [1]. Dogs bark [2]."
+        sentences = (Sentence("Cats sleep a lot [1].", 0, 21, (1,)), Sentence("Dogs bark [2].", 22, 36, (2,)))
+        verified = AttributedAnswer("q", text, sentences, (shown, added), {}, n_shown=1).to_dict()
+        assert [p["shown"] for p in verified["passages"]] == [True, False]
+        browser.execute_script("renderAnswer(arguments[0])", verified)
+        cites = browser.find_elements(By.CSS_SELECTOR, "#answer a.cite")
+        assert ["unshown" in c.get_attribute("class") for c in cites] == [False, True]
+        refs = browser.find_elements(By.CSS_SELECTOR, "#references li")
+        assert "not shown to the generator" not in refs[0].text and "not shown to the generator" in refs[1].text

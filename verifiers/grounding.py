@@ -174,7 +174,7 @@ class Grounder:
                 cited = [row[n - 1] for n in s.citations if 0 < n <= len(row)]
                 support = max(cited, default=0.0)
                 sentences.append(replace(s, support=support, quotes=tuple(quotes.get((ai, si), ()))))
-            grounded = AttributedAnswer(a.question, a.text, tuple(sentences), a.passages, dict(a.report))
+            grounded = AttributedAnswer(a.question, a.text, tuple(sentences), a.passages, dict(a.report), a.n_shown)
             out.append(self._decide(grounded, ai, matrix, relevance[ai], thr))
         return out
 
@@ -300,7 +300,7 @@ class Grounder:
         draft = {"answer": a.text, "sentences": [s.to_dict() for s in a.sentences]}
         report = {**a.report, "abstained": True, "draft": draft, "abstention": {**info, "reasons": reasons}}
         sentence = Sentence(ABSTAIN_TEXT, 0, len(ABSTAIN_TEXT))
-        return AttributedAnswer(a.question, ABSTAIN_TEXT, (sentence,), a.passages, report)
+        return AttributedAnswer(a.question, ABSTAIN_TEXT, (sentence,), a.passages, report, a.n_shown)
 
 
 def _recompose(a: AttributedAnswer, sentences: list[Sentence], report: dict[str, Any]) -> AttributedAnswer:
@@ -313,7 +313,7 @@ def _recompose(a: AttributedAnswer, sentences: list[Sentence], report: dict[str,
         text += new.text
         out.append(replace(new, start=start, end=len(text)))
     text += a.text[prev:]
-    return AttributedAnswer(a.question, text, tuple(out), a.passages, report)
+    return AttributedAnswer(a.question, text, tuple(out), a.passages, report, a.n_shown)
 
 
 def candidate_spans(text: str) -> list[tuple[int, int]]:

@@ -8,7 +8,8 @@ in one batch for all answers. Then, per sentence:
   by the supporting ones (the words are kept);
 * otherwise the sentence goes through the RARR loop against the index (its cited passages
   join the evidence pool): ``kept`` (evidence from the index supports it as written; it is
-  cited to that evidence, which is added to the answer's passages), ``edited`` (an accepted
+  cited to that evidence, which is added to the answer's passages after the shown ones, with
+  ``shown: false``: a number above ``n_shown`` never names a passage the generator saw), ``edited`` (an accepted
   edit, cited), ``marked`` (left as written, flagged unsupported) or ``removed``.
 
 Every sentence then carries ``support`` (the best support of its text by its final
@@ -186,7 +187,8 @@ def _rebuild(
         "added_passages": [p.to_dict() for p in passages[len(a.passages) :]],
         "seconds": seconds,
     }
-    return AttributedAnswer(a.question, out_text, tuple(sentences), tuple(passages), report)
+    n_shown = a.n_shown if a.n_shown is not None else len(a.passages)
+    return AttributedAnswer(a.question, out_text, tuple(sentences), tuple(passages), report, n_shown)
 
 
 def verify_with_pipeline(pipe: Any, results: Sequence[Any], judge: SupportJudge | str = "default") -> list[Any]:

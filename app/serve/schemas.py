@@ -95,6 +95,11 @@ class PassageOut(_Open):
     start: int = Field(description="Character offset of the passage in its source document.")
     end: int
     score: float = Field(description="Retrieval score.")
+    shown: bool = Field(
+        True,
+        description="True when the generator was shown this passage; false for evidence `verify` found in the "
+        "index afterwards (numbered after the shown passages).",
+    )
 
 
 class QuoteOut(_Open):
@@ -132,7 +137,10 @@ class AskResponse(_Open):
     answer: str
     sentences: list[SentenceOut]
     citations: list[PassageOut] = Field(description="Every cited passage, by number.")
-    passages: list[PassageOut] = Field(description="Every passage shown to the generator, numbered from 1.")
+    passages: list[PassageOut] = Field(
+        description="Every passage shown to the generator, numbered from 1; with verify, then the evidence it "
+        'found in the index ("shown": false).'
+    )
     dropped_citations: list[int] = Field(default_factory=list)
     post_hoc_citations: int = 0
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")

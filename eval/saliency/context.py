@@ -298,11 +298,20 @@ def answer_from_dict(obj: Mapping[str, Any], *, where: str = "the answer") -> At
                 )
                 for s in obj["sentences"]
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f'{where}: malformed "sentences" ({exc.__class__.__name__}: {exc})') from None
     else:
         sentences = cite_answer(text, passages).sentences
     report = {"prompt_layout": obj["prompt_layout"]} if isinstance(obj.get("prompt_layout"), str) else {}
+    # After `ask --verify`, passages marked "shown": false are evidence the verifier found in the
+    # index: the generator never saw them, so they are no part of the context explained here, and
+    # citations of them are not citations of the generator's context.
+    rows = obj["passages"]
+    n_shown = next((i for i, r in enumerate(rows) if r.get("shown") is False), len(rows))
+    if n_shown < len(passages):
+        passages = passages[:n_shown]
+        sentences = tuple(replace(s, citations=tuple(n for n in s.citations if n <= n_shown)) for s in sentences)
+        report["unshown_passages_left_out"] = len(rows) - n_shown
     return AttributedAnswer(obj["question"], text, sentences, passages, report)
 
 
@@ -315,9 +324,13 @@ def passages_from_rows(rows: Any, *, where: str = "the passages") -> tuple[Passa
         if not isinstance(r, Mapping) or not isinstance(r.get("text"), str):
             raise InputError(f'{where}: passage {i} needs a string "text"')
         doc_id = str(r.get("doc_id", r.get("id", f"passage-{i}")))
-        start = int(r.get("start") or 0)
-        end = int(r["end"]) if r.get("end") is not None else start + len(r["text"])
-        out.append(Passage(doc_id, r["text"], str(r.get("title") or ""), float(r.get("score", 0.0) or 0.0), start, end))
+        try:
+            start = int(r.get("start") or 0)
+            end = int(r["end"]) if r.get("end") is not None else start + len(r["text"])
+            score = float(r.get("score", 0.0) or 0.0)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f'{where}: passage {i} has a malformed "start", "end" or "score" ({exc})') from None
+        out.append(Passage(doc_id, r["text"], str(r.get("title") or ""), score, start, end))
     return tuple(out)
 
 

@@ -179,6 +179,19 @@ function supportBadge(sentence, threshold) {
     `${label} ${sentence.support.toFixed(2)}`);
 }
 
+const UNSHOWN = "evidence found in the index by verification: not shown to the generator";
+
+function isUnshown(answer, n) {
+  const p = answer.passages.find((x) => x.n === n);
+  return Boolean(p && p.shown === false);
+}
+
+// Offsets from the server count Unicode code points (Python strings); JavaScript strings index
+// UTF-16 units, so an emoji before a span would shift every highlight after it.
+function cpSlice(text, start, end) {
+  return Array.from(text).slice(start, end).join("");
+}
+
 function renderAnswer(answer) {
   state.answer = answer;
   const box = $("answer");
@@ -188,9 +201,11 @@ function renderAnswer(answer) {
   answer.sentences.forEach((s, i) => {
     const span = el("span", { class: "sentence", dataset: { index: String(i) } }, stripMarkers(s.text));
     for (const n of s.citations) {
+      const unshown = isUnshown(answer, n);
       span.append(" ", el("a", {
-        href: `#passage-${n}`, class: "cite" + (s.post_hoc ? " post-hoc" : ""), dataset: { n: String(n), sentence: String(i) },
-        title: s.post_hoc ? "citation attached after generation" : `passage ${n}`,
+        href: `#passage-${n}`, class: "cite" + (s.post_hoc ? " post-hoc" : "") + (unshown ? " unshown" : ""),
+        dataset: { n: String(n), sentence: String(i) },
+        title: unshown ? UNSHOWN : s.post_hoc ? "citation attached after generation" : `passage ${n}`,
         onclick: (e) => { e.preventDefault(); showPassage(n, i); },
       }, `[${n}]`));
     }
@@ -215,7 +230,8 @@ function renderAnswer(answer) {
     refs.append(el("li", { value: String(c.n) },
       el("a", { href: `#passage-${c.n}`, class: "ref", onclick: (e) => { e.preventDefault(); showPassage(c.n, null); } },
         c.title || c.doc_id),
-      ` (${c.doc_id}, characters ${c.start}–${c.end})`));
+      ` (${c.doc_id}, characters ${c.start}–${c.end})`,
+      c.shown === false ? el("span", { class: "unshown-note" }, ` (${UNSHOWN})`) : null));
   }
   const notes = [];
   if (answer.sentences.some((s) => s.post_hoc)) notes.push("Dashed citations were attached after generation (the sentence had none).");
@@ -250,18 +266,19 @@ async function showPassage(n, sentenceIndex) {
   const view = $("passage-view");
   view.hidden = false;
   $("passage-number").textContent = `[${n}]`;
-  $("passage-meta").textContent = `${p.title ? p.title + " · " : ""}${p.doc_id} · characters ${p.start}–${p.end}`;
+  $("passage-meta").textContent = `${p.title ? p.title + " · " : ""}${p.doc_id} · characters ${p.start}–${p.end}` +
+    (p.shown === false ? ` · ${UNSHOWN}` : "");
   const sentence = sentenceIndex === null ? null : answer.sentences[sentenceIndex];
   const words = sentence === null ? new Set() : sentenceWords(sentence.text);
   const quote = sentence === null ? null : (sentence.quotes || []).find((q) => q.n === n);
   const box = $("passage-text");
   const mark = el("mark", { class: "cited-span" });
-  if (quote && quote.start >= p.start && quote.end <= p.end && p.text.slice(quote.start - p.start, quote.end - p.start) === quote.text) {
+  if (quote && quote.start >= p.start && quote.end <= p.end && cpSlice(p.text, quote.start - p.start, quote.end - p.start) === quote.text) {
     // The supporting quote (judge) inside the passage, highlighted on its own.
     const a = quote.start - p.start, b = quote.end - p.start;
-    mark.append(markWords(p.text.slice(0, a), words),
+    mark.append(markWords(cpSlice(p.text, 0, a), words),
       el("mark", { class: "quote", title: `supporting quote, support ${Number(quote.support).toFixed(2)}` }, markWords(quote.text, words)),
-      markWords(p.text.slice(b), words));
+      markWords(cpSlice(p.text, b), words));
   } else {
     mark.append(markWords(p.text, words));
   }
@@ -276,11 +293,11 @@ async function showPassage(n, sentenceIndex) {
     const doc = await resp.json();
     const a = p.start - doc.offset;
     const b = p.end - doc.offset;
-    if (doc.text.slice(a, b) !== p.text) return; // the index changed: keep the passage alone
+    if (cpSlice(doc.text, a, b) !== p.text) return; // the index changed: keep the passage alone
     box.replaceChildren(
-      el("span", { class: "context" }, (doc.offset > 0 ? "…" : "") + doc.text.slice(0, a)),
+      el("span", { class: "context" }, (doc.offset > 0 ? "…" : "") + cpSlice(doc.text, 0, a)),
       mark,
-      el("span", { class: "context" }, doc.text.slice(b)),
+      el("span", { class: "context" }, cpSlice(doc.text, b)),
     );
   } catch (_) { /* the passage alone is still shown */ }
 }
