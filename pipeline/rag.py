@@ -201,7 +201,11 @@ class RAGPipeline:
         assert self.iterative is not None
         cfg, tok = self.iterative, self.generator.tokenizer
         t0 = time.perf_counter()
-        registry: list[list[Passage]] = [[] for _ in qs]  # number n -> registry[i][n - 1]
+        registry: list[list[Passage]] = [[] for _ in qs]  # number n -> registry[i][n - 1], as shown
+        # Retrieved span -> its number. Keyed by the span the retriever returns, not the shown one:
+        # a truncated passage is shown with a shorter span, and keying by that gave one passage a
+        # new number every round.
+        numbered: list[dict[tuple[str, int, int], int]] = [{} for _ in qs]
         answers = ["" for _ in qs]
         done = [False] * len(qs)
         used = [0] * len(qs)
@@ -217,7 +221,7 @@ class RAGPipeline:
                 retrieved = self.retriever.retrieve(queries, self.k)
                 prompts = []
                 for i, ps in zip(active, retrieved):
-                    prompts.append(self._iterative_prompt(qs[i], ps, registry[i], answers[i]))
+                    prompts.append(self._iterative_prompt(qs[i], ps, registry[i], numbered[i], answers[i]))
                 params = self._generation_params(min(cfg.stride, self.params.max_tokens))
                 gens = self.generator.generate([p.text for p in prompts], params)
                 for i, g in zip(active, gens):
@@ -237,22 +241,28 @@ class RAGPipeline:
         return [_with_report(a, timings=timings) for a in out]
 
     def _iterative_prompt(
-        self, question: str, retrieved: Sequence[Passage], reg: list[Passage], prefix: str
+        self,
+        question: str,
+        retrieved: Sequence[Passage],
+        reg: list[Passage],
+        numbered: dict[tuple[str, int, int], int],
+        prefix: str,
     ) -> BuiltPrompt:
-        known = {p.key: n for n, p in enumerate(reg, start=1)}
         numbers, nxt = [], len(reg) + 1
         for p in retrieved:
-            if p.key in known:
-                numbers.append(known[p.key])
+            if p.key in numbered:
+                numbers.append(numbered[p.key])
             else:
                 numbers.append(nxt)
                 nxt += 1
         built = self._build(question, retrieved, numbers=numbers, answer_prefix=prefix)
-        # Register newly shown passages. Dropped documents are a suffix of the list, so
-        # their tentative numbers are the largest of this round and numbering stays dense.
-        for n, p in zip(built.numbers, built.shown):
+        # Register newly shown passages (as shown: truncated spans). ``built.shown`` is a prefix
+        # of ``retrieved`` in order (dropped documents are a suffix), so their tentative numbers
+        # are the largest of this round and numbering stays dense.
+        for n, shown, p in zip(built.numbers, built.shown, retrieved):
             if n == len(reg) + 1:
-                reg.append(p)
+                reg.append(shown)
+                numbered[p.key] = n
         return built
 
 

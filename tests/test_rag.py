@@ -96,6 +96,42 @@ def test_iterative_mode_reretrieves_and_keeps_numbers_stable() -> None:
     assert a.report["rounds"] == 2
 
 
+def test_iterative_mode_keeps_the_number_of_a_truncated_passage() -> None:
+    """A passage longer than max_doc_tokens is shown cut (a shorter span); it was registered
+    under the cut span and so got a new number in every round it was retrieved again
+    (reproduced: [long.md 0-29, o.md, long.md 0-29], the same passage as [1] and [3])."""
+    from pipeline.prompting import PromptConfig
+
+    words = " ".join(f"w{i}" for i in range(40))
+    long = Passage("long.md", words, "Long", 0, 0, len(words))
+    other = Passage("o.md", "Other words here.", "Other", 0, 0, 17)
+    script = iter(
+        [
+            Generation("First part [1]", finish_reason="length"),
+            Generation(" and more [2]", finish_reason="length"),
+            Generation(" and the end [1].", finish_reason="stop"),
+        ]
+    )
+    gen = scripted(lambda p, _: next(script))
+    rounds = iter([[long], [other, long], [long, other]])
+    retriever = FakeRetriever([long, other], rank=lambda q, passages, k: next(rounds))
+    pipe = RAGPipeline(
+        retriever,
+        gen,
+        k=2,
+        iterative=IterativeConfig(stride=4, query_tokens=4),
+        params=GenerationParams(max_tokens=64),
+        prompt=PromptConfig(max_doc_tokens=5),
+        clean=False,
+    )
+    a = pipe.ask("Tell me about long")
+    assert [p.doc_id for p in a.passages] == ["long.md", "o.md"]
+    shown_long = a.passages[0]
+    assert shown_long.end < long.end and long.text[: shown_long.end - shown_long.start] == shown_long.text
+    assert "Document [1] (Title: Long)" in gen.batches[1][0] and "Document [1] (Title: Long)" in gen.batches[2][0]
+    assert "Document [3]" not in gen.batches[1][0] + gen.batches[2][0]
+
+
 def test_k_must_be_positive() -> None:
     with pytest.raises(InputError):
         RAGPipeline(corpus_retriever(), scripted(lambda p, _: Generation("")), k=0)
