@@ -30,8 +30,12 @@ class LangChainRetriever:
     passed to every search.
 
     Metadata keys used when present: ``doc_id``/``id``/``source`` (first found), ``title``,
-    ``start``, ``end``, ``score``. Otherwise the doc_id is ``"lc-" + sha1(text)[:12]``,
-    ``start=0``, ``end=len(text)`` and the score falls with rank (``1/rank``).
+    ``start`` (else LangChain's own ``start_index``, which text splitters write with
+    ``add_start_index=True``), ``end``, ``score``. Otherwise the doc_id is
+    ``"lc-" + sha1(text)[:12]``, ``start=0``, ``end=len(text)`` and the score falls with rank
+    (``1/rank``). A chunk of a ``source`` with no offset at all is named
+    ``source#sha1(text)[:12]`` with the span of its own text: its place in the source is
+    unknown, and two same-length chunks of one source must never share a citation key.
     """
 
     def __init__(self, lc_retriever: Any, *, search_kwargs: Mapping[str, Any] | None = None) -> None:
@@ -87,10 +91,14 @@ def to_passage(doc: Any, rank: int = 1, score: float | None = None) -> Passage:
     when given, wins over the metadata's."""
     text: str = doc.page_content
     meta: Mapping[str, Any] = doc.metadata or {}
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
     doc_id = next((str(meta[key]) for key in _ID_KEYS if meta.get(key) not in (None, "")), None)
+    start = _as_int(meta.get("start"), _as_int(meta.get("start_index"), -1))
     if doc_id is None:
-        doc_id = "lc-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
-    start = _as_int(meta.get("start"), 0)
+        doc_id = "lc-" + digest
+    elif start < 0 and "doc_id" not in meta and "id" not in meta:
+        doc_id = f"{doc_id}#{digest}"  # a chunk of this source, place unknown
+    start = max(start, 0)
     end = _as_int(meta.get("end"), start + len(text))
     if score is None:
         score = meta.get("score")

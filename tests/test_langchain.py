@@ -107,6 +107,34 @@ def _check_store(store: Any, index: Any) -> None:
     assert answer.citation(1).passage.doc_id == "golden_gate_bridge.md"
 
 
+def test_langchain_start_index_gives_true_spans_and_chunks_never_collide() -> None:
+    """LangChain's splitters record ``start_index`` (``add_start_index=True``): it is the span.
+    Without any offset, two same-length chunks of one ``source`` used to get the same span
+    0..len and so the same citation key."""
+    from langchain_core.documents import Document
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    from retrievers.langchain import to_passage
+
+    source = "aaaa bbbb. " * 30 + "cccc dddd. " * 30
+    splitter = RecursiveCharacterTextSplitter(chunk_size=60, chunk_overlap=0, add_start_index=True)
+    chunks = splitter.create_documents([source], metadatas=[{"source": "notes.txt"}])
+    passages = [to_passage(d) for d in chunks]
+    assert len(passages) > 3 and all(p.doc_id == "notes.txt" for p in passages)
+    assert all(source[p.start : p.end] == p.text for p in passages)
+    assert len({p.key for p in passages}) == len(passages)
+
+    same_length = [
+        Document("first chunk.", metadata={"source": "a.md"}),
+        Document("other chunk.", metadata={"source": "a.md"}),
+    ]
+    a, b = (to_passage(d) for d in same_length)
+    assert a.key != b.key and a.doc_id.startswith("a.md#") and (a.start, a.end) == (0, len("first chunk."))
+    # An explicit id or start wins: the chunk is then named as given.
+    assert to_passage(Document("x", metadata={"source": "a.md", "start": 5})).key == ("a.md", 5, 6)
+    assert to_passage(Document("x", metadata={"doc_id": "d1", "source": "a.md"})).key == ("d1", 0, 1)
+
+
 def test_in_memory_vector_store_as_citerag_retriever(index: Any, embeddings: Any) -> None:
     from langchain_core.vectorstores import InMemoryVectorStore
 
