@@ -33,6 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.serve import routes_eval
 from app.serve.schemas import (
+    ERROR_RESPONSES,
+    SSE_EVENT_SCHEMA,
     AskRequest,
     AskResponse,
     DocumentSpan,
@@ -52,7 +54,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WEB_DIR = Path(__file__).parent / "web"
 COOKIE = "citerag_api_key"
-_ERRORS = {422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}, 504: {"model": ErrorResponse}}
+_ERRORS = ERROR_RESPONSES
 
 
 def error_json(status: int, message: str, type_: str = "Error", **extra: Any) -> JSONResponse:
@@ -264,7 +266,7 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         responses={
             **_ERRORS,
             200: {
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
                 "description": "The answer (JSON), or with `stream` server-sent events",
             },
         },  # fmt: skip

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.serve.schemas import ErrorResponse
+from app.serve.schemas import ERROR_RESPONSES
 from eval.formats import predictions_from_rows
 from eval.saliency import attribute as attribute_answers
 from eval.saliency.context import answer_from_dict
@@ -21,7 +21,7 @@ from eval.scoring import EvalConfig
 from eval.scoring import evaluate as evaluate_examples
 from pipeline.errors import ConfigError, InputError
 
-_ERRORS = {422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}, 504: {"model": ErrorResponse}}
+_ERRORS = ERROR_RESPONSES
 
 
 class AttributeRequest(BaseModel):

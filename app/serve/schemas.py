@@ -248,3 +248,24 @@ class DocumentSpan(BaseModel):
     offset: int
     start: int = Field(description="The cited span, in document offsets.")
     end: int
+
+
+#: The error statuses every API operation may answer, documented in /openapi.json (and held to
+#: it by tests/test_api_fuzz.py): 400 a body that cannot be parsed, 401 a missing or wrong key
+#: (servers with --api-key), 413 a body or field over its limit, 422 a request that parses but
+#: is invalid, 503 not ready or the generator unreachable, 504 past --request-timeout.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 503, 504)
+}
+
+#: One server-sent event of ``POST /v1/ask`` with ``"stream": true``: ``token`` events carry
+#: ``{"text": ...}``, then one ``final`` (the whole answer, as the JSON response) or ``error``
+#: (an ErrorResponse body); ``data`` is that JSON, as text.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["token", "final", "error"]},
+        "data": {"type": "string", "description": "The event's JSON payload."},
+    },
+    "required": ["data"],
+}
