@@ -49,7 +49,9 @@ def settings(index: Path, **kw: Any) -> Any:
 
 
 @contextlib.contextmanager
-def serving(s: Any, generator: Any = None, ready: bool = True, service: list[Any] | None = None) -> Iterator[str]:
+def serving(
+    s: Any, generator: Any = None, ready: bool = True, service: list[Any] | None = None, judge: Any = None
+) -> Iterator[str]:
     """The app for settings ``s`` on uvicorn, on a free loopback port; its base URL.
 
     ``service``, when given, receives the app's CiteragService."""
@@ -58,7 +60,7 @@ def serving(s: Any, generator: Any = None, ready: bool = True, service: list[Any
     from app.serve.app import create_app
     from app.serve.service import CiteragService
 
-    svc = CiteragService(s, generator=generator)
+    svc = CiteragService(s, generator=generator, judge=judge)
     if service is not None:
         service.append(svc)
     app = create_app(svc)
