@@ -23,6 +23,7 @@ ANSWER = "The Golden Gate Bridge opened in 1937 [1]. It spans the Golden Gate st
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in separate writes: no 40 ms delayed-ACK stalls
     server: FakeServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
