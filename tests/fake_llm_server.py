@@ -4,9 +4,10 @@
 ``OpenAIGenerator`` uses: ``/health``, ``/v1/models``, ``/tokenize`` and ``/detokenize`` (one
 token per UTF-8 byte, no chat template), and ``/v1/completions`` with a canned answer, whole
 after ``--delay`` seconds or streamed (``"stream": true``, chunked like vLLM's server) one word
-every ``--piece-delay`` seconds. ``GET /stats`` counts the completions started, so a test knows
-when a request is in flight. The generator is not what these tests check (they kill it, or
-shut the citerag server down around it); the tiny vLLM server is too fast to be caught mid-answer.
+every ``--piece-delay`` seconds. ``GET /stats`` counts the completions started (a test knows
+when a request is in flight) and the streams finished or aborted by the client. The generator
+is not what these tests check (they kill it, or shut the citerag server down around it); the
+tiny vLLM server is too fast to be caught mid-answer.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/v1/models":
             self._json(200, {"data": [{"id": "fake", "owned_by": "fake", "max_model_len": 100000}]})
         elif self.path == "/stats":
-            self._json(200, {"completions_started": self.server.started})
+            srv = self.server
+            self._json(200, {"completions_started": srv.started, "streams_finished": srv.finished,
+                             "streams_aborted": srv.aborted})  # fmt: skip
         else:
             self._json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -73,6 +76,17 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _stream(self) -> None:
+        try:
+            self._send_stream()
+        except (BrokenPipeError, ConnectionResetError):  # the client closed the stream
+            with self.server.lock:
+                self.server.aborted += 1
+            self.close_connection = True
+            return
+        with self.server.lock:
+            self.server.finished += 1
+
+    def _send_stream(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -95,7 +109,7 @@ class FakeServer(ThreadingHTTPServer):
     def __init__(self, port: int, delay: float, piece_delay: float) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.delay, self.piece_delay = delay, piece_delay
-        self.started = 0
+        self.started = self.finished = self.aborted = 0
         self.lock = threading.Lock()
 
 

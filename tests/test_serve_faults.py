@@ -251,8 +251,12 @@ def fake_llm(port: int, *args: str) -> subprocess.Popen[bytes]:
         time.sleep(0.1)
 
 
+def llm_stats(port: int) -> dict[str, int]:
+    return dict(httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json())
+
+
 def llm_started(port: int) -> int:
-    return int(httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()["completions_started"])
+    return llm_stats(port)["completions_started"]
 
 
 @contextlib.contextmanager
@@ -372,6 +376,33 @@ def test_generator_killed_mid_stream_gives_an_error_event_then_recovers(sample_i
             names = [n for n, _ in events]
             assert names[-1] == "final" and set(names[:-1]) == {"token"}, names
             assert "1937" in events[-1][1]["answer"]
+    finally:
+        llm.kill()
+        llm.wait(10)
+
+
+def test_stream_left_by_its_client_stops_generating_and_keeps_its_thread_till_then(sample_index: Path) -> None:
+    """``--threads 1``: an SSE client leaves after the first token; the generation stream to the
+    LLM server is closed at its next piece (not run to the end), and the next request is
+    answered once that has happened."""
+    llm_port = free_port()
+    llm = fake_llm(llm_port, "--piece-delay", "0.3")
+    s = settings(sample_index, llm_url=f"http://127.0.0.1:{llm_port}", retriever="bm25", post_hoc=False,
+                 abstain=False, threads=1)  # fmt: skip
+    try:
+        with serving(s) as url:
+            body = {"question": QUESTION, "stream": True, "quotes": False}
+            with httpx.stream("POST", f"{url}/v1/ask", json=body, timeout=60) as r:
+                assert r.status_code == 200
+                for line in r.iter_lines():
+                    if line.startswith("event: token"):
+                        break  # leave after the first token
+            r = httpx.post(f"{url}/v1/ask", json={"question": SECOND, "quotes": False}, timeout=60)
+            assert r.status_code == 200, r.text
+            stats = llm_stats(llm_port)
+            assert stats["completions_started"] == 2
+            wait_for(lambda: llm_stats(llm_port)["streams_aborted"] == 1, timeout=10, what="the stream to be aborted")
+            assert llm_stats(llm_port)["streams_finished"] == 0
     finally:
         llm.kill()
         llm.wait(10)
