@@ -129,6 +129,35 @@ def test_work_pool_bounds_threads_and_cancels() -> None:
     asyncio.run(scenario())
 
 
+def test_work_pool_drain_refuses_new_work_and_stops_the_rest_after_the_grace() -> None:
+    import asyncio
+
+    from app.serve.work import ServerDrainingError, WorkPool
+
+    release = threading.Event()
+
+    async def scenario() -> None:
+        pool = WorkPool(1)
+        running = asyncio.ensure_future(pool.run(lambda cancel: release.wait(10), 30))
+        await asyncio.sleep(0.1)
+        queued = asyncio.ensure_future(pool.run(lambda cancel: "queued", 30))
+        drain = asyncio.ensure_future(pool.drain(0.5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ServerDrainingError, match="takes no new requests"):
+            await pool.run(lambda cancel: "new", 5)
+        t0 = time.monotonic()
+        for request in (running, queued):
+            with pytest.raises(ServerDrainingError, match="--grace-seconds"):
+                await request
+        assert time.monotonic() - t0 < 2 and drain.done()
+        assert pool.running == 1  # the first thread is still blocked; it keeps its slot
+        release.set()
+        await asyncio.sleep(0.2)
+        assert pool.running == 0 and not pool._slots.locked()  # every slot came back
+
+    asyncio.run(scenario())
+
+
 # -- POST /v1/eval: a cap on judge pairs -----------------------------------------------------------
 
 

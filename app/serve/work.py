@@ -100,11 +100,7 @@ class WorkPool:
         loop = asyncio.get_running_loop()
         cancel = cancel if cancel is not None else threading.Event()
         deadline = loop.time() + timeout
-        try:
-            await asyncio.wait_for(self._slots.acquire(), timeout)
-        except TimeoutError:
-            cancel.set()
-            raise RequestTimeout() from None
+        await self._take_slot(cancel, timeout)
         done: asyncio.Future[T] = loop.create_future()
         # Nobody may await ``done`` after a timeout: read its outcome so asyncio does not log it.
         done.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -153,12 +149,35 @@ class WorkPool:
         if done.done():
             return done.result()
         cancel.set()
+        self._raise_stopped()
+
+    def _raise_stopped(self) -> None:
         if self._gave_up.is_set():
             raise ServerDrainingError(
                 "the server is shutting down and stopped this request after its grace period (--grace-seconds); "
                 "send it again"
             )
         raise RequestTimeout()
+
+    async def _take_slot(self, cancel: threading.Event, timeout: float) -> None:
+        """Wait for a free slot, at most ``timeout`` seconds or until the grace period ends."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        gave_up = asyncio.ensure_future(self._gave_up.wait())
+        stopped = True
+        try:
+            await asyncio.wait([acquire, gave_up], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            stopped = self._gave_up.is_set()
+        finally:
+            gave_up.cancel()
+            got = acquire.done() and not acquire.cancelled() and acquire.exception() is None
+            if not got:
+                acquire.cancel()
+            elif stopped:  # cancelled, or the grace period ended: give the slot back
+                self._slots.release()
+        if got and not stopped:
+            return
+        cancel.set()
+        self._raise_stopped()
 
     async def drain(self, grace: float) -> None:
         """A graceful shutdown: refuse new work now; after ``grace`` seconds, cancel what still
