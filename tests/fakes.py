@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -119,6 +120,8 @@ class FakeGenerator:
     in every ``generate`` call (a slow backend). With ``stream`` (a list of text pieces) it
     also has the optional ``stream`` method of streaming backends, which yields those pieces
     and a final empty "stop" delta, and sets ``stream_closed`` when the stream is closed.
+    ``active`` counts the ``generate`` calls running now and ``peak_active`` the most at once
+    (to check that callers bound their concurrency).
     """
 
     def __init__(
@@ -155,6 +158,9 @@ class FakeGenerator:
         #: How many times ``score`` was called.
         self.score_calls = 0
         self.stream_closed = False
+        self.active = 0
+        self.peak_active = 0
+        self._active_lock = threading.Lock()
         if stream is not None:
             pieces = tuple(stream)
             self.stream = lambda prompt, params: self._stream(pieces)
@@ -181,6 +187,16 @@ class FakeGenerator:
             self.stream_closed = True
 
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
+        with self._active_lock:
+            self.active += 1
+            self.peak_active = max(self.peak_active, self.active)
+        try:
+            return self._generate(prompts, params)
+        finally:
+            with self._active_lock:
+                self.active -= 1
+
+    def _generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
         check_params(params)
         if not self.regex:
             # Canned replies cannot honour a constraint; pretending to would hide a missing backend.

@@ -49,7 +49,9 @@ def settings(index: Path, **kw: Any) -> Any:
 
 
 @contextlib.contextmanager
-def serving(s: Any, generator: Any = None, ready: bool = True, service: list[Any] | None = None) -> Iterator[str]:
+def serving(
+    s: Any, generator: Any = None, ready: bool = True, service: list[Any] | None = None, judge: Any = None
+) -> Iterator[str]:
     """The app for settings ``s`` on uvicorn, on a free loopback port; its base URL.
 
     ``service``, when given, receives the app's CiteragService."""
@@ -58,7 +60,7 @@ def serving(s: Any, generator: Any = None, ready: bool = True, service: list[Any
     from app.serve.app import create_app
     from app.serve.service import CiteragService
 
-    svc = CiteragService(s, generator=generator)
+    svc = CiteragService(s, generator=generator, judge=judge)
     if service is not None:
         service.append(svc)
     app = create_app(svc)
@@ -555,8 +557,16 @@ def test_citerag_serve_options_reach_the_settings(sample_index: Path, monkeypatc
     monkeypatch.setattr(app.serve.cli, "run_server", lambda s, **kw: seen.append(s))
     result = CliRunner().invoke(cli, ["serve", "--index", str(sample_index), "--citations", "constrained",
                                       "--iterative", "--stride", "8", "--llm-api-key", "llm-key",
-                                      "--api-key", "server-key"])  # fmt: skip
+                                      "--api-key", "server-key", "--host", "0.0.0.0",
+                                      "--allowed-hosts", "rag.example.org, lan-box", "--max-eval-pairs", "50",
+                                      "--grace-seconds", "2.5"])  # fmt: skip
     assert result.exit_code == 0, result.output
     (s,) = seen
     assert (s.citations, s.iterative, s.stride) == ("constrained", True, 8)
     assert (s.llm_api_key, s.api_key) == ("llm-key", "server-key")
+    assert (s.host, s.allowed_hosts, s.max_eval_pairs, s.grace_seconds) == (
+        "0.0.0.0",
+        ("rag.example.org", "lan-box"),
+        50,
+        2.5,
+    )

@@ -6,7 +6,11 @@ once and ``/readyz`` says 503 until the index and the generator are ready.
 
 Errors: a :class:`~pipeline.errors.CiteragError` becomes its ``http_status`` (422 bad input,
 503 generator or index unavailable) with ``{"error": {"type", "message", "status"}}``; a
-request over ``--request-timeout`` gets 504. The scoring endpoints (``/v1/eval``,
+request over ``--request-timeout`` gets 504. Model work runs in at most ``--threads`` worker
+threads (:mod:`app.serve.work`): a request that times out or whose client leaves has its
+work cancelled at the next stage, and keeps its thread slot until that work has stopped.
+Host headers, the API key and body sizes are checked by the middleware of
+:mod:`app.serve.guards`. The scoring endpoints (``/v1/eval``,
 ``/v1/attribute``) live in :mod:`app.serve.routes_eval` and are always mounted: a missing
 dependency there fails the import loudly instead of hiding the routes.
 """
@@ -15,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
@@ -32,6 +34,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.serve import routes_eval
+from app.serve.guards import (
+    COOKIE,
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    HostCheckMiddleware,
+    host_policy,
+    key_matches,
+    session_token,
+)
 from app.serve.schemas import (
     ERROR_RESPONSES,
     SSE_EVENT_SCHEMA,
@@ -46,6 +57,7 @@ from app.serve.schemas import (
     ReviseResponse,
 )
 from app.serve.service import CiteragService
+from app.serve.work import RequestTimeout, Work, WorkPool, watch_disconnect
 from pipeline import __version__
 from pipeline.errors import CiteragError
 
@@ -53,106 +65,23 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WEB_DIR = Path(__file__).parent / "web"
-COOKIE = "citerag_api_key"
 _ERRORS = ERROR_RESPONSES
 
 
-def error_json(status: int, message: str, type_: str = "Error", **extra: Any) -> JSONResponse:
+def error_json(
+    status: int, message: str, type_: str = "Error", headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {"error": {"type": type_, "message": message, "status": status, **extra}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _citerag_error(exc: CiteragError) -> JSONResponse:
-    return error_json(exc.http_status, str(exc), type(exc).__name__)
-
-
-class RequestTimeout(Exception):
-    pass
-
-
-# -- ASGI middleware ---------------------------------------------------------------------
-
-
-async def _send_json(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, message: str, type_: str) -> None:
-    body = json.dumps({"error": {"type": type_, "message": message, "status": status}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-class BodyLimitMiddleware:
-    """413 for request bodies over ``limit`` bytes (by Content-Length, or while reading)."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        msg = f"the request body is larger than this server accepts ({self.limit} bytes, --max-body-bytes)"
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await _send_json(send, 413, msg, "PayloadTooLarge")
-            return
-        seen = 0
-
-        async def limited() -> dict[str, Any]:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise StarletteHTTPException(413, msg)
-            return message
-
-        await self.app(scope, limited, send)
-
-
-class AuthMiddleware:
-    """Bearer-token auth on every path but ``/healthz`` (and ``/login``, which checks the key).
-
-    The key is accepted as ``Authorization: Bearer KEY`` or, for the web page, as the cookie
-    that ``POST /login`` sets. Keys are compared in constant time.
-    """
-
-    OPEN = ("/healthz", "/login")
-
-    def __init__(self, app: Any, key: str) -> None:
-        self.app, self.key = app, key.encode()
-
-    def ok(self, headers: dict[bytes, bytes]) -> bool:
-        auth = headers.get(b"authorization", b"")
-        if auth[:7].lower() == b"bearer " and hmac.compare_digest(auth[7:].strip(), self.key):
-            return True
-        for part in headers.get(b"cookie", b"").split(b";"):
-            name, _, value = part.strip().partition(b"=")
-            if name == COOKIE.encode() and hmac.compare_digest(value, self.key):
-                return True
-        return False
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN or self.ok(dict(scope.get("headers") or [])):
-            await self.app(scope, receive, send)
-            return
-        if scope["path"] == "/" and scope.get("method") == "GET":
-            body = _LOGIN_PAGE.encode()
-            await send({"type": "http.response.start", "status": 401, "headers": [
-                (b"content-type", b"text/html; charset=utf-8"), (b"www-authenticate", b"Bearer"),
-                (b"content-length", str(len(body)).encode())]})  # fmt: skip
-            await send({"type": "http.response.body", "body": body})
-            return
-        await _send_json(send, 401, "this server needs an API key: send 'Authorization: Bearer KEY'", "Unauthorized")
-
-
-_LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>citerag: API key</title>
-<link rel="stylesheet" href="data:,"></head><body style="font-family:sans-serif;max-width:30em;margin:4em auto">
-<h1>citerag</h1><p>This server needs its API key.</p>
-<form method="post" action="/login"><input type="password" name="key" placeholder="API key" autofocus>
-<button type="submit">Enter</button></form></body></html>"""
+    retry = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    return error_json(exc.http_status, str(exc), type(exc).__name__, headers)
 
 
 # -- the app ------------------------------------------------------------------------------
@@ -161,18 +90,18 @@ _LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>citerag
 def create_app(service: CiteragService, *, load_in_background: bool = True) -> FastAPI:
     """The FastAPI app over ``service`` (loaded at start-up unless it already is)."""
     s = service.settings
-    limiter_box: dict[str, Any] = {}
+    pool = WorkPool(s.threads)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import anyio
-
-        limiter_box["limiter"] = anyio.CapacityLimiter(s.threads)
         if load_in_background and not service.loaded.is_set():
             threading.Thread(target=_load_quietly, args=(service,), name="citerag-load", daemon=True).start()
         try:
             yield
         finally:
+            # Work uvicorn gave up on (past --grace-seconds) stops at its next check.
+            if n := pool.cancel_all():
+                log.warning("shutting down: cancelled %d request(s) still at work", n)
             await asyncio.get_running_loop().run_in_executor(None, service.close)
 
     app = FastAPI(
@@ -182,16 +111,19 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.pool = pool
 
-    async def run(fn: Callable[[], T], timeout: float | None = None) -> T:
-        """``fn()`` in a worker thread, bounded by the request timeout."""
-        import anyio.to_thread
-
-        job = anyio.to_thread.run_sync(fn, limiter=limiter_box.get("limiter"))
-        try:
-            return await asyncio.wait_for(job, timeout or s.request_timeout)
-        except TimeoutError:
-            raise RequestTimeout() from None
+    async def run(
+        fn: Work[T],
+        timeout: float | None = None,
+        *,
+        request: Request | None = None,
+        cancel: threading.Event | None = None,
+    ) -> T:
+        """``fn(cancel)`` in a worker thread (at most ``--threads`` at once), bounded by the
+        request timeout; the token is set when the timeout passes or ``request``'s client leaves."""
+        watch = (lambda token: watch_disconnect(request.receive, token)) if request is not None else None
+        return await pool.run(fn, timeout or s.request_timeout, cancel=cancel, watch=watch)
 
     # errors ----------------------------------------------------------------------------
     @app.exception_handler(CiteragError)
@@ -230,7 +162,7 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
     @app.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}}, tags=["probes"])
     async def readyz() -> JSONResponse:
         """The index is loaded and the generator answers (503 otherwise, with a message)."""
-        state = await run(service.readiness, timeout=30)
+        state = await run(lambda _: service.readiness(), timeout=30)
         return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
     @app.get("/v1/info", response_model=InfoResponse, tags=["probes"])
@@ -254,6 +186,7 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
                 "max_text_chars": s.max_text_chars,
                 "max_tokens_limit": s.max_tokens_limit,
                 "request_timeout_s": s.request_timeout,
+                "max_eval_pairs": s.max_eval_pairs,
             },  # fmt: skip
             "auth": bool(s.api_key),
         }
@@ -271,7 +204,7 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
             },
         },  # fmt: skip
     )
-    async def ask(req: AskRequest) -> Response:
+    async def ask(req: AskRequest, request: Request) -> Response:
         """Answer a question from the index with citations (``citerag ask --json``).
 
         With ``"stream": true`` the answer comes as server-sent events: ``token`` events
@@ -280,11 +213,11 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         or an ``error`` event.
         """
         if req.stream:
-            return await _stream_ask(req)
-        result = await run(lambda: service.ask(req))
+            return await _stream_ask(req, request)
+        result = await run(lambda cancel: service.ask(req, cancel=cancel), request=request)
         return JSONResponse(result)
 
-    async def _stream_ask(req: AskRequest) -> Response:
+    async def _stream_ask(req: AskRequest, request: Request) -> Response:
         # Checks that need no model run first, so their errors are plain HTTP statuses.
         service.check_length(req.question, s.max_question_chars, "question", "--max-question-chars")
         from pipeline.prompting import validate_question
@@ -293,18 +226,14 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         service.require_ready()
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
-        stop = threading.Event()
-        deadline = time.monotonic() + s.request_timeout
+        stop = threading.Event()  # the request's cancel token
 
         def on_token(text: str) -> None:
             loop.call_soon_threadsafe(events.put_nowait, ("token", {"text": text}))
 
-        def cancelled() -> bool:
-            return stop.is_set() or time.monotonic() > deadline
-
         async def work() -> None:
             try:
-                result = await run(lambda: service.ask(req, on_token, cancelled))
+                result = await run(lambda token: service.ask(req, on_token, cancel=token), cancel=stop)
                 events.put_nowait(("final", result))
             except CiteragError as exc:
                 events.put_nowait(
@@ -321,7 +250,12 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
                 events.put_nowait(None)
 
         task = asyncio.create_task(work())
-        first = await events.get()
+        # Until the first event the client's leaving is watched here; then by the stream.
+        watcher = asyncio.create_task(watch_disconnect(request.receive, stop))
+        try:
+            first = await events.get()
+        finally:
+            watcher.cancel()
         if first is not None and first[0] == "error":
             stop.set()
             await task
@@ -346,10 +280,10 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         )
 
     @app.post("/v1/revise", response_model=ReviseResponse, tags=["api"], responses=_ERRORS)
-    async def revise(req: ReviseRequest) -> JSONResponse:
+    async def revise(req: ReviseRequest, request: Request) -> JSONResponse:
         """Check every claim of a text against the index and edit only what the evidence contradicts
         (``citerag revise --json``)."""
-        return JSONResponse(await run(lambda: service.revise(req)))
+        return JSONResponse(await run(lambda cancel: service.revise(req, cancel=cancel), request=request))
 
     @app.get(
         "/v1/documents/{doc_id:path}",
@@ -361,7 +295,7 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         """The text around a cited span ``[start, end)`` of a source document (``context``
         characters each side), rebuilt from the index."""
         context = max(0, min(context, 5000))
-        return JSONResponse(await run(lambda: service.document(doc_id, start, end, context), timeout=30))
+        return JSONResponse(await run(lambda _: service.document(doc_id, start, end, context), timeout=30))
 
     routes_eval.register(app, service, run)
 
@@ -374,18 +308,22 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
     async def login(request: Request) -> Response:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         key = (form.get("key") or [""])[0]
-        if not s.api_key or not hmac.compare_digest(key.encode(), s.api_key.encode()):
+        if not s.api_key or not key_matches(key, s.api_key):
             return error_json(401, "wrong API key", "Unauthorized")
         resp = RedirectResponse("/", status_code=303)
-        resp.set_cookie(COOKIE, key, httponly=True, samesite="strict")
+        secure = request.url.scheme == "https"
+        resp.set_cookie(COOKIE, session_token(s.api_key), httponly=True, samesite="strict", secure=secure)
         return resp
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
-    # Outermost last: auth first, then the body limit.
+    # Outermost last: the Host check first, then auth, then the body limit.
     app.add_middleware(BodyLimitMiddleware, limit=s.max_body_bytes)
     if s.api_key:
         app.add_middleware(AuthMiddleware, key=s.api_key)
+    policy = host_policy(s.allowed_hosts, s.api_key, s.host)
+    if policy is not None:
+        app.add_middleware(HostCheckMiddleware, policy=policy)
     return app
 
 

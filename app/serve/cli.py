@@ -120,7 +120,29 @@ def _generation_options(fn: Any) -> Any:
     type=int,
     default=128,
     show_default=True,
-    help="Requests worked on at once (each waits on the generator in a thread).",
+    help="Requests worked on at once (each in a thread; a timed-out request keeps its thread until its work stops).",
+)
+@click.option(
+    "--max-eval-pairs",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Judge pairs one POST /v1/eval may need (counted before judging); more get 413.",
+)
+@click.option(
+    "--allowed-hosts",
+    default=None,
+    envvar="CITERAG_ALLOWED_HOSTS",
+    help="Comma-separated host names the server answers to (any port; '*': any), besides localhost. "
+    "Default without --api-key: localhost, 127.0.0.1, [::1] (and, bound to another address, that address, "
+    "this machine's name and IP addresses); other Host headers get 400, against DNS rebinding.",
+)
+@click.option(
+    "--grace-seconds",
+    type=float,
+    default=30,
+    show_default=True,
+    help="On SIGTERM (or Ctrl-C), time the requests in flight get to finish; new connections are refused.",
 )
 @click.option(
     "--log-level",
@@ -154,6 +176,9 @@ def serve(
     max_text_chars: int,
     request_timeout: float,
     threads: int,
+    max_eval_pairs: int,
+    allowed_hosts: str | None,
+    grace_seconds: float,
     log_level: str,
     **kw: Any,
 ) -> None:
@@ -168,7 +193,10 @@ def serve(
         llm_api_key=llm_api_key, max_tokens=max_tokens, max_tokens_limit=max_tokens_limit, max_model_len=max_model_len,
         dtype=dtype, prefix_caching=not no_prefix_caching, judge=judge_name, abstain=not no_abstain,
         api_key=api_key or None, max_body_bytes=max_body_bytes, max_question_chars=max_question_chars,
-        max_text_chars=max_text_chars, request_timeout=request_timeout, threads=threads, **generation_settings(kw),
+        max_text_chars=max_text_chars, request_timeout=request_timeout, threads=threads,
+        max_eval_pairs=max_eval_pairs, host=host, grace_seconds=grace_seconds,
+        allowed_hosts=None if allowed_hosts is None else tuple(h.strip() for h in allowed_hosts.split(",")),
+        **generation_settings(kw),
     )  # fmt: skip
     run_server(settings, host=host, port=port, log_level=log_level)
 
@@ -185,10 +213,23 @@ def build_settings(index: str | None, **kw: Any) -> Any:
 
 
 def run_server(settings: Any, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
-    """Start uvicorn with the app over ``settings`` and serve until interrupted."""
+    """Start uvicorn with the app over ``settings`` and serve until interrupted.
+
+    SIGTERM (and Ctrl-C) drain the server: uvicorn closes the listening socket (new connections
+    are refused) and waits for the requests in flight; a request that still arrives on an open
+    connection gets 503 with ``Retry-After``. After ``settings.grace_seconds`` the work still
+    running is cancelled (its threads stop at their next check) and its requests get 503; then
+    the generator is closed. The command returns normally (exit 0): uvicorn re-raises the
+    signal it caught once it is done, and the handler installed here takes it instead of the
+    default one that would kill the process.
+    """
+    import asyncio
+    import signal
+
     import uvicorn
 
     from app.serve.app import create_app
+    from app.serve.guards import host_policy
     from app.serve.service import CiteragService
     from pipeline.generators.base import vllm_env
 
@@ -202,7 +243,29 @@ def run_server(settings: Any, *, host: str = "127.0.0.1", port: int = 8080, log_
     )
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         click.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+    policy = host_policy(settings.allowed_hosts, settings.api_key, settings.host)
+    if policy is not None:
+        click.echo(f"citerag serve: answering Host headers {policy.describe()} (--allowed-hosts)", err=True)
+    pool = app.state.pool
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            drain = asyncio.ensure_future(pool.drain(settings.grace_seconds))
+            try:
+                await super().shutdown(sockets)
+            finally:
+                drain.cancel()
+
+    # uvicorn's own limit comes a little later, so requests past the grace get their 503 first.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=settings.grace_seconds + 3
+    )
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a drained server has done its job.
+    signal.signal(signal.SIGTERM, lambda signum, frame: log.info("citerag serve drained after SIGTERM"))
+    server = DrainingServer(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)
 
 
 def main() -> None:

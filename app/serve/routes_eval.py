@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,11 +18,33 @@ from app.serve.schemas import ERROR_RESPONSES
 from eval.formats import predictions_from_rows
 from eval.saliency import attribute as attribute_answers
 from eval.saliency.context import answer_from_dict
-from eval.scoring import EvalConfig
+from eval.scoring import EvalConfig, attribution_needs, read_example
 from eval.scoring import evaluate as evaluate_examples
 from pipeline.errors import ConfigError, InputError
 
 _ERRORS = ERROR_RESPONSES
+
+
+class TooManyPairsError(InputError):
+    """A ``POST /v1/eval`` that would need more judge pairs than ``--max-eval-pairs``."""
+
+    http_status = 413
+
+
+def count_pairs(examples: Any, config: EvalConfig) -> int:
+    """An upper bound on the judge pairs :func:`eval.scoring.evaluate` sends for ``examples``,
+    read without any model: RARR attribution's sentence x document pairs, and for each sentence
+    ALCE judges, its joint pair plus, with several citations, one pair alone and one without
+    per citation (ALCE asks for the last two only where earlier scores make them decide)."""
+    total = 0
+    for ex in examples:
+        read = read_example(ex, config)
+        if config.attribution:
+            total += len(attribution_needs(read))
+        for plan in read.citations.sentences:
+            if plan.status == "judged":
+                total += 1 + (2 * len(plan.used) if len(plan.used) > 1 else 0)
+    return total
 
 
 class AttributeRequest(BaseModel):
@@ -81,28 +104,30 @@ def register(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
 
 def _add_attribute(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
     @app.post("/v1/attribute", response_model=AttributeResponse, tags=["api"], responses=_ERRORS)
-    async def attribute(req: AttributeRequest) -> JSONResponse:
+    async def attribute(req: AttributeRequest, request: Request) -> JSONResponse:
         """Saliency of the evidence for each answer sentence (``citerag attribute --json``), with
         the server's generator and prompt settings."""
 
-        def work() -> dict[str, Any]:
+        def work(cancel: Any) -> dict[str, Any]:
             service.require_ready()
             answer = answer_from_dict(req.answer, where="answer")
-            report = attribute_answers(
-                service.generator, [answer], req.methods, req.level, cfg=service.pipeline.prompt
-            )[0]
+            generator = service.checked_generator(cancel)
+            report = attribute_answers(generator, [answer], req.methods, req.level, cfg=service.pipeline.prompt)[0]
             return report.to_dict()
 
-        return JSONResponse(await run(work))
+        return JSONResponse(await run(work, request=request))
 
 
 def _add_eval(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
     @app.post("/v1/eval", tags=["api"], responses=_ERRORS)
-    async def evaluate(req: EvalRequest) -> JSONResponse:
+    async def evaluate(req: EvalRequest, request: Request) -> JSONResponse:
         """Citation recall / precision / F1 (ALCE), RARR attribution and preservation, answer
-        correctness (``citerag eval --json``), judged by the server's support judge."""
+        correctness (``citerag eval --json``), judged by the server's support judge.
 
-        def work() -> dict[str, Any]:
+        A request that would need more judge pairs than the server's ``--max-eval-pairs``
+        (counted before any judging: see ``count_pairs``) gets 413."""
+
+        def work(cancel: Any) -> dict[str, Any]:
             if not req.predictions:
                 raise InputError("predictions is empty: send the rows of a predictions file")
             if service.settings.judge == "llm":
@@ -110,10 +135,19 @@ def _add_eval(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
                     "/v1/eval cannot use the llm judge: start the server with --judge default or a model folder"
                 )
             preds = predictions_from_rows(req.predictions, req.format)
-            judge = service.judge()
-            threshold = req.threshold if req.threshold is not None else float(judge.threshold)
-            config = EvalConfig(threshold=threshold, at_most_citations=req.at_most_citations or None,
+            config = EvalConfig(threshold=0.5, at_most_citations=req.at_most_citations or None,
                                 qampari=req.qampari, attribution=req.attribution)  # fmt: skip
+            limit = service.settings.max_eval_pairs
+            pairs = count_pairs(preds.examples, config)
+            if pairs > limit:
+                raise TooManyPairsError(
+                    f"these predictions need up to {pairs} judge pairs (sentences x documents, and the "
+                    f"citations of each sentence); this server judges at most {limit} per request "
+                    "(--max-eval-pairs): send fewer predictions per request, or set attribution: false"
+                )
+            judge = service.checked_judge(cancel)
+            threshold = req.threshold if req.threshold is not None else float(judge.threshold)
+            config = replace(config, threshold=threshold)
             evaluation = evaluate_examples(preds.examples, judge.judge, config, chunk_size=1024)
             metrics: dict[str, Any] = {"format": preds.kind, **evaluation.metrics(), "skipped": len(preds.skipped)}
             metrics["judge"] = {"name": service.settings.judge, **metrics.get("judge", {})}
@@ -121,7 +155,7 @@ def _add_eval(app: FastAPI, service: Any, run: Callable[..., Any]) -> None:
                 metrics["rows"] = evaluation.rows()
             return _finite(metrics)
 
-        return JSONResponse(await run(work))
+        return JSONResponse(await run(work, request=request))
 
 
 def _finite(value: Any) -> Any:

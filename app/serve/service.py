@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from app.serve.work import check_cancelled
 from pipeline.config import Settings
 from pipeline.errors import CiteragError, ConfigError, GeneratorUnavailableError, InputError
 from pipeline.types import Passage
@@ -59,6 +60,14 @@ class ServeSettings(Settings):
     max_text_chars: int = Field(20000, ge=1)
     request_timeout: float = Field(300.0, gt=0)
     threads: int = Field(128, ge=1)
+    #: Judge pairs one ``POST /v1/eval`` may need (an upper bound counted before judging); 413 over.
+    max_eval_pairs: int = Field(2000, ge=1)
+    #: The address the server binds (the Host-header policy depends on it).
+    host: str = "127.0.0.1"
+    #: Host headers answered (any port); None: the default policy of :mod:`app.serve.guards`.
+    allowed_hosts: tuple[str, ...] | None = None
+    #: On SIGTERM, seconds the requests in flight get to finish before they are cancelled.
+    grace_seconds: float = Field(30.0, ge=0)
 
 
 class _Locked:
@@ -79,6 +88,40 @@ class _Locked:
 
             return locked
         return value
+
+
+class _Checked:
+    """Calls to the wrapped object's methods ``names`` first check the request's cancel token.
+
+    Wrapped around a request's retriever, generator, post-hoc citer and judge, it makes every
+    stage boundary and every batch sent to a model a point where cancelled work stops."""
+
+    def __init__(self, inner: Any, cancel: threading.Event, names: Sequence[str]) -> None:
+        self._inner, self._cancel, self._names = inner, cancel, frozenset(names)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        value = getattr(self._inner, name)
+        if name in self._names and callable(value):
+
+            def checked(*args: Any, **kwargs: Any) -> Any:
+                check_cancelled(self._cancel, f"{type(self._inner).__name__}.{name}")
+                return value(*args, **kwargs)
+
+            return checked
+        return value
+
+
+def _checked(obj: Any, cancel: threading.Event | None, names: Sequence[str]) -> Any:
+    return obj if obj is None or cancel is None else _Checked(obj, cancel, names)
+
+
+#: The methods that do model or index work, per component.
+_GENERATOR = ("generate", "score", "stream")
+_RETRIEVER = ("retrieve",)
+_JUDGE = ("judge",)
+_CITER = ("best",)
 
 
 class CiteragService:
@@ -181,6 +224,14 @@ class CiteragService:
                 self._judge = judge if self.settings.judge == "llm" else _Locked(judge, self._cpu, ["judge"])
             return self._judge
 
+    def checked_judge(self, cancel: threading.Event | None) -> Any:
+        """The judge, checking ``cancel`` before each batch it is given."""
+        return _checked(self.judge(), cancel, _JUDGE)
+
+    def checked_generator(self, cancel: threading.Event | None) -> Any:
+        """The generator, checking ``cancel`` before each call."""
+        return _checked(self.generator, cancel, _GENERATOR)
+
     def close(self) -> None:
         """Stop the generator this service started."""
         gen = self.generator
@@ -235,8 +286,9 @@ class CiteragService:
                 f"the {what} is {len(text)} characters long; this server accepts at most {limit} ({option}): shorten it"
             )
 
-    def request_pipeline(self, req: Any) -> Any:
-        """The shared pipeline with this request's k, retriever, token budget and post-hoc choice."""
+    def request_pipeline(self, req: Any, cancel: threading.Event | None = None) -> Any:
+        """The shared pipeline with this request's k, retriever, token budget and post-hoc choice;
+        with ``cancel``, its components check that token before each call."""
         self.require_ready()
         s = self.settings
         max_tokens = req.max_tokens or s.max_tokens
@@ -266,45 +318,57 @@ class CiteragService:
             changes["post_hoc"] = _Locked(
                 EmbeddingPostHocCiter(self._embedder, s.post_hoc_min_similarity), self._cpu, ["best"]
             )
+        if cancel is not None:
+            changes["generator"] = _checked(pipe.generator, cancel, _GENERATOR)
+            changes["retriever"] = _checked(changes.get("retriever", pipe.retriever), cancel, _RETRIEVER)
+            changes["post_hoc"] = _checked(changes.get("post_hoc", pipe.post_hoc), cancel, _CITER)
         return replace(pipe, **changes) if changes else pipe
 
     def ask(
         self,
         req: Any,
         on_token: Callable[[str], None] | None = None,
-        cancelled: Callable[[], bool] | None = None,
+        *,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
-        """``citerag ask --json`` for one request (``on_token``: stream the answer text)."""
+        """``citerag ask --json`` for one request (``on_token``: stream the answer text).
+
+        Once ``cancel`` is set the work stops at the next stage or model call
+        (:class:`~app.serve.work.RequestCancelledError`), and a streamed generation at its
+        next piece."""
         from pipeline.prompting import validate_question
 
         self.check_length(req.question, self.settings.max_question_chars, "question", "--max-question-chars")
         question = validate_question(req.question)
-        pipe = self.request_pipeline(req)
+        check_cancelled(cancel, "retrieval")
+        pipe = self.request_pipeline(req, cancel)
         if on_token is not None:
             from pipeline.streaming import ask_streaming
 
-            answer = ask_streaming(pipe, question, on_token, cancelled)
+            answer = ask_streaming(pipe, question, on_token, cancel.is_set if cancel is not None else None)
         else:
             answer = pipe.ask(question)
+        judge = None
         if req.verify:
             from verifiers.rarr import build_reviser
             from verifiers.verify import verify_answers
 
-            judge = self.judge()
+            check_cancelled(cancel, "verification")
+            judge = self.checked_judge(cancel)
             answer = verify_answers([answer], judge, build_reviser(pipe.retriever, pipe.generator, judge))[0]
         abstain = self.settings.abstain if req.abstain is None else req.abstain
         use_aware = pipe.citations == "use-aware"
         if abstain or req.quotes or use_aware:
             from verifiers.grounding import AbstainRule, ground_with_pipeline
 
+            check_cancelled(cancel, "grounding")
+            judge = judge or self.checked_judge(cancel)
             rule = AbstainRule() if abstain else None
-            answer = ground_with_pipeline(
-                pipe, [answer], self.judge(), abstain=rule, quotes=req.quotes, use_aware=use_aware
-            )[0]
+            [answer] = ground_with_pipeline(pipe, [answer], judge, abstain=rule, quotes=req.quotes, use_aware=use_aware)
         return answer.to_dict()
 
-    def revise(self, req: Any) -> dict[str, Any]:
-        """``citerag revise --json`` for one request."""
+    def revise(self, req: Any, *, cancel: threading.Event | None = None) -> dict[str, Any]:
+        """``citerag revise --json`` for one request (stops at the next model call once ``cancel`` is set)."""
         from verifiers.rarr import RARRConfig, build_reviser
 
         self.check_length(req.text, self.settings.max_text_chars, "text", "--max-text-chars")
@@ -315,9 +379,15 @@ class CiteragService:
             k=req.k, evidence_count=req.evidence, select_by=req.select_by, threshold=req.threshold,
             min_preservation=req.min_preservation, policy=req.policy, questions=req.samples > 0,
         )  # fmt: skip
-        retriever = self.retriever(req.retriever or self.settings.retriever)
+        retriever = _checked(self.retriever(req.retriever or self.settings.retriever), cancel, _RETRIEVER)
+        check_cancelled(cancel, "revision")
         reviser = build_reviser(
-            retriever, self.generator, self.judge(), config, samples=max(req.samples, 1), llm_gate=req.llm_gate
+            retriever,
+            self.checked_generator(cancel),
+            self.checked_judge(cancel),
+            config,
+            samples=max(req.samples, 1),
+            llm_gate=req.llm_gate,
         )
         return reviser.revise_batch([req.text])[0].to_dict()
 
