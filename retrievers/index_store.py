@@ -129,7 +129,7 @@ def open_version(root: Path) -> ReadHandle | None:
 def _read_pointer(root: Path) -> str | None:
     try:
         raw = (root / CURRENT_FILE).read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
         raise IndexIncompatibleError(
@@ -246,7 +246,11 @@ def clean(root: Path) -> list[str]:
     """Remove what no reader needs: build and trash folders, pointer temp files, versions
     other than the current one that no reader holds, and old-layout files once ``CURRENT``
     exists. Call it only with :func:`writer_lock` held. Returns the names removed."""
-    current = _read_pointer(root)
+    try:
+        current = _read_pointer(root)
+        pointer_ok = True
+    except IndexIncompatibleError:  # a damaged pointer: keep every version until one is published
+        current, pointer_ok = None, False
     removed: list[str] = []
     for entry in sorted(root.iterdir()):
         name = entry.name
@@ -254,7 +258,7 @@ def clean(root: Path) -> list[str]:
             shutil.rmtree(entry, ignore_errors=True)
         elif _CURRENT_TMP.fullmatch(name):
             entry.unlink(missing_ok=True)
-        elif _VERSION.fullmatch(name) and entry.is_dir() and name != current:
+        elif _VERSION.fullmatch(name) and entry.is_dir() and pointer_ok and name != current:
             if not _trash_unheld(root, [entry], entry / READERS_LOCK):
                 continue
         else:
