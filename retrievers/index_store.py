@@ -147,13 +147,15 @@ def _read_pointer(root: Path) -> str | None:
 
 def _lock_shared(path: Path, *, create: bool) -> int | None:
     """A shared flock on ``path``; None when an old-layout folder is read-only (no lock)."""
-    if create:
+    try:
+        fd = os.open(path, os.O_RDONLY)  # flock works on a read-only descriptor
+    except FileNotFoundError:
+        if not create:
+            raise
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             return None  # read-only folder: nobody can write there, so nobody can clean it
-    else:
-        fd = os.open(path, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_SH)  # writers hold it exclusively only for a rename
     return fd
 
