@@ -128,7 +128,7 @@ def build_index(
         raise
     except OSError as e:
         raise IndexWriteError(
-            f"could not write the index at {target} ({e.strerror or e}); the previous index is unchanged: "
+            f"could not write the index at {target} ({e.strerror or e}); any previous index is unchanged: "
             f"{_write_hint(e)}"
         ) from e
     log.info("wrote index %s (%d passages, FAISS %s)", target, manifest["counts"]["passages"], manifest["faiss_kind"])
@@ -211,7 +211,10 @@ def _build_locked(
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
-    store.clean(target)
+    try:
+        store.clean(target)
+    except OSError as e:  # the new index is published; what is left goes on the next run
+        log.warning("could not remove old index versions in %s (%s); the next run retries", target, e)
     return manifest
 
 
