@@ -206,3 +206,27 @@ def test_missing_index_folders(tmp_path: Path) -> None:
             path.write_text("x")
         with pytest.raises(IndexMissingError, match="citerag index PATH --index"):
             load_index(path)
+
+
+def test_max_file_mb_reaches_the_indexer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    import retrievers.index
+    from app.cli import cli
+
+    seen: dict = {}
+
+    def fake_build(*args: object, **kwargs: object) -> dict:
+        seen.update(kwargs)
+        return {"counts": {"documents": 1, "passages": 1}}
+
+    monkeypatch.setattr(retrievers.index, "build_index", fake_build)
+    out = CliRunner().invoke(cli, ["index", str(tmp_path), "--index", str(tmp_path / "i"), "--max-file-mb", "0.5"])
+    assert out.exit_code == 0, out.output
+    assert seen["max_file_mb"] == 0.5
+    assert (
+        CliRunner()
+        .invoke(cli, ["index", str(tmp_path), "--index", str(tmp_path / "i"), "--max-file-mb", "0"])
+        .exit_code
+        == 2
+    )
