@@ -87,14 +87,29 @@ def models_prepare(force: bool) -> None:
     show_default=True,
     help="flat is exact; ivf/hnsw are approximate, for large corpora.",
 )
+@click.option(
+    "--max-file-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=50.0,
+    show_default=True,
+    help="Skip (and list) corpus files larger than this many megabytes.",
+)
 @handle_errors
 def index_cmd(
-    path: str, index_dir: str, embedder: str, chunk_by: str, chunk_size: int, overlap: int | None, faiss_kind: str
+    path: str,
+    index_dir: str,
+    embedder: str,
+    chunk_by: str,
+    chunk_size: int,
+    overlap: int | None,
+    faiss_kind: str,
+    max_file_mb: float,
 ) -> None:
     """Split the documents under PATH into passages and write a BM25 + FAISS index.
 
     PATH is a file or folder of .txt, .md, .html and .jsonl ({"id", "title", "text"} per
-    line). Writing is atomic: an existing index is replaced only once the new one is complete.
+    line). Writing is atomic: readers see the old index until the new one is complete, and a
+    second run into the same folder fails at once (exit code 6).
     """
     from retrievers.index import build_index
 
@@ -108,6 +123,7 @@ def index_cmd(
         size=chunk_size,
         overlap=overlap,
         faiss_kind=faiss_kind,
+        max_file_mb=max_file_mb,
         progress=True,
     )
     counts = manifest.get("counts", {})

@@ -144,10 +144,10 @@ def sample_index(target: Path | None = None, *, rebuild: bool = False, progress:
     """The sample corpus's index at ``target`` (default: the cache), built when missing or when
     ``rebuild`` is set (``citerag demo`` rebuilds; ``citerag serve`` reuses)."""
     from pipeline.models import cache_dir
-    from retrievers.index import build_index
+    from retrievers.index import build_index, index_exists
 
     target = target if target is not None else cache_dir() / "sample-index"
-    if rebuild or not (target / "manifest.json").is_file():
+    if rebuild or not index_exists(target):
         corpus = sample_corpus()
         click.echo(f"indexing the sample corpus ({corpus}) into {target}", err=True)
         build_index(str(corpus), str(target), progress=progress)

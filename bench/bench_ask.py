@@ -60,12 +60,12 @@ def load(data: Path, n: int) -> tuple[list[dict], list[dict], list[str]]:
 def nq_index(out: Path, corpus: list[dict], name: str = "nq_index") -> Path:
     """``out/name``: the corpus indexed one passage per document (passages are ~100 words, so a
     gold doc id is its gold passage), rebuilt only when ``out/name.jsonl`` holds another corpus."""
-    from retrievers.index import build_index
+    from retrievers.index import build_index, index_exists
 
     out.mkdir(parents=True, exist_ok=True)
     corpus_file, index_dir = out / f"{name.replace('nq_index', 'nq_corpus')}.jsonl", out / name
     rows = "".join(json.dumps(r) + "\n" for r in corpus)
-    if not (index_dir / "manifest.json").is_file() or not corpus_file.is_file() or corpus_file.read_text() != rows:
+    if not index_exists(index_dir) or not corpus_file.is_file() or corpus_file.read_text() != rows:
         corpus_file.write_text(rows)
         build_index(str(corpus_file), str(index_dir), mode="tokens", size=400, overlap=0, progress=False)
     return index_dir

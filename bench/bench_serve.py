@@ -49,8 +49,10 @@ def questions(data: Path, n: int, skip: int = 0) -> list[str]:
 
 
 def ensure_index(out: Path, data: Path) -> Path:
+    from retrievers.index import index_exists
+
     index_dir = out / "nq_index"
-    if (index_dir / "manifest.json").is_file():
+    if index_exists(index_dir):
         return index_dir
     from bench_ask import load  # the same corpus as bench_ask.py: one gold passage per document
 

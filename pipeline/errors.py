@@ -39,6 +39,17 @@ class IndexIncompatibleError(CiteragError):
     http_status = 503
 
 
+class IndexWriteError(CiteragError):
+    """The index could not be written (disk full, no permission); the previous index is unchanged."""
+
+    exit_code = 6
+    http_status = 503
+
+
+class IndexBusyError(IndexWriteError):
+    """Another ``citerag index`` run is writing the same index folder."""
+
+
 class ModelNotFoundError(CiteragError):
     """Model weights could not be found locally (there is no model hub here)."""
 

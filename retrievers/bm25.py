@@ -121,9 +121,24 @@ class BM25Retriever:
         settings_file = path / _SETTINGS_FILE
         if not settings_file.is_file():
             raise IndexIncompatibleError(f"no BM25 index in {path}: rebuild the index with `citerag index`")
-        settings = json.loads(settings_file.read_text(encoding="utf-8"))
-        model = bm25s.BM25.load(str(path), show_progress=False)
-        return cls(passages, model, language=settings["language"], stopwords=settings["stopwords"])
+        try:
+            settings = json.loads(settings_file.read_text(encoding="utf-8"))
+            language, stopwords = settings["language"], settings["stopwords"]
+            if not isinstance(language, str) or not isinstance(stopwords, str):
+                raise TypeError("language and stopwords must be strings")
+            model = bm25s.BM25.load(str(path), show_progress=False)
+            num_docs = int(model.scores["num_docs"])
+        except Exception as e:  # noqa: BLE001 - bm25s raises whatever numpy/json/scipy raise on damaged files
+            raise IndexIncompatibleError(
+                f"the BM25 index in {path} is damaged ({type(e).__name__}: {str(e)[:160]}): "
+                "rebuild the index with `citerag index`"
+            ) from e
+        if num_docs != len(passages):
+            raise IndexIncompatibleError(
+                f"the BM25 index in {path} holds {num_docs} passages but {len(passages)} were given: "
+                "rebuild the index with `citerag index`"
+            )
+        return cls(passages, model, language=language, stopwords=stopwords)
 
     def _tokenize_queries(self, queries: Sequence[str]) -> list[list[str]]:
         import bm25s

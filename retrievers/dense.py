@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -236,17 +237,36 @@ class DenseRetriever:
         return cls(passages, embedder, build_faiss_index(vectors, kind, nprobe=nprobe))
 
     def save(self, path: str | Path) -> None:
-        """Write the FAISS index to file ``path``."""
+        """Write the FAISS index to file ``path`` and fsync it.
+
+        Serialised in memory and written by Python, not ``faiss.write_index``: FAISS only logs
+        a failed close (a full disk can end there) and returns as if the file were whole.
+        """
         import faiss
 
-        faiss.write_index(self.index, str(path))
+        data = faiss.serialize_index(self.index)
+        with open(path, "wb") as f:
+            f.write(memoryview(data))
+            f.flush()
+            os.fsync(f.fileno())
 
     @classmethod
     def load(cls, path: str | Path, passages: Sequence[Passage], embedder: Embedder) -> DenseRetriever:
-        """Read a FAISS index written by :meth:`save`; checks the embedder's dimension."""
+        """Read a FAISS index written by :meth:`save`; checks its size and the embedder's dimension."""
         import faiss
 
-        index = faiss.read_index(str(path))
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as e:  # FAISS reports truncated or foreign files this way
+            reason = str(e).strip().splitlines()[-1][-160:] if str(e).strip() else "unreadable"
+            raise IndexIncompatibleError(
+                f"the FAISS index {path} is damaged ({reason}): rebuild the index with `citerag index`"
+            ) from e
+        if index.ntotal != len(passages):
+            raise IndexIncompatibleError(
+                f"the FAISS index {path} holds {index.ntotal} vectors but there are {len(passages)} passages: "
+                "rebuild the index with `citerag index`"
+            )
         dim = embedder_dim(embedder)
         if dim != index.d:
             raise IndexIncompatibleError(

@@ -1,56 +1,59 @@
 """The persistent citerag index: one folder that ``citerag index`` writes and every command reads.
 
-Folder contents::
+Each version of the index (see :mod:`retrievers.index_store` for the folder layout) holds::
 
     manifest.json     format_version, versions, embedder, dim, counts, chunking, FAISS kind, ...
     passages.jsonl    one passage per line: pid, doc_id, title, start, end, text
     bm25/             the bm25s index (``BM25.save``) + tokenizer settings
     dense.faiss       the FAISS index (row i = line i of passages.jsonl)
 
-Writing is atomic: everything goes into a temporary sibling folder, is fsynced, and is then
-swapped into place (old folder renamed aside, new one renamed in, old one deleted). On any
-exception, including KeyboardInterrupt, the temporary folder is removed and an existing
-index is left untouched.
+Writing is atomic for readers: a new version is written into a hidden build folder, fsynced,
+moved beside the current one and published by replacing the ``CURRENT`` pointer in one
+``os.replace``. On any exception, including KeyboardInterrupt, the build folder is removed;
+after a SIGKILL, the next run removes it. Readers resolve the pointer once
+(:func:`load_index`) and read every file of that one version. A damaged index (a manifest
+field of the wrong type, a truncated FAISS file, unreadable BM25 files) is reported as
+:class:`IndexIncompatibleError` (exit code 3) with the command that rebuilds it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import (
+    CiteragError,
     ConfigError,
     CorpusError,
     IndexIncompatibleError,
     IndexMissingError,
+    IndexWriteError,
     InputError,
 )
 from pipeline.models import DEFAULT_EMBEDDER
 from pipeline.progress import progress_enabled
 from pipeline.protocols import Embedder, Retriever
 from pipeline.types import Passage
+from retrievers import faults
+from retrievers import index_store as store
 from retrievers.bm25 import BM25Retriever
 from retrievers.chunking import chunk_params, split_passages
 from retrievers.dense import FAISS_KINDS, DenseRetriever, embedder_dim
 from retrievers.hybrid import HybridRetriever
-from retrievers.ingest import load_documents
+from retrievers.index_store import BM25_DIR, DENSE_FILE, MANIFEST_FILE, PASSAGES_FILE
+from retrievers.ingest import DEFAULT_MAX_FILE_MB, load_documents
 from retrievers.rerank import CrossEncoderReranker, Reranker, RerankingRetriever
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
-PASSAGES_FILE = "passages.jsonl"
-BM25_DIR = "bm25"
-DENSE_FILE = "dense.faiss"
 RETRIEVER_KINDS: tuple[str, ...] = ("hybrid", "bm25", "dense")
 
 Manifest = dict[str, Any]
@@ -73,29 +76,85 @@ def build_index(
     faiss_kind: str = "flat",
     batch_size: int = 64,
     nprobe: int = 8,
+    max_file_mb: float = DEFAULT_MAX_FILE_MB,
     progress: bool = True,
 ) -> Manifest:
-    """Read ``source_path``, chunk, index (BM25 + FAISS) and write ``index_dir`` atomically.
+    """Read ``source_path``, chunk, index (BM25 + FAISS) and publish a new version in ``index_dir``.
 
     ``embedder`` overrides loading ``embedder_name`` (which is still recorded in the manifest
     as the name to load the embedder by). ``size``/``overlap`` default per ``mode`` (see
-    :mod:`retrievers.chunking`). Returns the manifest written.
+    :mod:`retrievers.chunking`). Files over ``max_file_mb`` megabytes are skipped and listed.
+    Raises :class:`IndexBusyError` when another run is writing ``index_dir`` and
+    :class:`IndexWriteError` when the disk refuses the write; the previous index then stays
+    as it was. Returns the manifest written.
     """
-    from tqdm.auto import tqdm
-
-    from pipeline import __version__
-
     size, overlap = chunk_params(mode, size, overlap)
     if faiss_kind not in FAISS_KINDS:
         raise ConfigError(f"unknown FAISS index kind {faiss_kind!r}: choose one of {', '.join(FAISS_KINDS)}")
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    if not max_file_mb > 0:
+        raise ConfigError(f"the file size cap must be positive, got {max_file_mb} MB")
     source = Path(source_path).expanduser().resolve()
     target = Path(index_dir).expanduser().resolve()
     _check_target(target)
-    show = progress_enabled(progress)
+    created = not target.exists()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise IndexWriteError(f"cannot create the index folder {target} ({e.strerror or e}): {_write_hint(e)}") from e
+    try:
+        with store.writer_lock(target):
+            try:
+                store.clean(target)  # what a killed run left behind
+                manifest = _build_locked(
+                    source,
+                    target,
+                    embedder_name,
+                    embedder,
+                    mode,
+                    size,
+                    overlap,
+                    faiss_kind,
+                    batch_size,
+                    nprobe,
+                    max_file_mb,
+                    progress,
+                )
+            finally:
+                if created and not (target / store.CURRENT_FILE).exists():
+                    _remove_own_folder(target)
+    except CiteragError:
+        raise
+    except OSError as e:
+        raise IndexWriteError(
+            f"could not write the index at {target} ({e.strerror or e}); any previous index is unchanged: "
+            f"{_write_hint(e)}"
+        ) from e
+    log.info("wrote index %s (%d passages, FAISS %s)", target, manifest["counts"]["passages"], manifest["faiss_kind"])
+    return manifest
 
-    docs, skipped = load_documents(source, exclude=[target])
+
+def _build_locked(
+    source: Path,
+    target: Path,
+    embedder_name: str,
+    embedder: Embedder | None,
+    mode: str,
+    size: int,
+    overlap: int,
+    faiss_kind: str,
+    batch_size: int,
+    nprobe: int,
+    max_file_mb: float,
+    progress: bool,
+) -> Manifest:
+    from tqdm.auto import tqdm
+
+    from pipeline import __version__
+
+    show = progress_enabled(progress)
+    docs, skipped = load_documents(source, exclude=[target], max_file_bytes=int(max_file_mb * 1_000_000))
     if skipped:
         log.warning(
             "skipped %d file(s)/line(s) of the corpus: %s",
@@ -108,6 +167,7 @@ def build_index(
             + (f" ({len(skipped)} skipped)" if skipped else "")
             + ": add UTF-8 .txt, .md, .html or .jsonl files"
         )
+    faults.pause_at("read")
     passages: list[Passage] = []
     for doc in tqdm(docs, desc="Chunking documents", unit="doc", disable=not show):
         passages.extend(split_passages(doc, mode, size, overlap))
@@ -119,17 +179,18 @@ def build_index(
         from retrievers.dense import SentenceTransformerEmbedder
 
         embedder = SentenceTransformerEmbedder(embedder_name, batch_size=batch_size)
+    embedder = faults.wrap_embedder(embedder)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    build = store.start_build(target)
     try:
-        _write_passages(tmp / PASSAGES_FILE, passages)
+        _write_passages(faults.write_path(build / PASSAGES_FILE, "passages"), passages)
         bm25 = BM25Retriever.build(passages, progress=show)
-        bm25.save(tmp / BM25_DIR)
+        bm25.save(build / BM25_DIR)
         dense = DenseRetriever.build(
             passages, embedder, faiss_kind, batch_size=batch_size, nprobe=nprobe, progress=show
         )
-        dense.save(tmp / DENSE_FILE)
+        faults.pause_at("write")
+        dense.save(faults.write_path(build / DENSE_FILE, "dense"))
         manifest: Manifest = {
             "format_version": FORMAT_VERSION,
             "citerag_version": __version__,
@@ -144,14 +205,33 @@ def build_index(
             "bm25": {"language": bm25.language, "stopwords": bm25.stopwords},
             "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         }
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _fsync_tree(tmp)
-        _swap_into_place(tmp, target)
+        _write_synced(build / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+        store.fsync_tree(build)
+        store.publish(target, build)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(build, ignore_errors=True)
         raise
-    log.info("wrote index %s (%d passages, FAISS %s)", target, len(passages), manifest["faiss_kind"])
+    try:
+        store.clean(target)
+    except OSError as e:  # the new index is published; what is left goes on the next run
+        log.warning("could not remove old index versions in %s (%s); the next run retries", target, e)
     return manifest
+
+
+def _write_hint(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space (a rebuild needs room for a second copy), then run `citerag index` again"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "pass an --index folder you can write to"
+    return "fix the cause, then run `citerag index` again"
+
+
+def _remove_own_folder(target: Path) -> None:
+    """Remove an index folder this run created, when the run failed before publishing."""
+    for entry in target.iterdir():
+        if not store.is_own_entry(entry.name):
+            return
+    shutil.rmtree(target, ignore_errors=True)
 
 
 def _check_target(target: Path) -> None:
@@ -159,10 +239,11 @@ def _check_target(target: Path) -> None:
         return
     if not target.is_dir():
         raise InputError(f"index path {target} is a file: pass a folder for the index")
-    if any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
+    names = [p.name for p in target.iterdir()]
+    if names and not store.is_index_dir(target) and not all(store.is_own_entry(n) for n in names):
         raise InputError(
             f"refusing to overwrite {target}: it is not empty and is not a citerag index "
-            f"(no {MANIFEST_FILE}); pass a new or empty folder to --index"
+            f"(no {store.CURRENT_FILE} or {MANIFEST_FILE}); pass a new or empty folder to --index"
         )
 
 
@@ -178,70 +259,120 @@ def _write_passages(path: Path, passages: Sequence[Passage]) -> None:
                 "text": p.text,
             }
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
+def _write_synced(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            _fsync_path(Path(dirpath) / name)
-        _fsync_path(Path(dirpath))
-
-
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    if target.exists() and not any(target.iterdir()):
-        target.rmdir()
-    if not target.exists():
-        os.rename(tmp, target)
-    else:
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(target, old)
-        try:
-            os.rename(tmp, target)
-        except BaseException:
-            os.rename(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    _fsync_path(target.parent)
+#: Manifest fields and their types (checked on load, so a damaged manifest is exit code 3,
+#: not a traceback). ``int`` excludes ``bool``.
+_MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "format_version": int,
+    "embedder": str,
+    "dim": int,
+    "counts": dict,
+    "citerag_version": str,
+    "created": str,
+    "source": str,
+    "chunking": dict,
+    "faiss_kind": str,
+    "faiss": dict,
+    "bm25": dict,
+    "skipped": list,
+}
+_REQUIRED_FIELDS = ("format_version", "embedder", "dim", "counts")
 
 
 def read_manifest(index_dir: str | Path) -> Manifest:
-    """The manifest of the index at ``index_dir`` (checked for presence and format version)."""
-    path = Path(index_dir).expanduser()
-    manifest_file = path / MANIFEST_FILE
-    if not manifest_file.is_file():
-        where = "does not exist" if not path.exists() else f"has no {MANIFEST_FILE}"
-        raise IndexMissingError(f"no citerag index at {path} ({where}): build one with `{index_command(index_dir)}`")
+    """The manifest of the index at ``index_dir`` (checked for presence, format and field types)."""
+    root = Path(index_dir).expanduser()
+    handle = _open(root, index_dir)
+    try:
+        return _read_manifest_file(handle.data_dir / MANIFEST_FILE, root, index_dir)
+    finally:
+        handle.close()
+
+
+def _open(root: Path, index_dir: str | Path) -> store.ReadHandle:
+    try:
+        handle = store.open_version(root)
+    except OSError as e:
+        raise IndexIncompatibleError(
+            f"the index at {root} cannot be opened ({e.strerror or e}): rebuild it with `{index_command(index_dir)}`"
+        ) from e
+    if handle is None:
+        where = "does not exist" if not root.exists() else f"has no {store.CURRENT_FILE} or {MANIFEST_FILE}"
+        raise IndexMissingError(f"no citerag index at {root} ({where}): build one with `{index_command(index_dir)}`")
+    return handle
+
+
+def _read_manifest_file(manifest_file: Path, root: Path, index_dir: str | Path) -> Manifest:
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict):
+            raise TypeError(f"a JSON object was expected, got {type(manifest).__name__}")
         version = manifest["format_version"]
-    except (ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise IndexIncompatibleError(
             f"the index manifest {manifest_file} is unreadable ({e}): rebuild it with `{index_command(index_dir)}`"
         ) from e
     if version != FORMAT_VERSION:
         raise IndexIncompatibleError(
-            f"the index at {path} has format version {version!r} but this citerag reads version "
-            f"{FORMAT_VERSION}: rebuild it with `{index_command(index_dir, manifest.get('source'))}`"
+            f"the index at {root} has format version {version!r} but this citerag reads version "
+            f"{FORMAT_VERSION}: rebuild it with `{index_command(index_dir, _source(manifest))}`"
+        )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise IndexIncompatibleError(
+            f"the index manifest {manifest_file} is damaged ({problem}): rebuild it with "
+            f"`{index_command(index_dir, _source(manifest))}`"
         )
     return manifest
 
 
+def _source(manifest: Manifest) -> str | None:
+    source = manifest.get("source")
+    return source if isinstance(source, str) else None
+
+
+def _manifest_problem(manifest: Manifest) -> str | None:
+    """What is wrong with the manifest's fields, or None."""
+    for key in _REQUIRED_FIELDS:
+        if key not in manifest:
+            return f"no {key!r} field"
+    for key, kind in _MANIFEST_FIELDS.items():
+        value = manifest.get(key)
+        if key in manifest and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            return f"{key!r} is {type(value).__name__} {str(value)[:40]!r}, expected {_type_name(kind)}"
+    for key, value in manifest["counts"].items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"counts[{key!r}] is {value!r}, expected a count"
+    if manifest["dim"] <= 0:
+        return f"'dim' is {manifest['dim']}, expected a positive dimension"
+    return None
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", str: "a string", dict: "an object", list: "a list"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
 def read_passages(path: Path) -> list[Passage]:
-    """Passages from a ``passages.jsonl`` file, in order."""
+    """Passages from a ``passages.jsonl`` file, in order (ValueError on a malformed line)."""
     passages: list[Passage] = []
     with path.open(encoding="utf-8") as f:
-        for line in f:
+        for lineno, line in enumerate(f, start=1):
             r = json.loads(line)
+            fields = (r.get("doc_id"), r.get("text"), r.get("title", ""), r.get("pid", ""))
+            if not all(isinstance(v, str) for v in fields):
+                raise ValueError(f"line {lineno}: doc_id, text, title and pid must be strings")
             passages.append(
                 Passage(
                     doc_id=r["doc_id"],
@@ -255,33 +386,63 @@ def read_passages(path: Path) -> list[Passage]:
     return passages
 
 
+def index_exists(index_dir: str | Path) -> bool:
+    """Whether ``index_dir`` holds a citerag index (of either folder layout)."""
+    return store.is_index_dir(Path(index_dir).expanduser())
+
+
 def load_index(index_dir: str | Path) -> CiteragIndex:
-    """Open the index at ``index_dir`` (IndexMissingError / IndexIncompatibleError if unusable)."""
-    path = Path(index_dir).expanduser()
-    manifest = read_manifest(path)
-    rebuild = f"rebuild it with `{index_command(index_dir, manifest.get('source'))}`"
+    """Open the index at ``index_dir`` (IndexMissingError / IndexIncompatibleError if unusable).
+
+    The ``CURRENT`` pointer is resolved once: every file is read from that version, which no
+    ``citerag index`` run removes until :meth:`CiteragIndex.close` (or garbage collection).
+    """
+    root = Path(index_dir).expanduser()
+    handle = _open(root, index_dir)
     try:
-        passages = read_passages(path / PASSAGES_FILE)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise IndexIncompatibleError(f"the passages of the index at {path} are unreadable ({e}): {rebuild}") from e
-    expected = manifest.get("counts", {}).get("passages")
-    if expected is not None and expected != len(passages):
-        raise IndexIncompatibleError(
-            f"the index at {path} lists {expected} passages but {PASSAGES_FILE} holds {len(passages)}: {rebuild}"
-        )
-    return CiteragIndex(path, manifest, passages)
+        manifest = _read_manifest_file(handle.data_dir / MANIFEST_FILE, root, index_dir)
+        rebuild = f"rebuild it with `{index_command(index_dir, _source(manifest))}`"
+        try:
+            passages = read_passages(handle.data_dir / PASSAGES_FILE)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise IndexIncompatibleError(f"the passages of the index at {root} are unreadable ({e}): {rebuild}") from e
+        expected = manifest["counts"].get("passages")
+        if expected is not None and expected != len(passages):
+            raise IndexIncompatibleError(
+                f"the index at {root} lists {expected} passages but {PASSAGES_FILE} holds {len(passages)}: {rebuild}"
+            )
+    except BaseException:
+        handle.close()
+        raise
+    return CiteragIndex(root, manifest, passages, handle)
 
 
 class CiteragIndex:
     """An opened index: manifest, passages and lazily loaded retrievers."""
 
-    def __init__(self, path: Path, manifest: Manifest, passages: list[Passage]) -> None:
+    def __init__(
+        self, path: Path, manifest: Manifest, passages: list[Passage], handle: store.ReadHandle | None = None
+    ) -> None:
         self.path = path
+        #: The version folder every file is read from (``path`` itself for an old-layout index).
+        self.data_dir = handle.data_dir if handle is not None else path
         self.manifest = manifest
         self.passages = passages
+        self._handle = handle
         self._bm25: BM25Retriever | None = None
         self._dense: DenseRetriever | None = None
         self._embedder: Embedder | None = None
+
+    def close(self) -> None:
+        """Let a later ``citerag index`` remove this version (retrievers already loaded keep working)."""
+        if self._handle is not None:
+            self._handle.close()
+
+    def __enter__(self) -> CiteragIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"CiteragIndex({str(self.path)!r}, passages={len(self.passages)}, embedder={self.embedder_name!r})"
@@ -292,12 +453,12 @@ class CiteragIndex:
 
     @property
     def _rebuild_hint(self) -> str:
-        return f"rebuild it with `{index_command(self.path, self.manifest.get('source'))}`"
+        return f"rebuild it with `{index_command(self.path, _source(self.manifest))}`"
 
     def bm25(self) -> BM25Retriever:
         """The BM25 retriever (loaded once)."""
         if self._bm25 is None:
-            self._bm25 = BM25Retriever.load(self.path / BM25_DIR, self.passages)
+            self._bm25 = BM25Retriever.load(self.data_dir / BM25_DIR, self.passages)
         return self._bm25
 
     def embedder(self) -> Embedder:
@@ -324,7 +485,7 @@ class CiteragIndex:
                 f"built with {self.embedder_name!r} ({self.manifest.get('dim')} dimensions): "
                 f"pass that embedder, or {self._rebuild_hint} and the embedder you want"
             )
-        dense_file = self.path / DENSE_FILE
+        dense_file = self.data_dir / DENSE_FILE
         if not dense_file.is_file():
             raise IndexIncompatibleError(f"the index at {self.path} has no {DENSE_FILE}: {self._rebuild_hint}")
         retriever = DenseRetriever.load(dense_file, self.passages, embedder)

@@ -11,15 +11,21 @@ For HTML the document text is the *visible text* extracted with :mod:`html.parse
 For ``.txt``/``.md`` the text is the file's decoded content, unchanged.
 
 Unreadable inputs never crash ingestion: binary files (NUL bytes), files that are not UTF-8,
-empty documents and malformed jsonl lines come back in the ``skipped`` list as
-``(path, reason)`` (jsonl lines as ``"file:line"``). Other extensions are ignored silently
-and only counted in a debug log.
+files over the size cap (``max_file_bytes``, checked before reading, so a huge file is never
+read whole), unreadable folders, empty documents and malformed jsonl lines come back in the
+``skipped`` list as ``(path, reason)`` (jsonl lines as ``"file:line"``). Other extensions are
+ignored silently and only counted in a debug log.
+
+Symbolic links are followed (to files and to folders), but each real folder is walked once:
+a link that leads back into a folder already walked (a loop, or a second way into the same
+folder) is skipped and listed, so the walk always ends.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -43,6 +49,9 @@ SUPPORTED_EXTENSIONS: dict[str, str] = {
 
 Skipped = tuple[str, str]
 
+#: Files larger than this are skipped (``citerag index --max-file-mb``).
+DEFAULT_MAX_FILE_MB = 50.0
+
 
 @dataclass(frozen=True)
 class Document:
@@ -54,11 +63,17 @@ class Document:
     source: str
 
 
-def load_documents(path: str | Path, *, exclude: Iterable[str | Path] = ()) -> tuple[list[Document], list[Skipped]]:
+def load_documents(
+    path: str | Path,
+    *,
+    exclude: Iterable[str | Path] = (),
+    max_file_bytes: int = int(DEFAULT_MAX_FILE_MB * 1_000_000),
+) -> tuple[list[Document], list[Skipped]]:
     """Read every supported document under ``path``; return ``(documents, skipped)``.
 
     ``exclude`` lists files or folders to leave out (for example an index folder that lives
-    inside the corpus folder). Raises :class:`CorpusError` when ``path`` does not exist.
+    inside the corpus folder). Files over ``max_file_bytes`` are skipped. Raises
+    :class:`CorpusError` when ``path`` does not exist.
     """
     root = Path(path).expanduser()
     if not root.exists():
@@ -74,7 +89,8 @@ def load_documents(path: str | Path, *, exclude: Iterable[str | Path] = ()) -> t
         base = root.parent
     else:
         base = root
-        files = [(f, f.relative_to(root).as_posix()) for f in _walk(root, excluded)]
+        walked = list(_walk(root, root, excluded, {root.resolve()}, skipped))
+        files = [(f, f.relative_to(root).as_posix()) for f in walked]
         files.sort(key=lambda item: item[1])
 
     for file, rel in files:
@@ -82,7 +98,7 @@ def load_documents(path: str | Path, *, exclude: Iterable[str | Path] = ()) -> t
         if kind is None:
             ignored[file.suffix.lower() or "(none)"] += 1
             continue
-        for item in _read_file(file, rel, kind):
+        for item in _read_file(file, rel, kind, max_file_bytes):
             if isinstance(item, Document):
                 if item.doc_id in seen:
                     skipped.append((item.source, f"duplicate document id {item.doc_id!r}"))
@@ -103,23 +119,45 @@ def load_documents(path: str | Path, *, exclude: Iterable[str | Path] = ()) -> t
     return docs, skipped
 
 
-def _walk(root: Path, excluded: list[Path]) -> Iterator[Path]:
-    for entry in sorted(root.iterdir()):
+def _walk(root: Path, folder: Path, excluded: list[Path], walked: set[Path], skipped: list[Skipped]) -> Iterator[Path]:
+    """Files under ``folder``; ``walked`` holds the real paths of folders already entered."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as e:
+        skipped.append((folder.relative_to(root).as_posix(), f"unreadable folder: {e.strerror or e}"))
+        return
+    for entry in entries:
         if entry.name.startswith("."):
             continue
-        if excluded and entry.resolve() in excluded:
+        try:
+            real = entry.resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a link to itself (Python < 3.13)
+            skipped.append((entry.relative_to(root).as_posix(), "symlink loop: the link leads back to itself"))
+            continue
+        if excluded and real in excluded:
             continue
         if entry.is_dir():
-            yield from _walk(entry, excluded)
+            if real in walked:
+                rel = entry.relative_to(root).as_posix()
+                skipped.append((rel, f"symlink to a folder already read ({real}): left out to avoid a loop"))
+                continue
+            walked.add(real)
+            yield from _walk(root, entry, excluded, walked, skipped)
         elif entry.is_file():
             yield entry
 
 
-def _decode(file: Path, rel: str) -> str | Skipped:
+def _decode(file: Path, rel: str, max_bytes: int) -> str | Skipped:
     try:
-        raw = file.read_bytes()
+        with file.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                return (rel, _too_big(size, max_bytes))
+            raw = f.read(max_bytes + 1)  # the file may have grown since fstat
     except OSError as e:
         return (rel, f"unreadable: {e.strerror or e}")
+    if len(raw) > max_bytes:
+        return (rel, _too_big(len(raw), max_bytes))
     if b"\x00" in raw:
         return (rel, "binary file (contains NUL bytes)")
     try:
@@ -128,8 +166,15 @@ def _decode(file: Path, rel: str) -> str | Skipped:
         return (rel, "not UTF-8 text: re-encode the file as UTF-8")
 
 
-def _read_file(file: Path, rel: str, kind: str) -> Iterator[Document | Skipped]:
-    text = _decode(file, rel)
+def _too_big(size: int, max_bytes: int) -> str:
+    return (
+        f"larger than the size cap ({size / 1e6:.1f} MB > {max_bytes / 1e6:g} MB): split it, "
+        "or raise the cap with --max-file-mb"
+    )
+
+
+def _read_file(file: Path, rel: str, kind: str, max_bytes: int) -> Iterator[Document | Skipped]:
+    text = _decode(file, rel, max_bytes)
     if isinstance(text, tuple):
         yield text
         return

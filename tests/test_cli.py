@@ -138,9 +138,10 @@ def test_unreachable_llm_server(sample_index: Path) -> None:
 def test_incompatible_index_is_untouched(sample_index: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(sample_index, bad)
-    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest_file = bad / (bad / "CURRENT").read_text().strip() / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
     manifest["format_version"] = 999
-    (bad / "manifest.json").write_text(json.dumps(manifest))
+    manifest_file.write_text(json.dumps(manifest))
     before = {p.name: p.read_bytes() for p in bad.rglob("*") if p.is_file()}
     proc = run("ask", "When?", "--index", str(bad), "--llm-url", "http://127.0.0.1:9")
     assert proc.returncode == 3 and "citerag index" in error_line(proc)

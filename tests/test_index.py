@@ -53,12 +53,26 @@ def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
+def _version_dir(index_dir: Path) -> Path:
+    """The version folder ``CURRENT`` names; the index folder holds nothing else."""
+    name = (index_dir / "CURRENT").read_text().strip()
+    assert sorted(p.name for p in index_dir.iterdir()) == ["CURRENT", name]
+    return index_dir / name
+
+
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_build_load_and_retrieve(corpus: Path, tmp_path: Path, kind: str) -> None:
     index_dir = tmp_path / "idx"
     manifest = _build(corpus, index_dir, faiss_kind=kind)
-    assert sorted(p.name for p in index_dir.iterdir()) == ["bm25", "dense.faiss", "manifest.json", "passages.jsonl"]
-    on_disk = json.loads((index_dir / "manifest.json").read_text())
+    version = _version_dir(index_dir)
+    assert sorted(p.name for p in version.iterdir()) == [
+        ".readers.lock",
+        "bm25",
+        "dense.faiss",
+        "manifest.json",
+        "passages.jsonl",
+    ]
+    on_disk = json.loads((version / "manifest.json").read_text())
     assert on_disk == manifest
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["embedder"] == "hashing-64" and manifest["dim"] == 64
@@ -109,6 +123,7 @@ def test_rebuild_replaces_the_index_and_leaves_nothing_behind(corpus: Path, tmp_
     _build(corpus, tmp_path / "idx", mode="tokens", size=10, overlap=2)
     assert load_index(tmp_path / "idx").manifest["chunking"]["mode"] == "tokens"
     assert _leftovers(tmp_path) == []
+    _version_dir(tmp_path / "idx")  # the first version is gone
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("embedder broke"), KeyboardInterrupt()])
@@ -123,6 +138,7 @@ def test_failed_build_keeps_the_old_index(corpus: Path, tmp_path: Path, exc: Bas
         _build(corpus, index_dir, embedder=failing, batch_size=4, mode="tokens", size=10, overlap=2)
     assert failing.calls == 3  # it failed midway through embedding
     assert _leftovers(tmp_path) == []
+    _version_dir(index_dir)
     assert _snapshot(index_dir) == before
     assert {p.relative_to(index_dir): p.read_bytes() for p in index_dir.rglob("*") if p.is_file()} == files_before
 
@@ -191,13 +207,14 @@ def test_incompatible_indexes(corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(IndexIncompatibleError, match="rebuild it with `citerag index"):
         load_index(index_dir).dense(FakeEmbedder(dim=32))
 
-    manifest = json.loads((index_dir / "manifest.json").read_text())
+    manifest_file = _version_dir(index_dir) / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
     manifest["format_version"] = 99
-    (index_dir / "manifest.json").write_text(json.dumps(manifest))
+    manifest_file.write_text(json.dumps(manifest))
     with pytest.raises(IndexIncompatibleError, match="format version 99.*citerag index"):
         load_index(index_dir)
 
-    (index_dir / "manifest.json").write_text("{broken")
+    manifest_file.write_text("{broken")
     with pytest.raises(IndexIncompatibleError, match="citerag index"):
         load_index(index_dir)
 

@@ -137,3 +137,50 @@ def test_plain_text_title_from_a_short_first_line(tmp_path) -> None:  # type: ig
     (tmp_path / "b_notes.txt").write_text("No title line here, just a long first sentence that runs on.\nMore.\n")
     docs, _ = load_documents(str(tmp_path))
     assert [(d.doc_id, d.title) for d in docs] == [("a.txt", "The printing press"), ("b_notes.txt", "b_notes")]
+
+
+def test_files_over_the_size_cap_are_skipped_without_being_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "small.txt").write_text("Glaciers carve valleys.", encoding="utf-8")
+    with (tmp_path / "huge.txt").open("wb") as f:  # sparse: 3 MB on paper, nothing on disk
+        f.truncate(3_000_000)
+    real_open, reads = Path.open, []
+
+    def recording_open(self: Path, *args: object, **kwargs: object) -> object:
+        f = real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+        real_read = f.read
+
+        def read(n: int = -1) -> bytes:
+            reads.append((self.name, n))
+            return real_read(n)
+
+        f.read = read  # type: ignore[method-assign]
+        return f
+
+    monkeypatch.setattr(Path, "open", recording_open)
+    docs, skipped = load_documents(tmp_path, max_file_bytes=1_000_000)
+    monkeypatch.setattr(Path, "open", real_open)
+    assert all(name != "huge.txt" for name, _ in reads) and ("small.txt", 1_000_001) in reads
+    assert [d.doc_id for d in docs] == ["small.txt"]
+    reason = "larger than the size cap (3.0 MB > 1 MB): split it, or raise the cap with --max-file-mb"
+    assert skipped == [("huge.txt", reason)]
+    docs, skipped = load_documents(tmp_path, max_file_bytes=5_000_000)  # under the cap: read (and binary)
+    assert skipped == [("huge.txt", "binary file (contains NUL bytes)")]
+
+
+def test_symlink_loops_end_and_links_to_files_are_read(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    (corpus / "a" / "b").mkdir(parents=True)
+    (corpus / "a" / "b" / "deep.txt").write_text("Deep text.", encoding="utf-8")
+    (tmp_path / "outside.md").write_text("# Outside\n\nLinked text.", encoding="utf-8")
+    (corpus / "a" / "b" / "up").symlink_to(corpus / "a")  # a loop: a/b/up -> a
+    (corpus / "root").symlink_to(corpus)  # a loop to the corpus itself
+    (corpus / "self").symlink_to(corpus / "self")  # a link to itself
+    (corpus / "linked.md").symlink_to(tmp_path / "outside.md")  # a link to a file: fine
+    docs, skipped = load_documents(corpus)
+    assert sorted(d.doc_id for d in docs) == ["a/b/deep.txt", "linked.md"]
+    assert _by_id(docs)["linked.md"].title == "Outside"
+    reasons = dict(skipped)
+    assert set(reasons) == {"a/b/up", "root", "self"}
+    assert "already read" in reasons["a/b/up"] and "loop" in reasons["self"]
