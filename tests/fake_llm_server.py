@@ -93,6 +93,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         words = ANSWER.split(" ")
         for i, word in enumerate(words):
+            if self.server.cut_after is not None and i >= self.server.cut_after:
+                self._chunk(b"")  # a clean end of the body, with neither a finish reason nor [DONE]
+                return
             time.sleep(self.server.piece_delay)
             text = word if i == 0 else " " + word
             event = {"choices": [{"index": 0, "text": text, "finish_reason": None}]}
@@ -106,9 +109,11 @@ class Handler(BaseHTTPRequestHandler):
 class FakeServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, delay: float, piece_delay: float) -> None:
+    def __init__(self, port: int, delay: float, piece_delay: float, cut_after: int | None = None) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.delay, self.piece_delay = delay, piece_delay
+        #: End every stream cleanly after this many words, as a dying proxy would.
+        self.cut_after = cut_after
         self.started = self.finished = self.aborted = 0
         self.lock = threading.Lock()
 

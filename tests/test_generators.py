@@ -115,6 +115,35 @@ def test_openai_generator_closed_port_fails_fast() -> None:
         gen.score(["a"], ["b"])
 
 
+@pytest.mark.parametrize("cut_after", [None, 3])
+def test_a_stream_cut_short_is_an_error_not_a_shorter_answer(cut_after: int | None) -> None:
+    """A stream that ends cleanly with neither a finish reason nor [DONE] (a dying server or
+    proxy) used to come back as a complete, shorter answer."""
+    import threading
+
+    from fake_llm_server import ANSWER, FakeServer
+
+    from pipeline.generators.openai_http import OpenAIGenerator
+    from pipeline.generators.server import free_port
+
+    srv = FakeServer(free_port(), delay=0.0, piece_delay=0.0, cut_after=cut_after)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        gen = OpenAIGenerator(f"http://127.0.0.1:{srv.server_address[1]}", timeout=30)
+        got: list[str] = []
+        if cut_after is None:
+            pieces = list(gen.stream("hi", GenerationParams(max_tokens=64)))
+            assert "".join(p.text for p in pieces) == ANSWER and pieces[-1].finish_reason == "stop"
+        else:
+            with pytest.raises(GeneratorUnavailableError, match="closed the stream before the answer ended"):
+                for piece in gen.stream("hi", GenerationParams(max_tokens=64)):
+                    got.append(piece.text)
+            assert "".join(got) == " ".join(ANSWER.split(" ")[:cut_after])
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_make_generator_openai_is_lazy() -> None:
     from pipeline.generators.openai_http import OpenAIGenerator
 

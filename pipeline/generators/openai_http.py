@@ -361,6 +361,7 @@ class OpenAIGenerator:
                 if r.status_code >= 400:
                     r.read()
                     self._check_status(r, path)
+                finished = False
                 for line in r.iter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -380,11 +381,20 @@ class OpenAIGenerator:
                             f"the LLM server at {self.base_url} failed while streaming: {msg}"
                         )
                     for ch in event.get("choices") or ():
+                        finished = finished or bool(ch.get("finish_reason"))
                         yield Generation(
                             text=ch.get("text") or "",
                             token_ids=tuple(int(t) for t in (ch.get("token_ids") or ())),
                             finish_reason=ch.get("finish_reason") or "",
                         )
+                if not finished:
+                    # A stream that ends with neither a finish reason nor [DONE] was cut (the
+                    # server died or a proxy closed it): passing it off as a whole answer would
+                    # silently truncate it.
+                    raise GeneratorUnavailableError(
+                        f"the LLM server at {self.base_url} closed the stream before the answer ended "
+                        "(no finish_reason, no [DONE]): is it still running?"
+                    )
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
         """Log-prob of each continuation token, from vLLM's ``prompt_logprobs`` in one request."""
