@@ -260,7 +260,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 #: One server-sent event of ``POST /v1/ask`` with ``"stream": true``: ``token`` events carry
 #: ``{"text": ...}``, then one ``final`` (the whole answer, as the JSON response) or ``error``
-#: (an ErrorResponse body); ``data`` is that JSON, as text.
+#: (``{"type", "message", "status"}``); ``data`` is that JSON, as text.
 SSE_EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
