@@ -15,7 +15,9 @@ Every client sends ``--per-client`` requests. One in ten is invalid, cycling thr
 that is not JSON, an empty question, a question over --max-question-chars, an unknown field,
 ``k`` = 0, and a body over --max-body-bytes. One valid request in four streams (SSE). After
 ``--restart-after`` seconds the generator is killed, kept down ``--down-seconds``, and started
-again on the same port.
+again on the same port. With ``--retry-503 N`` a client retries a valid request answered 503
+(after ``--retry-wait`` s, as Retry-After asks) up to N times, so the run also shows recovery;
+latencies then include the retries.
 
 The rule checked: every valid request gets an answer (200, or a stream ending in ``final``) or
 a 503 (JSON, or a stream ending in an ``error`` event with status 503); every invalid one gets
@@ -164,11 +166,22 @@ async def run(args: argparse.Namespace) -> int:
         limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
         t_start = time.perf_counter()
 
+        retried = Counter()
+
         async def client(c: Any) -> None:
             while todo:
                 _, (kind, kw) = todo.pop()
+                t0 = time.perf_counter()
                 outcome, dt = await one(c, url, kind, kw)
-                results.append((kind, outcome, dt))
+                for _ in range(args.retry_503):  # a client that honours Retry-After
+                    if outcome != "503":
+                        break
+                    retried["retries"] += 1
+                    await asyncio.sleep(args.retry_wait)
+                    outcome, dt = await one(c, url, kind, kw)
+                if outcome == "answered" and time.perf_counter() - t_start > restart.get("back_at", float("inf")):
+                    retried["answered after the restart"] += 1
+                results.append((kind, outcome, time.perf_counter() - t0 if args.retry_503 else dt))
 
         async def restarter() -> None:
             nonlocal llm
@@ -210,7 +223,7 @@ async def run(args: argparse.Namespace) -> int:
     print(f"{len(results):>9} {len(valid):>6} {counts['answered']:>9} {counts['503']:>5} {len(invalid):>8} "
           f"{sum(o.startswith('4xx') for _, o in invalid):>5} {lost:>5} "
           f"{np.percentile(lat, 50):>7.2f} {np.percentile(lat, 99):>7.2f}")  # fmt: skip
-    print("valid outcomes:", dict(counts))
+    print("valid outcomes:", dict(counts), dict(retried) if args.retry_503 else "")
     print("invalid outcomes:", dict(Counter(f"{k} -> {o}" for k, o in invalid)))
     ok = not bad_valid and not bad_invalid and len(results) == len(plan)
     if not ok:
@@ -230,6 +243,8 @@ def main() -> None:
     ap.add_argument("--down-seconds", type=float, default=8.0, help="keep it down this long, then restart it")
     ap.add_argument("--request-timeout", type=float, default=300.0)
     ap.add_argument("--client-timeout", type=float, default=600.0, help="a request taking longer is 'lost (hung)'")
+    ap.add_argument("--retry-503", type=int, default=0, help="retry a valid request answered 503 up to N times")
+    ap.add_argument("--retry-wait", type=float, default=3.0, help="seconds before each retry (as Retry-After)")
     ap.add_argument("--max-question-chars", type=int, default=2000)
     ap.add_argument("--max-body-bytes", type=int, default=1 << 20)
     args = ap.parse_args()
