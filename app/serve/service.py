@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -70,11 +71,12 @@ class ServeSettings(Settings):
     grace_seconds: float = Field(30.0, ge=0)
 
 
-class _Locked:
-    """Calls to the wrapped object's methods ``names`` hold ``lock``; other attributes pass."""
+class _Around:
+    """Calls to the wrapped object's methods ``names`` run inside ``around(label)`` (a context
+    manager; ``label`` names the call); other attributes pass through."""
 
-    def __init__(self, inner: Any, lock: threading.RLock, names: Sequence[str]) -> None:
-        self._inner, self._lock, self._names = inner, lock, frozenset(names)
+    def __init__(self, inner: Any, names: Sequence[str], around: Callable[[str], AbstractContextManager[Any]]) -> None:
+        self._inner, self._names, self._around = inner, frozenset(names), around
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -82,39 +84,32 @@ class _Locked:
         value = getattr(self._inner, name)
         if name in self._names and callable(value):
 
-            def locked(*args: Any, **kwargs: Any) -> Any:
-                with self._lock:
+            def wrapped(*args: Any, **kwargs: Any) -> Any:
+                with self._around(f"{type(self._inner).__name__}.{name}"):
                     return value(*args, **kwargs)
 
-            return locked
+            return wrapped
         return value
 
 
-class _Checked:
-    """Calls to the wrapped object's methods ``names`` first check the request's cancel token.
+def _locked(inner: Any, lock: threading.RLock, names: Sequence[str]) -> Any:
+    """Calls to ``names`` hold ``lock``."""
+    return _Around(inner, names, lambda _label: lock)
 
-    Wrapped around a request's retriever, generator, post-hoc citer and judge, it makes every
-    stage boundary and every batch sent to a model a point where cancelled work stops."""
 
-    def __init__(self, inner: Any, cancel: threading.Event, names: Sequence[str]) -> None:
-        self._inner, self._cancel, self._names = inner, cancel, frozenset(names)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        value = getattr(self._inner, name)
-        if name in self._names and callable(value):
-
-            def checked(*args: Any, **kwargs: Any) -> Any:
-                check_cancelled(self._cancel, f"{type(self._inner).__name__}.{name}")
-                return value(*args, **kwargs)
-
-            return checked
-        return value
+@contextmanager
+def _cancel_point(cancel: threading.Event, label: str) -> Iterator[None]:
+    check_cancelled(cancel, label)
+    yield
 
 
 def _checked(obj: Any, cancel: threading.Event | None, names: Sequence[str]) -> Any:
-    return obj if obj is None or cancel is None else _Checked(obj, cancel, names)
+    """Calls to ``names`` first check the request's cancel token: wrapped around a request's
+    retriever, generator, post-hoc citer and judge, it makes every stage boundary and every
+    batch sent to a model a point where cancelled work stops."""
+    if obj is None or cancel is None:
+        return obj
+    return _Around(obj, names, lambda label: _cancel_point(cancel, label))
 
 
 #: The methods that do model or index work, per component.
@@ -187,7 +182,7 @@ class CiteragService:
             self.generator = self._start_generator()
         pipe = build_pipeline(s, self.generator, index=index, retriever=retriever)
         if pipe.post_hoc is not None:
-            pipe = replace(pipe, post_hoc=_Locked(pipe.post_hoc, self._cpu, ["best"]))
+            pipe = replace(pipe, post_hoc=_locked(pipe.post_hoc, self._cpu, ["best"]))
         self.pipeline = pipe
 
     def _start_generator(self) -> Any:
@@ -197,7 +192,7 @@ class CiteragService:
         gen = build_generator(s, concurrent=True, timeout=s.request_timeout, prefix_caching=s.prefix_caching)
         if not s.llm_url and s.backend == "transformers":
             # transformers' generate is not made for concurrent calls: one request at a time.
-            return _Locked(gen, threading.RLock(), ["generate", "score"])
+            return _locked(gen, threading.RLock(), ["generate", "score"])
         return gen
 
     def retriever(self, kind: str) -> Any:
@@ -211,7 +206,7 @@ class CiteragService:
                     base = self.index.retriever(
                         kind, reranker=self.settings.reranker, rerank_depth=self.settings.rerank_depth
                     )
-                r = self._retrievers[kind] = _Locked(base, self._cpu, ["retrieve"])
+                r = self._retrievers[kind] = _locked(base, self._cpu, ["retrieve"])
             return r
 
     def judge(self) -> Any:
@@ -221,7 +216,7 @@ class CiteragService:
                 from verifiers.judges import load_judge
 
                 judge = load_judge(self.settings.judge, generator=self.generator)
-                self._judge = judge if self.settings.judge == "llm" else _Locked(judge, self._cpu, ["judge"])
+                self._judge = judge if self.settings.judge == "llm" else _locked(judge, self._cpu, ["judge"])
             return self._judge
 
     def checked_judge(self, cancel: threading.Event | None) -> Any:
@@ -315,7 +310,7 @@ class CiteragService:
                     "post_hoc needs the index's embedder, which this server did not load "
                     "(--retriever bm25 --no-post-hoc)"
                 )
-            changes["post_hoc"] = _Locked(
+            changes["post_hoc"] = _locked(
                 EmbeddingPostHocCiter(self._embedder, s.post_hoc_min_similarity), self._cpu, ["best"]
             )
         if cancel is not None:
