@@ -1,5 +1,7 @@
 """Session-wide fixtures: offline environment, the tiny Llama, and one vLLM engine / server
-over it per session (each takes ~20 s to start on a 2-core CPU)."""
+over it per session (each takes ~20 s to start on a 2-core CPU), and one index of the sample
+corpus for the server, web and API-fuzz tests (read only: a test that writes an index builds
+its own)."""
 
 from __future__ import annotations
 
@@ -77,3 +79,13 @@ def smollm2_dir() -> str:
         return resolve_generator(None)
     except ModelNotFoundError as exc:
         pytest.skip(f"SmolLM2 weights not installed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample corpus indexed with the real embedder (MiniLM, FAISS, bm25s), once per session."""
+    from retrievers.index import build_index
+
+    out = tmp_path_factory.mktemp("sample-idx") / "sample"
+    build_index(str(Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"), str(out), progress=False)
+    return out

@@ -35,15 +35,11 @@ CHECKS = (
 
 
 @pytest.fixture(scope="module")
-def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def api_url(sample_index: Path) -> Iterator[str]:
     from fakes import FakeGenerator
 
-    from retrievers.index import build_index
-
-    index = tmp_path_factory.mktemp("fuzz-idx") / "sample"
-    build_index(str(Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"), str(index), progress=False)
     answer = "The Golden Gate Bridge opened to traffic in 1937 [1]. It spans the Golden Gate strait [" + "9" * 60 + "]."
-    with serving(serve_settings(index, request_timeout=60.0), generator=FakeGenerator([answer])) as url:
+    with serving(serve_settings(sample_index, request_timeout=60.0), generator=FakeGenerator([answer])) as url:
         yield url
 
 

@@ -29,17 +29,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "pipeline" / "sample_corpus"
 QUESTION = "When did the Golden Gate Bridge open?"
-
-
-@pytest.fixture(scope="module")
-def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from retrievers.index import build_index
-
-    out = tmp_path_factory.mktemp("serve-idx") / "sample"
-    build_index(str(SAMPLE), str(out), progress=False)
-    return out
 
 
 def settings(index: Path, **kw: Any) -> Any:

@@ -81,19 +81,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def web_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from retrievers.index import build_index
-
-    index = tmp_path_factory.mktemp("web-idx") / "sample"
-    build_index(str(Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"), str(index), progress=False)
-    return index
-
-
-@pytest.fixture(scope="module")
-def site(web_index: Path) -> Iterator[str]:
+def site(sample_index: Path) -> Iterator[str]:
     from fakes import FakeGenerator
 
-    with serving(settings(web_index), generator=FakeGenerator([ANSWER])) as url:
+    with serving(settings(sample_index), generator=FakeGenerator([ANSWER])) as url:
         yield url
 
 
@@ -148,11 +139,11 @@ def test_ask_and_follow_a_citation(browser: Any, site: str, tmp_path: Path) -> N
         assert browser.save_screenshot(str(tmp_path / "saliency.png"))
 
 
-def test_abstention_shows_the_draft_apart(browser: Any, web_index: Path) -> None:
+def test_abstention_shows_the_draft_apart(browser: Any, sample_index: Path) -> None:
     from fakes import FakeGenerator
     from selenium.webdriver.common.by import By
 
-    with serving(settings(web_index), generator=FakeGenerator(["France won it [1]."])) as url:
+    with serving(settings(sample_index), generator=FakeGenerator(["France won it [1]."])) as url:
         browser.get(url)
         wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready")
         # Nothing in the sample corpus is about football: the server abstains.
@@ -191,14 +182,14 @@ def test_verify_badges_and_revise_tab(browser: Any, site: str, tmp_path: Path) -
 
 @pytest.mark.slow
 def test_real_smollm2_answer_with_a_working_citation(
-    browser: Any, web_index: Path, smollm2_dir: str, tmp_path: Path
+    browser: Any, sample_index: Path, smollm2_dir: str, tmp_path: Path
 ) -> None:
     """End to end with nothing canned: SmolLM2 in vLLM's async engine inside the server, a
     streamed answer in the page, and a citation that opens the passage it names."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
-    with serving(settings(web_index, model=smollm2_dir, max_tokens=48)) as url:
+    with serving(settings(sample_index, model=smollm2_dir, max_tokens=48)) as url:
         browser.get(url)
         wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready", timeout=300)
         browser.find_element(By.ID, "question").send_keys(QUESTION)
