@@ -218,6 +218,17 @@ def write_corpus(root: Path) -> Path:
     return corpus
 
 
+def build_fake_index(corpus: Path, index_dir: Path, **kwargs: object) -> dict:
+    """``build_index`` with the model-free ``FakeEmbedder`` (hashing-64), no progress bar."""
+    from fakes import FakeEmbedder
+
+    from retrievers.index import build_index
+
+    opts: dict = {"embedder": FakeEmbedder(), "embedder_name": "hashing-64", "progress": False}
+    opts.update(kwargs)
+    return build_index(corpus, index_dir, **opts)
+
+
 def doc_id_of(stem: str) -> str:
     """The doc_id ``load_documents`` gives the TOPICS entry ``stem`` in ``write_corpus``."""
     i = next(n for n, t in enumerate(TOPICS) if t[0] == stem)

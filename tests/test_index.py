@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeEmbedder
-from retriever_fixtures import TOPICS, doc_id_of, minilm_embedder, write_corpus
+from retriever_fixtures import TOPICS, build_fake_index, doc_id_of, minilm_embedder, write_corpus
 
 from pipeline.errors import (
     ConfigError,
@@ -37,12 +37,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-def _build(corpus: Path, index_dir: Path, **kwargs: object) -> dict:
-    opts: dict = {"embedder": FakeEmbedder(), "embedder_name": "hashing-64", "progress": False}
-    opts.update(kwargs)
-    return build_index(corpus, index_dir, **opts)
-
-
 def _snapshot(index_dir: Path) -> tuple[dict, list, list]:
     idx = load_index(index_dir)
     hybrid = idx.retriever("hybrid", embedder=FakeEmbedder())
@@ -63,7 +57,7 @@ def _version_dir(index_dir: Path) -> Path:
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_build_load_and_retrieve(corpus: Path, tmp_path: Path, kind: str) -> None:
     index_dir = tmp_path / "idx"
-    manifest = _build(corpus, index_dir, faiss_kind=kind)
+    manifest = build_fake_index(corpus, index_dir, faiss_kind=kind)
     version = _version_dir(index_dir)
     assert sorted(p.name for p in version.iterdir()) == [
         ".readers.lock",
@@ -99,7 +93,7 @@ def test_build_load_and_retrieve(corpus: Path, tmp_path: Path, kind: str) -> Non
 def test_passage_spans_point_into_the_documents(corpus: Path, tmp_path: Path) -> None:
     from retrievers.ingest import load_documents
 
-    _build(corpus, tmp_path / "idx", mode="tokens", size=12, overlap=4)
+    build_fake_index(corpus, tmp_path / "idx", mode="tokens", size=12, overlap=4)
     docs = {d.doc_id: d for d in load_documents(corpus)[0]}
     idx = load_index(tmp_path / "idx")
     assert len(idx.passages) > len(TOPICS)
@@ -109,7 +103,7 @@ def test_passage_spans_point_into_the_documents(corpus: Path, tmp_path: Path) ->
 
 
 def test_ivf_index_on_many_passages(corpus: Path, tmp_path: Path) -> None:
-    manifest = _build(corpus, tmp_path / "idx", faiss_kind="ivf", mode="tokens", size=6, overlap=2, nprobe=3)
+    manifest = build_fake_index(corpus, tmp_path / "idx", faiss_kind="ivf", mode="tokens", size=6, overlap=2, nprobe=3)
     assert manifest["faiss_kind"] == "ivf" and manifest["faiss"]["nprobe"] == 3
     idx = load_index(tmp_path / "idx")
     assert idx.dense(FakeEmbedder()).nprobe == 3  # saved with the FAISS index
@@ -119,8 +113,8 @@ def test_ivf_index_on_many_passages(corpus: Path, tmp_path: Path) -> None:
 
 
 def test_rebuild_replaces_the_index_and_leaves_nothing_behind(corpus: Path, tmp_path: Path) -> None:
-    _build(corpus, tmp_path / "idx")
-    _build(corpus, tmp_path / "idx", mode="tokens", size=10, overlap=2)
+    build_fake_index(corpus, tmp_path / "idx")
+    build_fake_index(corpus, tmp_path / "idx", mode="tokens", size=10, overlap=2)
     assert load_index(tmp_path / "idx").manifest["chunking"]["mode"] == "tokens"
     assert _leftovers(tmp_path) == []
     _version_dir(tmp_path / "idx")  # the first version is gone
@@ -129,13 +123,13 @@ def test_rebuild_replaces_the_index_and_leaves_nothing_behind(corpus: Path, tmp_
 @pytest.mark.parametrize("exc", [RuntimeError("embedder broke"), KeyboardInterrupt()])
 def test_failed_build_keeps_the_old_index(corpus: Path, tmp_path: Path, exc: BaseException) -> None:
     index_dir = tmp_path / "idx"
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     before = _snapshot(index_dir)
     files_before = {p.relative_to(index_dir): p.read_bytes() for p in index_dir.rglob("*") if p.is_file()}
 
     failing = FakeEmbedder(fail_on=3, exc=exc)
     with pytest.raises(type(exc)):
-        _build(corpus, index_dir, embedder=failing, batch_size=4, mode="tokens", size=10, overlap=2)
+        build_fake_index(corpus, index_dir, embedder=failing, batch_size=4, mode="tokens", size=10, overlap=2)
     assert failing.calls == 3  # it failed midway through embedding
     assert _leftovers(tmp_path) == []
     _version_dir(index_dir)
@@ -145,7 +139,7 @@ def test_failed_build_keeps_the_old_index(corpus: Path, tmp_path: Path, exc: Bas
 
 def test_failed_first_build_leaves_no_folder(corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
-        _build(corpus, tmp_path / "idx", embedder=FakeEmbedder(fail_on=1, exc=RuntimeError("x")))
+        build_fake_index(corpus, tmp_path / "idx", embedder=FakeEmbedder(fail_on=1, exc=RuntimeError("x")))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -154,18 +148,18 @@ def test_refuses_to_overwrite_a_folder_that_is_not_an_index(corpus: Path, tmp_pa
     precious.mkdir()
     (precious / "thesis.txt").write_text("do not delete", encoding="utf-8")
     with pytest.raises(InputError, match="not a citerag index"):
-        _build(corpus, precious)
+        build_fake_index(corpus, precious)
     assert [p.name for p in precious.iterdir()] == ["thesis.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    _build(corpus, empty)
+    build_fake_index(corpus, empty)
     assert load_index(empty).manifest["counts"]["documents"] == len(TOPICS)
 
 
 def test_index_inside_the_corpus_is_not_ingested(tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path)
-    _build(corpus, corpus / "index")
-    manifest = _build(corpus, corpus / "index")  # the second build must not read the first
+    build_fake_index(corpus, corpus / "index")
+    manifest = build_fake_index(corpus, corpus / "index")  # the second build must not read the first
     assert manifest["counts"] == {"documents": len(TOPICS), "passages": len(TOPICS), "skipped_files": 0}
 
 
@@ -175,7 +169,7 @@ def test_corpus_without_readable_documents(tmp_path: Path, caplog: pytest.LogCap
     (corpus / "blob.txt").write_bytes(b"\x00\x01\x02")
     (corpus / "old.txt").write_bytes("na\u00efve".encode("latin-1"))
     with caplog.at_level(logging.WARNING, logger="retrievers.index"), pytest.raises(CorpusError, match="no readable"):
-        _build(corpus, tmp_path / "idx")
+        build_fake_index(corpus, tmp_path / "idx")
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "blob.txt" in warnings[0].getMessage() and "old.txt" in warnings[0].getMessage()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]
@@ -186,7 +180,7 @@ def test_skipped_files_are_recorded(corpus: Path, tmp_path: Path) -> None:
     mixed.mkdir()
     (mixed / "good.txt").write_text("Glaciers carve valleys.", encoding="utf-8")
     (mixed / "bad.txt").write_bytes(b"\x00binary")
-    manifest = _build(mixed, tmp_path / "idx")
+    manifest = build_fake_index(mixed, tmp_path / "idx")
     assert manifest["counts"]["skipped_files"] == 1
     assert manifest["skipped"] == [{"path": "bad.txt", "reason": "binary file (contains NUL bytes)"}]
 
@@ -203,7 +197,7 @@ def test_missing_index_says_how_to_build_it(tmp_path: Path) -> None:
 
 def test_incompatible_indexes(corpus: Path, tmp_path: Path) -> None:
     index_dir = tmp_path / "idx"
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     with pytest.raises(IndexIncompatibleError, match="rebuild it with `citerag index"):
         load_index(index_dir).dense(FakeEmbedder(dim=32))
 
@@ -221,17 +215,17 @@ def test_incompatible_indexes(corpus: Path, tmp_path: Path) -> None:
 
 def test_options_are_validated(corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="flat, ivf, hnsw"):
-        _build(corpus, tmp_path / "a", faiss_kind="annoy")
+        build_fake_index(corpus, tmp_path / "a", faiss_kind="annoy")
     with pytest.raises(ConfigError, match="smaller than the size"):
-        _build(corpus, tmp_path / "b", mode="tokens", size=5, overlap=5)
-    _build(corpus, tmp_path / "idx")
+        build_fake_index(corpus, tmp_path / "b", mode="tokens", size=5, overlap=5)
+    build_fake_index(corpus, tmp_path / "idx")
     with pytest.raises(ConfigError, match="hybrid, bm25, dense"):
         load_index(tmp_path / "idx").retriever("sparse")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
 
 
 def test_retriever_with_a_callable_reranker(corpus: Path, tmp_path: Path) -> None:
-    _build(corpus, tmp_path / "idx")
+    build_fake_index(corpus, tmp_path / "idx")
     idx = load_index(tmp_path / "idx")
     r = idx.retriever("bm25", reranker=lambda q, texts: [-len(t) for t in texts], rerank_depth=4)
     assert isinstance(r, RerankingRetriever)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeEmbedder
-from retriever_fixtures import write_corpus
+from retriever_fixtures import build_fake_index, write_corpus
 
 from pipeline.errors import IndexBusyError, IndexIncompatibleError, IndexMissingError, IndexWriteError
 from retrievers import index_store as store
-from retrievers.index import build_index, index_exists, load_index, read_manifest
+from retrievers.index import index_exists, load_index, read_manifest
 
 QUERIES = ["queen bees collect nectar", "Alexander Fleming discovered an antibiotic"]
 
@@ -22,12 +22,6 @@ QUERIES = ["queen bees collect nectar", "Alexander Fleming discovered an antibio
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-def _build(corpus: Path, index_dir: Path, **kwargs: object) -> dict:
-    opts: dict = {"embedder": FakeEmbedder(), "embedder_name": "hashing-64", "progress": False}
-    opts.update(kwargs)
-    return build_index(corpus, index_dir, **opts)
 
 
 def _results(index_dir: Path) -> list[list[str]]:
@@ -52,9 +46,9 @@ def _make_legacy(index_dir: Path) -> None:
 
 def test_a_rebuild_publishes_a_new_version_and_removes_the_old(corpus: Path, tmp_path: Path) -> None:
     index_dir = tmp_path / "idx"
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     first = _current(index_dir)
-    _build(corpus, index_dir, mode="tokens", size=10, overlap=2)
+    build_fake_index(corpus, index_dir, mode="tokens", size=10, overlap=2)
     second = _current(index_dir)
     assert second != first and store.is_own_entry(second)
     assert sorted(p.name for p in index_dir.iterdir()) == ["CURRENT", second]
@@ -63,51 +57,51 @@ def test_a_rebuild_publishes_a_new_version_and_removes_the_old(corpus: Path, tmp
 
 def test_a_reader_keeps_its_version_until_it_closes(corpus: Path, tmp_path: Path) -> None:
     index_dir = tmp_path / "idx"
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     held = load_index(index_dir)
     old_version = held.data_dir
-    _build(corpus, index_dir, mode="tokens", size=10, overlap=2)
+    build_fake_index(corpus, index_dir, mode="tokens", size=10, overlap=2)
     assert old_version.is_dir()  # a reader holds it: the rebuild kept it
     # ...and it still reads consistently: the lazily loaded retrievers come from its version.
     old_pids = [p.pid for p in held.retriever("hybrid", embedder=FakeEmbedder()).retrieve(QUERIES, 3)[0]]
     assert all(pid.endswith("#0") for pid in old_pids)
     assert load_index(index_dir).manifest["chunking"]["mode"] == "tokens"
     held.close()
-    _build(corpus, index_dir)  # the next run removes the version nobody holds any more
+    build_fake_index(corpus, index_dir)  # the next run removes the version nobody holds any more
     assert not old_version.exists()
     assert sorted(p.name for p in index_dir.iterdir()) == ["CURRENT", _current(index_dir)]
 
 
 def test_an_old_layout_index_opens_and_is_converted(corpus: Path, tmp_path: Path) -> None:
     index_dir = tmp_path / "idx"
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     before = _results(index_dir)
     _make_legacy(index_dir)
     assert not (index_dir / "CURRENT").exists() and index_exists(index_dir)
     assert _results(index_dir) == before
     assert read_manifest(index_dir)["counts"]["passages"] > 0
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     assert sorted(p.name for p in index_dir.iterdir()) == ["CURRENT", _current(index_dir)]
     assert _results(index_dir) == before
 
 
 def test_an_old_layout_reader_keeps_the_old_files(corpus: Path, tmp_path: Path) -> None:
     index_dir = tmp_path / "idx"
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     _make_legacy(index_dir)
     with load_index(index_dir) as held:
         assert held.data_dir == index_dir
-        _build(corpus, index_dir, mode="tokens", size=10, overlap=2)
+        build_fake_index(corpus, index_dir, mode="tokens", size=10, overlap=2)
         assert (index_dir / "dense.faiss").is_file()  # still held
         assert held.dense(FakeEmbedder()).retrieve(QUERIES, 1)[0]
     assert load_index(index_dir).manifest["chunking"]["mode"] == "tokens"
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     assert sorted(p.name for p in index_dir.iterdir()) == ["CURRENT", _current(index_dir)]
 
 
 def test_leftovers_of_a_killed_run_are_removed_and_the_good_version_kept(corpus: Path, tmp_path: Path) -> None:
     index_dir = tmp_path / "idx"
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     good = _current(index_dir)
     before = _results(index_dir)
     # What a SIGKILL can leave: a half-written build, a published-but-unpointed version, a
@@ -120,7 +114,7 @@ def test_leftovers_of_a_killed_run_are_removed_and_the_good_version_kept(corpus:
     (index_dir / ".trash-0123456789ab").mkdir()
     (index_dir / ".citerag-index.lock").write_text("pid 1 on nowhere\n")
     assert _results(index_dir) == before  # readers are not disturbed by any of it
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     assert sorted(p.name for p in index_dir.iterdir()) == ["CURRENT", _current(index_dir)]
     assert _results(index_dir) == before
 
@@ -129,17 +123,17 @@ def test_a_user_folder_named_like_a_version_is_not_an_index(corpus: Path, tmp_pa
     folder = tmp_path / "docs"
     (folder / "v-notes").mkdir(parents=True)
     with pytest.raises(Exception, match="not a citerag index"):
-        _build(corpus, folder)
+        build_fake_index(corpus, folder)
     assert [p.name for p in folder.iterdir()] == ["v-notes"]
 
 
 def test_a_second_writer_fails_at_once_naming_the_first(corpus: Path, tmp_path: Path) -> None:
     index_dir = tmp_path / "idx"
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     names = sorted(p.name for p in index_dir.iterdir())
     with store.writer_lock(index_dir):
         with pytest.raises(IndexBusyError, match=r"another `citerag index` run \(pid \d+ on .*started") as err:
-            _build(corpus, index_dir)
+            build_fake_index(corpus, index_dir)
         assert err.value.exit_code == 6
     assert sorted(p.name for p in index_dir.iterdir()) == names  # nothing left behind, lock file gone
 
@@ -147,11 +141,11 @@ def test_a_second_writer_fails_at_once_naming_the_first(corpus: Path, tmp_path: 
 def test_disk_full_keeps_the_old_index(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``CITERAG_FAULT_ENOSPC=passages`` writes passages.jsonl to /dev/full: a real ENOSPC."""
     index_dir = tmp_path / "idx"
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     before, names = _results(index_dir), sorted(p.name for p in index_dir.iterdir())
     monkeypatch.setenv("CITERAG_FAULT_ENOSPC", "passages")
     with pytest.raises(IndexWriteError, match="No space left on device.*previous index is unchanged.*free disk") as e:
-        _build(corpus, index_dir, mode="tokens", size=10, overlap=2)
+        build_fake_index(corpus, index_dir, mode="tokens", size=10, overlap=2)
     assert isinstance(e.value.__cause__, OSError) and e.value.__cause__.errno == errno.ENOSPC
     assert sorted(p.name for p in index_dir.iterdir()) == names
     assert _results(index_dir) == before
@@ -188,13 +182,13 @@ DAMAGE = {
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_damaged_indexes_raise_incompatible_with_the_fix(corpus: Path, tmp_path: Path, damage: str) -> None:
     index_dir = tmp_path / "idx"
-    _build(corpus, index_dir)
+    build_fake_index(corpus, index_dir)
     DAMAGE[damage](index_dir / _current(index_dir))
     with pytest.raises(IndexIncompatibleError, match="citerag index") as err:
         with load_index(index_dir) as idx:
             idx.retriever("hybrid", embedder=FakeEmbedder())
     assert err.value.exit_code == 3 and "\n" not in str(err.value)
-    _build(corpus, index_dir)  # re-running `citerag index` repairs it
+    build_fake_index(corpus, index_dir)  # re-running `citerag index` repairs it
     assert len(_results(index_dir)) == 2
 
 
