@@ -22,28 +22,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fakes import FakeGenerator, FakeJudge
-from test_serve import QUESTION, ROOT, SAMPLE, serving, settings
+from test_serve import QUESTION, ROOT, serving, settings
 
 from pipeline.generators.server import free_port
 
 FAKE_LLM = Path(__file__).parent / "fake_llm_server.py"
 SECOND = "Who discovered polonium?"
-
-
-@pytest.fixture(scope="module")
-def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from retrievers.index import build_index
-
-    out = tmp_path_factory.mktemp("serve-faults-idx") / "sample"
-    build_index(str(SAMPLE), str(out), progress=False)
-    return out
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
@@ -317,47 +308,49 @@ def citerag_serve(index: Path, llm_port: int, log: Path, *args: str) -> Iterator
                 proc.wait(30)
 
 
-def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(sample_index: Path, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def request_in_flight(
+    sample_index: Path, tmp_path: Path, llm_delay: str, grace: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Future[httpx.Response], int]]:
+    """A `citerag serve` process (``--grace-seconds grace``) over the fake generator taking
+    ``llm_delay`` seconds, with one request that has reached the generator: (process, url,
+    the request's future, the generator's port)."""
     llm_port = free_port()
-    llm = fake_llm(llm_port, "--delay", "3")
+    llm = fake_llm(llm_port, "--delay", llm_delay)
     try:
-        with citerag_serve(sample_index, llm_port, tmp_path / "serve.log", "--grace-seconds", "20") as (proc, url):
+        with citerag_serve(sample_index, llm_port, tmp_path / "serve.log", "--grace-seconds", grace) as (proc, url):
             with ThreadPoolExecutor(1) as pool:
                 inflight = pool.submit(ask, url, QUESTION)
                 wait_for(lambda: llm_started(llm_port) == 1, what="the request to reach the generator")
-                proc.send_signal(signal.SIGTERM)
-                time.sleep(0.5)
-                with pytest.raises(httpx.ConnectError):
-                    ask(url, SECOND, timeout=5)
-                r = inflight.result()
-            assert r.status_code == 200, r.text
-            assert r.json()["question"] == QUESTION and r.json()["answer"]
-            assert proc.wait(30) == 0, (tmp_path / "serve.log").read_text()[-3000:]
-        assert llm_started(llm_port) == 1, "the refused request reached the generator"
+                yield proc, url, inflight, llm_port
     finally:
         llm.kill()
         llm.wait(10)
+
+
+def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(sample_index: Path, tmp_path: Path) -> None:
+    with request_in_flight(sample_index, tmp_path, "3", "20") as (proc, url, inflight, llm_port):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(httpx.ConnectError):
+            ask(url, SECOND, timeout=5)
+        r = inflight.result()
+        assert r.status_code == 200, r.text
+        assert r.json()["question"] == QUESTION and r.json()["answer"]
+        assert proc.wait(30) == 0, (tmp_path / "serve.log").read_text()[-3000:]
+        assert llm_started(llm_port) == 1, "the refused request reached the generator"
 
 
 def test_sigterm_past_the_grace_period_answers_503_and_exits_0(sample_index: Path, tmp_path: Path) -> None:
-    llm_port = free_port()
-    llm = fake_llm(llm_port, "--delay", "30")
-    try:
-        with citerag_serve(sample_index, llm_port, tmp_path / "serve.log", "--grace-seconds", "1") as (proc, url):
-            with ThreadPoolExecutor(1) as pool:
-                inflight = pool.submit(ask, url, QUESTION)
-                wait_for(lambda: llm_started(llm_port) == 1, what="the request to reach the generator")
-                t0 = time.monotonic()
-                proc.send_signal(signal.SIGTERM)
-                r = inflight.result()
-                waited = time.monotonic() - t0
-            assert r.status_code == 503 and r.headers["retry-after"], r.text
-            assert r.json()["error"]["type"] == "ServerDrainingError" and "--grace-seconds" in r.text
-            assert 0.8 < waited < 10, waited
-            assert proc.wait(20) == 0, (tmp_path / "serve.log").read_text()[-3000:]
-    finally:
-        llm.kill()
-        llm.wait(10)
+    with request_in_flight(sample_index, tmp_path, "30", "1") as (proc, url, inflight, _):
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        r = inflight.result()
+        waited = time.monotonic() - t0
+        assert r.status_code == 503 and r.headers["retry-after"], r.text
+        assert r.json()["error"]["type"] == "ServerDrainingError" and "--grace-seconds" in r.text
+        assert 0.8 < waited < 10, waited
+        assert proc.wait(20) == 0, (tmp_path / "serve.log").read_text()[-3000:]
 
 
 def read_sse(response: httpx.Response, on_event: Callable[[int], None] | None = None) -> list[tuple[str, Any]]:
