@@ -100,7 +100,8 @@ def main() -> None:
         outs = gen.generate(prompts, params)
         dt = time.perf_counter() - t
         tokens = sum(len(o.token_ids) or len(gen.tokenizer.encode(o.text)) for o in outs)
-        context = 40 + args.max_tokens / 2  # mean context length during decoding
+        prompt_tokens = sum(len(gen.tokenizer.encode_prompt(p)) for p in prompts) / b
+        context = prompt_tokens + tokens / b / 2  # mean context length while decoding
         flops_per_token = 2 * n_params + 4 * layers * d_model * context
         achieved = tokens / dt * flops_per_token
         print(f"{b:>5} {tokens:>7} {dt:>8.2f} {tokens / dt:>9.1f} {achieved / 1e9:>8.2f} "

@@ -85,6 +85,15 @@ def start_server(args: argparse.Namespace, index_dir: Path, log_path: Path) -> t
     return proc, f"http://127.0.0.1:{port}"
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the server drains), SIGKILL if it is still there after a minute."""
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 async def wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 600) -> float:
     import httpx
 
@@ -205,11 +214,7 @@ async def run(args: argparse.Namespace) -> int:
               f"(target >= 4x); errors in all runs: {errors}")  # fmt: skip
         return 0 if errors == 0 else 1
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 def main() -> None:

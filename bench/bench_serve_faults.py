@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_serve import DEFAULT_DATA, ensure_index, questions, wait_ready  # noqa: E402
+from bench_serve import DEFAULT_DATA, ensure_index, questions, stop_server, wait_ready  # noqa: E402
 
 INVALID_KINDS = ("not-json", "empty-question", "long-question", "unknown-field", "k-zero", "huge-body")
 
@@ -198,11 +198,7 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.gather(restarter(), *(client(c) for _ in range(args.clients)))
         wall = time.perf_counter() - t_start
     finally:
-        server.terminate()
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
         try:
             os.killpg(llm.pid, signal.SIGKILL)
         except ProcessLookupError:
