@@ -102,13 +102,21 @@ def generation_options() -> list[Callable[[F], F]]:
                      help="Iterative mode: tokens generated between retrievals."),
         click.option("--query-tokens", type=int, default=default("query_tokens"), show_default=True,
                      help="Iterative mode: last tokens used as the query."),
+        click.option("--speculative", is_flag=True,
+                     help="Iterative mode: guess each retrieval from the question's cache and check the guesses "
+                          "in batches, rolling back a wrong one (RaLMSpec); same answers under greedy decoding."),
+        click.option("--spec-stride", type=click.IntRange(1, 8), default=default("spec_stride"), show_default=True,
+                     help="Speculative mode: rounds guessed per check (the start; it adapts per question)."),
+        click.option("--prefetch", type=click.IntRange(min=0), default=default("prefetch"), show_default=True,
+                     help="Speculative mode: extra passages retrieved in the first round to fill the cache."),
     ]  # fmt: skip
 
 
 def generation_settings(kw: dict[str, Any]) -> dict[str, Any]:
     """The :class:`Settings` fields of :func:`generation_options`' values."""
     return {"post_hoc": not kw["no_post_hoc"], "citations": kw["citations"], "iterative": kw["iterative"],
-            "stride": kw["stride"], "query_tokens": kw["query_tokens"]}  # fmt: skip
+            "stride": kw["stride"], "query_tokens": kw["query_tokens"], "speculative": kw["speculative"],
+            "spec_stride": kw["spec_stride"], "prefetch": kw["prefetch"]}  # fmt: skip
 
 
 def validated(schema: Callable[..., M], /, **fields: Any) -> M:

@@ -68,6 +68,10 @@ def scoring_generator(
 
 def check_settings(s: Settings) -> None:
     """Refuse a combination that cannot work before any model loads."""
+    if s.speculative and not s.iterative:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError("--speculative speeds up the iterative loop: add --iterative, or drop --speculative")
     if s.citations == "constrained" and not s.llm_url and s.backend not in ("vllm", "openai"):
         from pipeline.errors import ConfigError
         from pipeline.generators.base import NO_STRUCTURED_OUTPUT_HINT
@@ -102,7 +106,11 @@ def build_pipeline(
         params=GenerationParams(max_tokens=s.max_tokens, temperature=s.temperature, seed=s.seed),
         prompt=PromptConfig(max_doc_tokens=s.max_doc_tokens),
         post_hoc=EmbeddingPostHocCiter(embedder, s.post_hoc_min_similarity) if (s.post_hoc and embedder) else None,
-        iterative=IterativeConfig(s.stride, s.query_tokens) if s.iterative else None,
+        iterative=IterativeConfig(
+            s.stride, s.query_tokens, speculative=s.speculative, spec_stride=s.spec_stride, prefetch=s.prefetch
+        )
+        if s.iterative
+        else None,
         batch_size=s.batch_size,
         citations=s.citations,
     )

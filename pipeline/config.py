@@ -39,6 +39,11 @@ class Settings(BaseModel):
     iterative: bool = False
     stride: int = Field(32, ge=1)
     query_tokens: int = Field(32, ge=1)
+    #: Iterative mode: speculate retrievals from each question's cache, verify in batches
+    #: (pipeline/iterative.py; the answers are unchanged under greedy decoding).
+    speculative: bool = False
+    spec_stride: int = Field(3, ge=1, le=8)
+    prefetch: int = Field(20, ge=0)
     batch_size: int = Field(64, ge=1)
     #: How answer sentences get citations (pipeline/constrained.py); recorded as "citation_mode".
     citations: Literal["auto", "post-hoc", "constrained", "use-aware"] = "auto"

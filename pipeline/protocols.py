@@ -23,6 +23,22 @@ class Retriever(Protocol):
 
 
 @runtime_checkable
+class CacheRetriever(Retriever, Protocol):
+    """A retriever that can also rank a small set of candidates as it ranks its corpus.
+
+    Speculative iterative retrieval (pipeline/iterative.py) guesses each round's passages with
+    it from the passages a question has already retrieved. For candidates that include the
+    real top-k, the result must equal ``retrieve``'s (same order, same ties); otherwise it is
+    only a guess, which the real retriever then checks."""
+
+    def retrieve_from(
+        self, queries: Sequence[str], candidates: Sequence[Sequence[Passage]], k: int
+    ) -> list[list[Passage]]:
+        """Top-``k`` of ``candidates[i]`` for ``queries[i]``, best first (batched)."""
+        ...
+
+
+@runtime_checkable
 class Tokenizer(Protocol):
     """The generator's tokenizer, as far as prompting needs it."""
 

@@ -23,24 +23,13 @@ from pipeline.constrained import (
     tail_reserve,
 )
 from pipeline.errors import CiteragError, ConfigError, InputError
+from pipeline.iterative import IterativeConfig, ask_iterative
 from pipeline.progress import progress_bar
 from pipeline.prompting import BuiltPrompt, PromptConfig, build_prompt, validate_question
 from pipeline.protocols import Generator, Retriever
 from pipeline.types import AttributedAnswer, Generation, GenerationParams, Passage
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class IterativeConfig:
-    """Re-retrieve every ``stride`` tokens with the last ``query_tokens`` tokens as query."""
-
-    stride: int = 32
-    query_tokens: int = 32
-
-    def __post_init__(self) -> None:
-        if self.stride < 1 or self.query_tokens < 1:
-            raise InputError("--stride and --query-tokens must be positive integers")
 
 
 @dataclass
@@ -91,7 +80,7 @@ class RAGPipeline:
         """Answer every question; raises on the first invalid one (see ``ask_many``)."""
         qs = [validate_question(q) for q in questions]
         if self.iterative is not None:
-            return self._ask_iterative(qs, progress)
+            return ask_iterative(self, qs, progress)
         t0 = time.perf_counter()
         retrieved = self.retriever.retrieve(qs, self.k)
         t1 = time.perf_counter()
@@ -120,7 +109,7 @@ class RAGPipeline:
             "total_s": t4 - t0,
             "batch_size": len(qs),
         }
-        return [_with_report(a, timings=timings) for a in answers]
+        return [a.with_report(timings=timings) for a in answers]
 
     def ask_many(self, questions: Sequence[str], progress: bool = True) -> list[AttributedAnswer | CiteragError]:
         """Like ``ask_batch`` but an invalid question yields its error in place of an answer."""
@@ -197,49 +186,6 @@ class RAGPipeline:
         rep.update(report)
         return AttributedAnswer(question, text, parsed.sentences, tuple(shown), rep)
 
-    def _ask_iterative(self, qs: list[str], progress: bool) -> list[AttributedAnswer]:
-        assert self.iterative is not None
-        cfg, tok = self.iterative, self.generator.tokenizer
-        t0 = time.perf_counter()
-        registry: list[list[Passage]] = [[] for _ in qs]  # number n -> registry[i][n - 1], as shown
-        # Retrieved span -> its number. Keyed by the span the retriever returns, not the shown one:
-        # a truncated passage is shown with a shorter span, and keying by that gave one passage a
-        # new number every round.
-        numbered: list[dict[tuple[str, int, int], int]] = [{} for _ in qs]
-        answers = ["" for _ in qs]
-        done = [False] * len(qs)
-        used = [0] * len(qs)
-        truncated = [False] * len(qs)
-        rounds = 0
-        with progress_bar(total=len(qs), desc="answering (iterative)", enabled=progress, unit="q") as bar:
-            while not all(done):
-                active = [i for i in range(len(qs)) if not done[i]]
-                queries = []
-                for i in active:
-                    ids = tok.encode(f"{qs[i]} {answers[i]}".strip())
-                    queries.append(tok.decode(ids[-cfg.query_tokens :]) if answers[i] else qs[i])
-                retrieved = self.retriever.retrieve(queries, self.k)
-                prompts = []
-                for i, ps in zip(active, retrieved):
-                    prompts.append(self._iterative_prompt(qs[i], ps, registry[i], numbered[i], answers[i]))
-                params = self._generation_params(min(cfg.stride, self.params.max_tokens))
-                gens = self.generator.generate([p.text for p in prompts], params)
-                for i, g in zip(active, gens):
-                    answers[i] += g.text
-                    used[i] += len(g.token_ids) if g.token_ids else len(tok.encode(g.text))
-                    if g.finish_reason != "length" or used[i] >= self.params.max_tokens or not g.text:
-                        done[i] = True
-                        truncated[i] = g.finish_reason == "length"
-                        bar.update(1)
-                rounds += 1
-        t1 = time.perf_counter()
-        out = [
-            self._finish(q, a, reg, truncated=tr, rounds=rounds, generated_tokens=u)
-            for q, a, reg, u, tr in zip(qs, answers, registry, used, truncated)
-        ]
-        timings = {"total_s": time.perf_counter() - t0, "generate_s": t1 - t0, "batch_size": len(qs)}
-        return [_with_report(a, timings=timings) for a in out]
-
     def _iterative_prompt(
         self,
         question: str,
@@ -264,7 +210,3 @@ class RAGPipeline:
                 reg.append(shown)
                 numbered[p.key] = n
         return built
-
-
-def _with_report(a: AttributedAnswer, **extra: object) -> AttributedAnswer:
-    return AttributedAnswer(a.question, a.text, a.sentences, a.passages, {**a.report, **extra}, a.n_shown)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 
@@ -135,6 +135,10 @@ class AttributedAnswer:
     #: How many of ``passages`` (the first ones) the generator was shown; None: all of them.
     #: A number above it names evidence the verifier added, never a passage the generator saw.
     n_shown: int | None = None
+
+    def with_report(self, **extra: Any) -> AttributedAnswer:
+        """A copy whose report has ``extra`` added."""
+        return replace(self, report={**self.report, **extra})
 
     def shown(self, n: int) -> bool:
         """Whether passage ``n`` (1-based) was shown to the generator."""

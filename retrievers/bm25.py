@@ -69,6 +69,11 @@ class BM25Retriever:
         self.stopwords = stopwords
         self.matched_only = matched_only
         self._stemmer: Any = None
+        self._rows: dict[tuple[str, int, int], int] | None = None
+        self._sorted_postings: bool | None = None
+
+    #: ``retrieve(q, k)`` is always the head of ``retrieve(q, k + m)``: ties go by corpus order.
+    prefix_stable = True
 
     def view(self, *, matched_only: bool) -> BM25Retriever:
         """The same index with another ``matched_only`` setting (shares the model)."""
@@ -76,6 +81,7 @@ class BM25Retriever:
             self.passages, self.model, language=self.language, stopwords=self.stopwords, matched_only=matched_only
         )
         out._stemmer = self._stemmer
+        out._rows, out._sorted_postings = self._rows, self._sorted_postings
         return out
 
     @classmethod
@@ -177,6 +183,51 @@ class BM25Retriever:
                 best = best[scores[best] > 0]
             results.append([self.passages[i].with_score(scores[i]) for i in best])
         return results
+
+    def retrieve_from(
+        self, queries: Sequence[str], candidates: Sequence[Sequence[Passage]], k: int
+    ) -> list[list[Passage]]:
+        """``retrieve`` restricted to each query's candidates: the same scores and tie order, read
+        from the posting lists of the query's terms for those rows only (speculative retrieval)."""
+        if self._rows is None:
+            self._rows = {p.key: i for i, p in enumerate(self.passages)}
+        results: list[list[Passage]] = []
+        for tokens, cands in zip(self._tokenize_queries(queries), candidates):
+            rows = np.unique(np.array([self._rows[p.key] for p in cands if p.key in self._rows], dtype=np.int64))
+            scores = self._candidate_scores(tokens, rows)
+            best = top_k(scores, k)  # rows are sorted, so ties go by corpus order as in retrieve
+            if self.matched_only:
+                best = best[scores[best] > 0]
+            results.append([self.passages[rows[i]].with_score(scores[i]) for i in best])
+        return results
+
+    def _candidate_scores(self, tokens: list[str], rows: np.ndarray) -> np.ndarray:
+        """BM25 scores of ``rows``, equal to ``_scores(tokens)[rows]`` (float32, same order of sums)."""
+        vocab = self.model.vocab_dict
+        ids = [vocab[t] for t in tokens if t in vocab]
+        out = np.zeros(len(rows), dtype=np.float32)
+        if not ids or not len(rows):
+            return out
+        if getattr(self.model, "nonoccurrence_array", None) is not None or not self._postings_sorted():
+            return self._scores(tokens)[rows]
+        data, indices, indptr = (self.model.scores[n] for n in ("data", "indices", "indptr"))
+        for t in ids:
+            lo, hi = int(indptr[t]), int(indptr[t + 1])
+            if lo == hi:
+                continue
+            pos = np.searchsorted(indices[lo:hi], rows)
+            hit = pos < hi - lo
+            hit[hit] = indices[lo + pos[hit]] == rows[hit]
+            out[hit] += data[lo + pos[hit]]
+        return out
+
+    def _postings_sorted(self) -> bool:
+        """Whether every term's posting list is in row order (checked once; searchsorted needs it)."""
+        if self._sorted_postings is None:
+            indices, indptr = np.asarray(self.model.scores["indices"]), np.asarray(self.model.scores["indptr"])
+            drops = np.flatnonzero(np.diff(indices.astype(np.int64)) <= 0) + 1  # positions that start a new run
+            self._sorted_postings = bool(np.isin(drops, indptr).all())
+        return self._sorted_postings
 
 
 def _indexed_text(p: Passage) -> str:

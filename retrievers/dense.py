@@ -179,6 +179,8 @@ class DenseRetriever:
         self.passages = list(passages)
         self.embedder = embedder
         self.index = index
+        self._rows: dict[tuple[str, int, int], int] | None = None
+        self._vector_cache: dict[int, np.ndarray] = {}
         if nprobe is not None:
             self.nprobe = nprobe
         if ef_search is not None:
@@ -283,17 +285,56 @@ class DenseRetriever:
         k = min(k, len(self.passages))
         if k <= 0:
             return [[] for _ in queries]
+        q = self._embed_queries(queries)
+        scores, ids = self.index.search(q, k)
+        return [
+            [self.passages[int(i)].with_score(float(s)) for s, i in zip(row_s, row_i) if i >= 0]
+            for row_s, row_i in zip(scores, ids)
+        ]
+
+    def retrieve_from(
+        self, queries: Sequence[str], candidates: Sequence[Sequence[Passage]], k: int
+    ) -> list[list[Passage]]:
+        """Each query's candidates ranked by cosine similarity with their indexed vectors, best
+        first, ties by corpus order (speculative retrieval; FAISS's own order of exact ties may
+        differ, which the real retrieval then catches)."""
+        if not queries:
+            return []
+        if self._rows is None:
+            self._rows = {p.key: i for i, p in enumerate(self.passages)}
+        q = self._embed_queries(queries)
+        out: list[list[Passage]] = []
+        for qv, cands in zip(q, candidates):
+            rows = np.unique(np.array([self._rows[p.key] for p in cands if p.key in self._rows], dtype=np.int64))
+            vecs = self._vectors(rows)
+            if vecs is None:  # an index that cannot give its vectors back: keep the candidates' order
+                out.append(list(cands[:k]))
+                continue
+            scores = vecs @ qv
+            order = np.lexsort((rows, -scores))[:k]
+            out.append([self.passages[int(rows[i])].with_score(float(scores[i])) for i in order])
+        return out
+
+    def _embed_queries(self, queries: Sequence[str]) -> np.ndarray:
         q = normalize(self.embedder(list(queries)))
         if q.shape != (len(queries), self.dim):
             raise IndexIncompatibleError(
                 f"the embedder returned shape {q.shape} for {len(queries)} queries but the index "
                 f"is {self.dim}-dimensional: use the embedder the index was built with"
             )
-        scores, ids = self.index.search(q, k)
-        return [
-            [self.passages[int(i)].with_score(float(s)) for s, i in zip(row_s, row_i) if i >= 0]
-            for row_s, row_i in zip(scores, ids)
-        ]
+        return q
+
+    def _vectors(self, rows: np.ndarray) -> np.ndarray | None:
+        """The indexed vectors of ``rows`` (kept once read), or None if the index cannot return them."""
+        missing = [int(r) for r in rows if int(r) not in self._vector_cache]
+        try:
+            for r in missing:
+                self._vector_cache[r] = self.index.reconstruct(r)
+        except RuntimeError:
+            return None
+        if not len(rows):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._vector_cache[int(r)] for r in rows])
 
 
 def embed_texts(
