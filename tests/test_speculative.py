@@ -199,3 +199,14 @@ def test_switching_between_guessing_and_real_retrieval_keeps_answers(monkeypatch
         _same(a, b)
     stats = spec[0].report["speculation"]
     assert stats["plain_rounds"] > 0 and stats["speculated"] > 0 and stats["rollbacks"] > 0
+
+
+def test_cli_speculative_needs_iterative_and_passes_its_settings(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from app.cli import cli
+
+    result = CliRunner().invoke(cli, ["ask", "Why?", "--index", str(tmp_path / "none"), "--speculative"])
+    assert result.exit_code == 2 and "--speculative speeds up the iterative loop: add --iterative" in result.output
+    result = CliRunner().invoke(cli, ["ask", "Why?", "--index", str(tmp_path), "--iterative", "--spec-stride", "9"])
+    assert result.exit_code == 2 and "--spec-stride" in result.output
