@@ -261,8 +261,10 @@ def _check(pipe: Any, results: list[Any], judge_name: str, verify: bool, abstain
         return results
     from verifiers.grounding import AbstainRule, ground_with_pipeline
     from verifiers.judges import load_judge
+    from verifiers.memo import MemoJudge
 
-    judge = load_judge(judge_name, generator=pipe.generator)
+    # Grounding judges again the pairs verification judged: score each distinct pair once.
+    judge = MemoJudge(load_judge(judge_name, generator=pipe.generator))
     if verify:
         from verifiers.verify import verify_with_pipeline
 

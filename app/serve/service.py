@@ -348,8 +348,10 @@ class CiteragService:
             from verifiers.rarr import build_reviser
             from verifiers.verify import verify_answers
 
+            from verifiers.memo import MemoJudge
+
             check_cancelled(cancel, "verification")
-            judge = self.checked_judge(cancel)
+            judge = MemoJudge(self.checked_judge(cancel))  # grounding reuses this request's scores
             answer = verify_answers([answer], judge, build_reviser(pipe.retriever, pipe.generator, judge))[0]
         abstain = self.settings.abstain if req.abstain is None else req.abstain
         use_aware = pipe.citations == "use-aware"
