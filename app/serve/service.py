@@ -345,10 +345,9 @@ class CiteragService:
             answer = pipe.ask(question)
         judge = None
         if req.verify:
+            from verifiers.memo import MemoJudge
             from verifiers.rarr import build_reviser
             from verifiers.verify import verify_answers
-
-            from verifiers.memo import MemoJudge
 
             check_cancelled(cancel, "verification")
             judge = MemoJudge(self.checked_judge(cancel))  # grounding reuses this request's scores
