@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from app.cli_common import (
 )
 from app.cli_errors import handle_errors
 from pipeline.errors import CiteragError
+from verifiers.judges import JUDGE_RUNTIMES, RUNTIME_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("citerag")
@@ -31,9 +33,19 @@ log = logging.getLogger("citerag")
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+@click.option(
+    "--judge-runtime",
+    type=click.Choice(JUDGE_RUNTIMES),
+    default=None,
+    envvar=RUNTIME_ENV,
+    help="How a cross-encoder judge runs: torch, onnx (fp32), onnx-int8, or auto (default: torch on a GPU, "
+    "the judge card's benchmarked choice on a CPU).",
+)
 @click.version_option(package_name="citerag")
-def cli(verbose: int, quiet: bool) -> None:
+def cli(verbose: int, quiet: bool, judge_runtime: str | None) -> None:
     """Answer questions with checked citations, revise text against evidence, score attribution."""
+    if judge_runtime:
+        os.environ[RUNTIME_ENV] = judge_runtime  # load_judge reads it, in every command and the server
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:

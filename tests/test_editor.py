@@ -447,7 +447,9 @@ def default_judge() -> Any:
         pytest.skip("the default support judge is not committed in verifiers/default_judge")
     from verifiers.judges import load_judge
 
-    return load_judge("default")
+    # torch: the gate decision below sits near the threshold calibrated on these weights, and
+    # the int8 CPU default flips it (as it flips ~5% of AttributionBench decisions, BENCHMARKS.md)
+    return load_judge("default", runtime="torch")
 
 
 TRUE_TEXTS = ["The Tamar river is 300 km long.", "Prices doubled every few days and savings became worthless."]

@@ -85,7 +85,9 @@ def default_judge() -> Any:
         pytest.skip(f"the default support judge is not in {DEFAULT_JUDGE} (issue 3 commits it): these tests need it")
     from verifiers.judges import load_judge
 
-    return load_judge("default")
+    # torch: the salmon claim below scores above the threshold calibrated on these weights,
+    # and the int8 CPU default puts it under (0.62), as it flips ~5% of AttributionBench decisions
+    return load_judge("default", runtime="torch")
 
 
 def check_revision(res: RevisionResult, sources: dict[str, str], threshold: float, min_preservation: float) -> None:

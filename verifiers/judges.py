@@ -44,6 +44,13 @@ MIN_EVIDENCE_TOKENS = 8
 _CLAIM_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 #: Names ``load_judge`` knows besides paths and hub ids.
 JUDGE_NAMES = ("default", "llm")
+#: How a cross-encoder judge runs (``--judge-runtime`` / ``$CITERAG_JUDGE_RUNTIME``): torch, ONNX
+#: Runtime fp32 or int8 (:mod:`verifiers.judge_onnx`), or ``auto``: torch on a GPU, on a CPU the
+#: variant the judge card's ``runtime.cpu`` names (chosen by bench/bench_judge_speed.py), else torch.
+JUDGE_RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+RUNTIME_ENV = "CITERAG_JUDGE_RUNTIME"
+#: Texts whose tokenisation a judge keeps (evidence is judged against many claims).
+TOKEN_CACHE_SIZE = 4096
 #: Label names (normalised: lower case, "_" for "-" and " ") that mean "the evidence supports it".
 SUPPORT_LABELS = (
     "entailment",
@@ -284,7 +291,8 @@ class WindowedJudge(ABC):
         self.last_stats["unique_pairs"] = len(unique)
         self.last_stats["windows"] = len(to_score)
         # Batch windows of similar length together (less padding), then restore the order.
-        order = sorted(range(len(to_score)), key=lambda i: len(to_score[i][0]) + len(to_score[i][1]))
+        lengths = [self.pair_length(p) for p in to_score]
+        order = sorted(range(len(to_score)), key=lambda i: lengths[i])
         scores = [0.0] * len(to_score)
         for batch in _chunks(order, self.batch_size):
             for i, s in zip(batch, self.score_windows([to_score[i] for i in batch])):
@@ -297,6 +305,11 @@ class WindowedJudge(ABC):
             for u in range(len(unique))
         ]
         return [support[unique[p]] for p in items]
+
+    def pair_length(self, pair: Pair) -> int:
+        """Sort key that batches pairs of similar input length together (characters here;
+        tokens where the judge knows them)."""
+        return len(pair[0]) + len(pair[1])
 
     def decide(self, scores: Sequence[float]) -> list[bool]:
         return [s >= self.threshold for s in scores]
@@ -324,16 +337,30 @@ class _HFWindowsMixin:
             raise ModelNotFoundError(f"cannot load a {kind} judge from {path!r}: {exc}") from exc
         self.model.to(self.device).eval()
 
+    def _offsets(self, text: str) -> list[tuple[int, int]]:
+        """Token character offsets of ``text``, cached: one passage is judged against many
+        claims, and a claim's length is asked for by every step of the windowing."""
+        cache: dict[str, list[tuple[int, int]]] = self.__dict__.setdefault("_offset_cache", {})
+        hit = cache.get(text)
+        if hit is None:
+            if len(cache) >= TOKEN_CACHE_SIZE:
+                cache.clear()
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+            hit = cache[text] = [tuple(o) for o in enc["offset_mapping"]]
+        return hit
+
     def split_evidence(self, evidence: str, size: int) -> list[str]:
-        enc = self.tokenizer(evidence, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        offsets = enc["offset_mapping"]
+        offsets = self._offsets(evidence)
         spans = window_spans(len(offsets), size, self.window_stride)  # type: ignore[attr-defined]
         if len(spans) == 1:
             return [evidence]
         return [evidence[offsets[a][0] : offsets[b - 1][1]] for a, b in spans]
 
     def _n_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        return len(self._offsets(text))
+
+    def pair_length(self, pair: Pair) -> int:
+        return self._n_tokens(pair[0]) + self._n_tokens(pair[1])
 
 
 def _torch_device(device: str | None) -> str:
@@ -370,13 +397,13 @@ class CrossEncoderJudge(_HFWindowsMixin, WindowedJudge):
         device: str | None = None,
         threshold: float | None = None,
     ) -> None:
-        self._load_hf(path, "AutoModelForSequenceClassification", "sequence-classification", device)
-        n_labels = int(self.model.config.num_labels)
-        self.support_id: int | None = None if n_labels == 1 else support_index(self.model.config.id2label)
+        config = self._load_model(path, device)
+        n_labels = int(config.num_labels)
+        self.support_id: int | None = None if n_labels == 1 else support_index(config.id2label)
         limits = [
             x
             for x in (
-                getattr(self.model.config, "max_position_embeddings", None),
+                getattr(config, "max_position_embeddings", None),
                 self.tokenizer.model_max_length if self.tokenizer.model_max_length < 100_000 else None,
             )
             if x
@@ -390,20 +417,29 @@ class CrossEncoderJudge(_HFWindowsMixin, WindowedJudge):
         self.threshold = float(threshold if threshold is not None else self.card.get("threshold", DEFAULT_THRESHOLD))
         self._special = self.tokenizer.num_special_tokens_to_add(pair=True)
 
+    def _load_model(self, path: str, device: str | None) -> Any:
+        """Load tokenizer, card and model; return the model's config (subclasses: another runtime)."""
+        self._load_hf(path, "AutoModelForSequenceClassification", "sequence-classification", device)
+        return self.model.config
+
     def evidence_budget(self, claim: str) -> int:
         return self.max_length - self._special - self._n_tokens(claim)
 
-    def score_windows(self, pairs: Sequence[Pair]) -> list[float]:
-        import torch
-
-        feats = self.tokenizer(
+    def features(self, pairs: Sequence[Pair], tensors: str) -> Any:
+        """The tokenised batch (``tensors``: "pt" or "np"), padded to its longest pair."""
+        return self.tokenizer(
             [e for e, _ in pairs],
             [c for _, c in pairs],
             padding=True,
             truncation="only_first",  # a safety net only: windows already fit
             max_length=self.max_length,
-            return_tensors="pt",
-        ).to(self.device)
+            return_tensors=tensors,
+        )
+
+    def score_windows(self, pairs: Sequence[Pair]) -> list[float]:
+        import torch
+
+        feats = self.features(pairs, "pt").to(self.device)
         with torch.inference_mode():
             logits = self.model(**feats).logits.float()
         if self.support_id is None:
@@ -590,16 +626,20 @@ def load_judge(
     batch_size: int | None = None,
     device: str | None = None,
     threshold: float | None = None,
+    runtime: str | None = None,
 ) -> SupportJudge:
     """A support judge by name: ``default`` (the committed cross-encoder), ``llm`` (through
-    ``generator``), or a local folder / hub id of a sequence-classification or seq2seq NLI model."""
+    ``generator``), or a local folder / hub id of a sequence-classification or seq2seq NLI model.
+
+    ``runtime`` (default ``$CITERAG_JUDGE_RUNTIME``, else ``auto``; see :data:`JUDGE_RUNTIMES`)
+    says how a cross-encoder runs; the other kinds always run as they are."""
     name = name_or_path or "default"
+    runtime = check_runtime(runtime or os.environ.get(RUNTIME_ENV) or "auto")
     kw: dict[str, Any] = {"device": device, "threshold": threshold}
     if batch_size:
         kw["batch_size"] = batch_size
-    if name == "default":
-        return CrossEncoderJudge(str(default_judge_dir()), **kw)
     if name == "llm":
+        _ignored_runtime(runtime, "the llm judge")
         if generator is None:
             raise ConfigError(
                 "the llm judge needs a generator: configure one (--model / --server) or use --judge default"
@@ -607,9 +647,49 @@ def load_judge(
         return LLMJudge(
             generator, batch_size=batch_size or 16, threshold=threshold if threshold is not None else DEFAULT_THRESHOLD
         )
-    if _judge_kind(name) == "seq2seq":
+    path = str(default_judge_dir()) if name == "default" else name
+    if name != "default" and _judge_kind(name) == "seq2seq":
+        _ignored_runtime(runtime, f"the seq2seq judge {name!r}")
         return Seq2SeqNLIJudge(name, **kw)
-    return CrossEncoderJudge(name, **kw)
+    chosen = resolve_runtime(runtime, path, device)
+    if chosen == "torch":
+        return CrossEncoderJudge(path, **kw)
+    from verifiers.judge_onnx import OnnxCrossEncoderJudge
+
+    kw.pop("device")
+    return OnnxCrossEncoderJudge(path, variant=chosen, **kw)
+
+
+def _ignored_runtime(runtime: str, what: str) -> None:
+    if runtime.startswith("onnx"):
+        log.warning("judge runtime %s is for cross-encoder judges: %s runs on torch / the generator", runtime, what)
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in JUDGE_RUNTIMES:
+        raise ConfigError(f"unknown judge runtime {runtime!r}: use one of {', '.join(JUDGE_RUNTIMES)}")
+    return runtime
+
+
+def resolve_runtime(runtime: str, path: str, device: str | None) -> str:
+    """The runtime ``auto`` stands for: torch on a GPU (or when onnxruntime is not installed),
+    else the CPU variant recorded in the judge card (``runtime.cpu``), else torch."""
+    if runtime != "auto":
+        if runtime.startswith("onnx") and device and not device.startswith("cpu"):
+            raise ConfigError(f"judge runtime {runtime!r} runs on the CPU only; drop --judge-runtime or the device")
+        return runtime
+    if _torch_device(device) != "cpu":
+        return "torch"
+    card = read_card(path) if Path(path).is_dir() else {}
+    recorded = (card.get("runtime") or {}).get("cpu")
+    if recorded not in ("onnx", "onnx-int8"):
+        return "torch"
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        log.warning("onnxruntime is not installed: the judge runs on torch (pip install onnxruntime for speed)")
+        return "torch"
+    return str(recorded)
 
 
 def judge_dir(name_or_path: str | None) -> Path | None:

@@ -1,0 +1,244 @@
+"""The judge on ONNX Runtime (verifiers/judge_onnx.py) and the windowing cost cuts (issue 13).
+
+The real committed default judge is exported into a temporary cache once per module; its
+fp32 ONNX scores must equal torch's within 1e-4 on real pairs (the sample corpus as long,
+windowed evidence), the int8 ones stay close. The cache logic, ``--judge-runtime`` through
+the CLI and the missing-onnxruntime error use a tiny random BERT (exports in a second).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "pipeline" / "sample_corpus"
+GG = (CORPUS / "golden_gate_bridge.md").read_text(encoding="utf-8")
+CURIE = (CORPUS / "marie_curie.txt").read_text(encoding="utf-8")
+LONG = GG + "\n\n" + CURIE  # several windows of the 192-token judge
+
+#: Real pairs: long windowed evidence (the sample corpus) and short NLI-like pairs.
+LONG_PAIRS = [
+    (LONG, "The Golden Gate Bridge opened to pedestrians on May 27, 1937."),
+    (LONG, "The Golden Gate Bridge opened in 1975."),
+    (LONG, "Marie Curie won two Nobel Prizes."),
+    (GG, "Construction of the bridge began in January 1933 under Joseph Strauss."),
+    (CURIE, "Curie discovered polonium and radium."),
+]
+SHORT_PAIRS = [
+    ("A man is playing a guitar on a stage.", "A man is performing music."),
+    ("A man is playing a guitar on a stage.", "A woman is sleeping at home."),
+    ("Two dogs run through a snowy field.", "Animals are outside."),
+    ("Two dogs run through a snowy field.", "The dogs are asleep indoors."),
+    ("The meeting was moved from Monday to Wednesday.", "The meeting takes place on Wednesday."),
+    ("The meeting was moved from Monday to Wednesday.", "The meeting was cancelled."),
+]
+PAIRS = LONG_PAIRS + SHORT_PAIRS
+S = len(LONG_PAIRS)  # index of the first short pair
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    d = tmp_path_factory.mktemp("citerag-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CITERAG_CACHE", str(d))
+        mp.delenv("CITERAG_JUDGE_RUNTIME", raising=False)
+        yield d
+
+
+@pytest.fixture(scope="module")
+def torch_judge(cache: Path) -> Any:
+    from verifiers.judges import load_judge
+
+    return load_judge("default", runtime="torch", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def torch_scores(torch_judge: Any) -> list[float]:
+    scores = torch_judge.judge(PAIRS)
+    torch_judge.windows_of_pairs = torch_judge.last_stats["windows"]
+    return scores
+
+
+def test_fp32_onnx_equals_torch_on_real_pairs(cache: Path, torch_judge: Any, torch_scores: list[float]) -> None:
+    from verifiers.judge_onnx import OnnxCrossEncoderJudge
+    from verifiers.judges import load_judge
+
+    judge = load_judge("default", runtime="onnx")
+    assert isinstance(judge, OnnxCrossEncoderJudge) and judge.variant == "onnx"
+    assert judge.onnx_file.is_relative_to(cache) and judge.onnx_file.name == "model.onnx"
+    scores = judge.judge(PAIRS)
+    assert judge.last_stats["windows"] == torch_judge.windows_of_pairs > len(PAIRS)  # really windowed
+    assert max(abs(a - b) for a, b in zip(scores, torch_scores)) < 1e-4
+    assert judge.threshold == torch_judge.threshold and judge.max_length == torch_judge.max_length
+    # the judge is not random: it tells the clear short cases apart
+    assert scores[S] > judge.threshold > scores[S + 1] and scores[S + 4] > judge.threshold > scores[S + 5]
+
+
+def test_int8_onnx_stays_close_to_torch(cache: Path, torch_judge: Any, torch_scores: list[float]) -> None:
+    """Dynamic int8 moves scores: on AttributionBench dev the mean shift is ~0.02 and ~4% of
+    decisions flip (BENCHMARKS.md); here the mean shift must stay under 0.05, no score may
+    move by more than 0.35, and at least 9 of the 11 decisions must agree."""
+    from verifiers.judges import load_judge
+
+    judge = load_judge("default", runtime="onnx-int8")
+    assert judge.onnx_file.name == "model.int8.onnx"
+    assert judge.onnx_file.stat().st_size < 0.5 * (judge.onnx_file.parent / "model.onnx").stat().st_size
+    scores = judge.judge(PAIRS)
+    diffs = [abs(a - b) for a, b in zip(scores, torch_scores)]
+    assert sum(diffs) / len(diffs) < 0.05 and max(diffs) < 0.35
+    agree = sum((a >= judge.threshold) == (b >= judge.threshold) for a, b in zip(scores, torch_scores))
+    assert agree >= len(PAIRS) - 2
+
+
+def test_windowing_cuts_leave_scores_unchanged(torch_judge: Any, torch_scores: list[float]) -> None:
+    """Batching by token length (not characters), the token cache and de-duplication give the
+    scores of judging every pair alone, without any cache, to float noise."""
+    from verifiers.judges import CrossEncoderJudge
+
+    alone = []
+    for pair in PAIRS:
+        torch_judge.__dict__.pop("_offset_cache", None)
+        alone += torch_judge.judge([pair])
+    assert max(abs(a - b) for a, b in zip(alone, torch_scores)) < 1e-5
+
+    class CharSorted(CrossEncoderJudge):
+        def pair_length(self, pair: tuple[str, str]) -> int:
+            return len(pair[0]) + len(pair[1])
+
+    old = CharSorted.__new__(CharSorted)
+    old.__dict__.update({k: v for k, v in torch_judge.__dict__.items() if k != "_offset_cache"})
+    assert max(abs(a - b) for a, b in zip(old.judge(PAIRS), torch_scores)) < 1e-5
+    # duplicates are scored once: 3 copies of the pairs cost the windows of one
+    old.judge(PAIRS * 3)
+    assert old.last_stats["windows"] == torch_judge.windows_of_pairs
+    # the cached tokenisation is the tokenizer's
+    assert torch_judge.pair_length(PAIRS[0]) == len(
+        torch_judge.tokenizer(PAIRS[0][0], add_special_tokens=False)["input_ids"]
+    ) + len(torch_judge.tokenizer(PAIRS[0][1], add_special_tokens=False)["input_ids"])
+
+
+# ---------------------------------------------------------------- the cache, with a tiny BERT
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    words = sorted(set(" ".join(p[0] + " " + p[1] for p in SHORT_PAIRS).lower().replace(".", " . ").split()))
+    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    BertTokenizerFast(vocab_file=str(d / "vocab.txt"), do_lower_case=True).save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=5 + len(words),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        id2label={0: "not_entailment", 1: "entailment"},
+        label2id={"not_entailment": 0, "entailment": 1},
+    )
+    BertForSequenceClassification(cfg).save_pretrained(d)
+    return d
+
+
+def test_cache_builds_once_and_rebuilds_when_the_weights_change(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from verifiers.judge_onnx import RECIPE, onnx_model, weights_sha256
+
+    monkeypatch.setenv("CITERAG_CACHE", str(tmp_path / "cache"))
+    f = onnx_model(tiny_bert, "onnx")
+    side = json.loads((f.parent / "model.onnx.json").read_text())
+    assert side["source_sha256"] == weights_sha256(tiny_bert) and side["recipe"] == RECIPE
+    assert f.parent.name == side["source_sha256"][:16]
+    first = f.stat().st_mtime_ns
+    assert onnx_model(tiny_bert, "onnx") == f and f.stat().st_mtime_ns == first  # cached: not rebuilt
+    assert not list(f.parent.glob(".tmp-*"))  # nothing half-written left behind
+
+    # a sidecar that names other weights (or another recipe) means rebuild
+    (f.parent / "model.onnx.json").write_text(json.dumps({**side, "source_sha256": "0" * 64}))
+    assert onnx_model(tiny_bert, "onnx") == f and f.stat().st_mtime_ns != first
+    assert json.loads((f.parent / "model.onnx.json").read_text()) == side
+
+    # other weights: another folder, built from them
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bert, other)
+    import torch
+    from transformers import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(other)
+    with torch.no_grad():
+        model.classifier.bias += 1.0
+    model.save_pretrained(other)
+    g = onnx_model(other, "onnx-int8")
+    assert g.parent != f.parent and g.name == "model.int8.onnx"
+    assert json.loads((g.parent / "model.int8.onnx.json").read_text())["source_sha256"] == weights_sha256(other)
+
+
+def test_missing_onnxruntime_is_a_clear_error_and_auto_falls_back(
+    tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.errors import ConfigError
+    from verifiers.judges import CrossEncoderJudge, load_judge, resolve_runtime, write_card
+
+    card = {"runtime": {"cpu": "onnx-int8"}}
+    write_card(tiny_bert, card)
+    assert resolve_runtime("auto", str(tiny_bert), "cpu") == "onnx-int8"
+    assert resolve_runtime("auto", str(tiny_bert), "cuda") == "torch"  # the torch path stays for GPUs
+    with pytest.raises(ConfigError, match="CPU only"):
+        resolve_runtime("onnx", str(tiny_bert), "cuda")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(ConfigError, match="pip install onnxruntime"):
+        load_judge(str(tiny_bert), runtime="onnx")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert isinstance(load_judge(str(tiny_bert), device="cpu"), CrossEncoderJudge)  # auto: torch, with a warning
+    with pytest.raises(ConfigError, match="unknown judge runtime"):
+        load_judge(str(tiny_bert), runtime="tensorrt")
+
+
+def _cli(*args: str, cache: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "HF_HUB_OFFLINE": "1", "CITERAG_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+    full.pop("CITERAG_JUDGE_RUNTIME", None)
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "-q", *args], capture_output=True, text=True, timeout=300, env=full, cwd=ROOT
+    )
+
+
+def test_judge_runtime_option_through_the_cli(tiny_bert: Path, tmp_path: Path) -> None:
+    data = tmp_path / "pairs.jsonl"
+    rows = [
+        {"premise": e, "hypothesis": c, "label": "entailment" if i % 2 == 0 else "contradiction"}
+        for i, (e, c) in enumerate(SHORT_PAIRS)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ("judge", "eval", "--data", str(data), "--judge", str(tiny_bert), "--json", "--bootstrap", "10")
+    proc = _cli("--judge-runtime", "onnx-int8", *args, cache=tmp_path / "flag")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["n"] == len(rows)
+    assert sorted(p.name for p in (tmp_path / "flag").rglob("*.onnx")) == ["model.int8.onnx", "model.onnx"]
+    # the environment variable chooses too (here torch: nothing is built), and a wrong value
+    # is refused before any model loads
+    proc = _cli(*args, cache=tmp_path / "env", env={"CITERAG_JUDGE_RUNTIME": "torch"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["n"] == len(rows) and not list(tmp_path.glob("env/**/*.onnx"))
+    proc = _cli("--judge-runtime", "fast", *args, cache=tmp_path / "bad")
+    assert proc.returncode == 2 and "fast" in proc.stderr
