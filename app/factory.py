@@ -47,6 +47,14 @@ def build_generator(
     return make_generator(s.backend, s.model, llm_url=None, dtype=s.dtype, max_model_len=s.max_model_len, seed=s.seed)
 
 
+#: KV-cache block size of the in-process vLLM engine that scores ablations. vLLM reuses a cached
+#: prefix in whole blocks (the CPU default is 128 tokens); an ablated prompt shares the full
+#: prompt up to the removed passage, so smaller blocks reuse more of it. Measured on 3 NQ-open
+#: answers (leave-one-out, SmolLM2 fp32): prefix-cache hit rate 0.34 -> 0.42 and 1.6x -> 1.8x
+#: faster than no caching going from 128 to 32, with no slower prefill (bench/bench_prefix_cache.py).
+SCORING_BLOCK_SIZE = 32
+
+
 @contextlib.contextmanager
 def scoring_generator(
     backend: str, model: str, llm_url: str | None, llm_api_key: str | None, max_model_len: int
@@ -57,7 +65,8 @@ def scoring_generator(
     if llm_url:
         generator = make_generator("openai", model, llm_url=llm_url, api_key=llm_api_key)
     else:
-        generator = make_generator(backend, model, dtype="float32", max_model_len=max_model_len)
+        extra = {"block_size": SCORING_BLOCK_SIZE} if backend == "vllm" else {}
+        generator = make_generator(backend, model, dtype="float32", max_model_len=max_model_len, **extra)
     try:
         yield generator
     finally:

@@ -68,6 +68,14 @@ class Generator(Protocol):
         ...
 
 
+def reuses_prompt_prefixes(generator: object) -> bool:
+    """Whether ``generator.score`` reuses the work of prompt prefixes it has already seen (a
+    prefix / KV cache), so that callers with many prompts sharing long prefixes (ablations)
+    should send them adjacent and batched. An optional capability, declared by a generator as
+    ``reuses_prompt_prefixes = True`` (wrappers forward it); it never changes the scores."""
+    return bool(getattr(generator, "reuses_prompt_prefixes", False))
+
+
 #: (premise / evidence, hypothesis / claim)
 Pair = tuple[str, str]
 

@@ -10,7 +10,9 @@
 Every method scores all its masked prompts for all answers in one ``Generator.score`` call:
 the whole answer is the continuation, so one prompt gives every answer sentence's
 log-probability (the sum of its scorable tokens) at once. Through vLLM that is one
-``prompt_logprobs`` request batch (fp32 by default); through transformers, batched forwards.
+``prompt_logprobs`` request batch (fp32 by default), sent in prefix order so that vLLM's
+prefix cache computes each shared prefix once (with passage i removed, the instruction,
+question and passages 1..i-1 are the full prompt's); through transformers, batched forwards.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 from eval.saliency.context import AttributionContext, Level, MaskMatrix
 from eval.saliency.results import Attribution
 from pipeline.errors import InputError
-from pipeline.protocols import Generator
+from pipeline.protocols import Generator, reuses_prompt_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,21 @@ PROGRESS_CHUNK = 256
 
 
 def score_masks(
-    generator: Generator, jobs: Sequence[tuple[AttributionContext, Level, MaskMatrix]], *, progress: bool = False
+    generator: Generator,
+    jobs: Sequence[tuple[AttributionContext, Level, MaskMatrix]],
+    *,
+    progress: bool = False,
+    prefix_order: bool | None = None,
 ) -> list[np.ndarray]:
     """Answer-sentence log-probs (n_masks, n_sentences) for each ``(context, level, masks)``,
     from ONE ``generator.score`` call over every distinct masked prompt of every job (with
-    ``progress``, calls of :data:`PROGRESS_CHUNK` prompts under a progress bar)."""
+    ``progress``, calls of :data:`PROGRESS_CHUNK` prompts under a progress bar).
+
+    With ``prefix_order`` (default: when the generator :func:`reuses_prompt_prefixes`) the
+    prompts are sent in :func:`prefix_order_of` order, so prompts sharing long prefixes (the
+    full prompt and each prompt with one later source removed, masks keeping the same first
+    sources) are adjacent and a prefix cache computes each shared prefix once. The scores are
+    mapped back to the masks, so the result is the same in either order."""
     prompts: list[str] = []
     answers: list[str] = []
     where: dict[tuple[str, str], int] = {}
@@ -58,22 +70,40 @@ def score_masks(
                 answers.append(key[1])
             rows.append(where[key])
         slots.append(rows)
-    log.info("scoring %d masked prompts for %d answers", len(prompts), len(jobs))
+    if prefix_order is None:
+        prefix_order = reuses_prompt_prefixes(generator)
+    order = prefix_order_of(prompts, answers) if prefix_order else list(range(len(prompts)))
+    sent_p = [prompts[i] for i in order]
+    sent_a = [answers[i] for i in order]
+    how = " in prefix order" if prefix_order else ""
+    log.info("scoring %d masked prompts for %d answers%s", len(prompts), len(jobs), how)
     if progress and len(prompts) > PROGRESS_CHUNK:
         from pipeline.progress import progress_bar
 
-        scored = []
+        got = []
         with progress_bar(len(prompts), "ablations", unit="prompt") as bar:
             for i in range(0, len(prompts), PROGRESS_CHUNK):
                 chunk = slice(i, i + PROGRESS_CHUNK)
-                scored += generator.score(prompts[chunk], answers[chunk])
-                bar.update(len(prompts[chunk]))
+                got += generator.score(sent_p[chunk], sent_a[chunk])
+                bar.update(len(sent_p[chunk]))
     else:
-        scored = generator.score(prompts, answers) if prompts else []
+        got = generator.score(sent_p, sent_a) if prompts else []
+    scored: list[list[float]] = [[] for _ in prompts]
+    for pos, i in enumerate(order):
+        scored[i] = got[pos]
     out = []
     for (ctx, _, _), rows in zip(jobs, slots):
         out.append(np.array([ctx.sentence_logprobs(scored[r]) for r in rows]).reshape(len(rows), len(ctx.sentences)))
     return out
+
+
+def prefix_order_of(prompts: Sequence[str], continuations: Sequence[str]) -> list[int]:
+    """Indices of the ``(prompt, continuation)`` pairs in the order a prefix cache serves best:
+    sorted by text, so any pairs sharing a prefix are contiguous (a depth-first walk of their
+    prefix tree), and each prompt follows the ones it shares most with. Sorting the texts
+    rather than the masks covers every ablation (passages, evidence sentences, several
+    answers at once) and never splits a shared prefix."""
+    return sorted(range(len(prompts)), key=lambda i: (prompts[i], continuations[i]))
 
 
 def loo_masks(n_sources: int) -> MaskMatrix:

@@ -202,6 +202,40 @@ def score_sequences(
     return spans, todo, seqs
 
 
+def score_params(*, read_cache: bool, **extra: Any) -> Any:
+    """vLLM ``SamplingParams`` of a :meth:`Generator.score` request: one greedy token, the log-prob
+    of every prompt token (``prompt_logprobs=0``), no detokenizing.
+
+    vLLM leaves ``prompt_logprobs`` requests out of its prefix cache unless told otherwise,
+    because it computes no log-prob for a position whose hidden state came from the cache.
+    ``read_cache`` tells it otherwise; :func:`continuation_logprobs` then keeps only results
+    whose cache hit ended before the scored continuation.
+    """
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        max_tokens=1,
+        temperature=0.0,
+        prompt_logprobs=0,
+        detokenize=False,
+        skip_reading_prefix_cache=not read_cache,
+        **extra,
+    )
+
+
+def continuation_logprobs(out: Any, start: int, c_ids: Sequence[int], *, read_cache: bool) -> list[float] | None:
+    """The log-probs of the continuation ``c_ids`` (prompt positions ``start``...) in vLLM's
+    ``RequestOutput`` ``out``; None when the request read ``h >= start`` tokens from the prefix
+    cache: positions 1..h have no log-prob then (the hidden states before them were not
+    computed), so the continuation is intact only when ``h < start`` (score it again uncached)."""
+    if read_cache:
+        cached = getattr(out, "num_cached_tokens", None)
+        if cached is None or cached >= start:
+            return None
+    plp = out.prompt_logprobs
+    return [float(plp[start + j][tok].logprob) for j, tok in enumerate(c_ids)]
+
+
 def resolve_model(model: str) -> str:
     """A local model folder (``~`` expanded), or the hub id unchanged; a path-looking name
     with no folder behind it raises :class:`ModelNotFoundError`."""

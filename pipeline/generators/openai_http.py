@@ -397,7 +397,12 @@ class OpenAIGenerator:
                     )
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
-        """Log-prob of each continuation token, from vLLM's ``prompt_logprobs`` in one request."""
+        """Log-prob of each continuation token, from vLLM's ``prompt_logprobs`` in one request.
+
+        A vLLM server (0.32) prefills every such prompt from scratch: its completions API has no
+        field that lets a ``prompt_logprobs`` request read the prefix cache (``vllm_xargs`` only
+        reach ``SamplingParams.extra_args``), so this generator does not declare
+        ``reuses_prompt_prefixes``; the in-process engines do."""
         spans, todo, seqs = score_sequences(self.tokenizer, prompts, continuations, self.max_context)
         result: list[list[float]] = [[] for _ in spans]
         if not todo:

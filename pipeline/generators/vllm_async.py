@@ -32,8 +32,10 @@ from pipeline.generators.base import (
     HFTokenizer,
     check_params,
     check_prompts,
+    continuation_logprobs,
     fit_max_tokens,
     resolve_model,
+    score_params,
     score_sequences,
     vllm_env,
     vllm_sampling,
@@ -108,6 +110,8 @@ class AsyncVLLMGenerator:
         log.info("vLLM async engine ready in %.1f s", time.perf_counter() - t0)
         self.max_context: int = int(self._engine.model_config.max_model_len)
         self._tokenizer = HFTokenizer.from_pretrained(tokenizer or model)
+        #: True when :meth:`score` reads the prefix cache (:func:`pipeline.protocols.reuses_prompt_prefixes`).
+        self.reuses_prompt_prefixes: bool = bool(self._engine.vllm_config.cache_config.enable_prefix_caching)
 
     async def _start(self, args: Any) -> Any:
         # Created on the loop that serves it, so its output handler task runs there.
@@ -232,30 +236,37 @@ class AsyncVLLMGenerator:
                 task.cancel()  # AsyncLLM aborts a request whose generate() is cancelled
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
-        """Log-prob of each continuation token given the prompt (``prompt_logprobs=0``)."""
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
+        """Log-prob of each continuation token given the prompt (``prompt_logprobs=0``); shared
+        prompt prefixes are read from the prefix cache when :attr:`reuses_prompt_prefixes` (see
+        :class:`~pipeline.generators.vllm_local.VLLMGenerator`)."""
         spans, todo, seqs = score_sequences(self._tokenizer, prompts, continuations, self.max_context)
         result: list[list[float]] = [[] for _ in spans]
-        if not todo:
-            return result
-        sp = SamplingParams(
-            max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY
-        )
+        read_cache = self.reuses_prompt_prefixes
+        while todo:
+            outs = self._score_requests(seqs, read_cache)
+            redo = []
+            for k, (i, out) in enumerate(zip(todo, outs)):
+                start, c_ids = spans[i]
+                lps = continuation_logprobs(out, start, c_ids, read_cache=read_cache)
+                if lps is None:
+                    redo.append(k)
+                else:
+                    result[i] = lps
+            todo, seqs, read_cache = [todo[k] for k in redo], [seqs[k] for k in redo], False
+        return result
+
+    def _score_requests(self, seqs: list[list[int]], read_cache: bool) -> list[Any]:
+        from vllm.sampling_params import RequestOutputKind
+
+        sp = score_params(read_cache=read_cache, output_kind=RequestOutputKind.FINAL_ONLY)
 
         async def run_all() -> list[Any]:
             return await asyncio.gather(*(self._final(seq, sp) for seq in seqs))
 
         try:
-            outs = self._call(run_all())
+            return self._call(run_all())
         except Exception as exc:  # noqa: BLE001
             raise self._unavailable(exc) from exc
-        for i, out in zip(todo, outs):
-            start, c_ids = spans[i]
-            plp = out.prompt_logprobs
-            result[i] = [float(plp[start + j][tok].logprob) for j, tok in enumerate(c_ids)]
-        return result
 
     # -- health and shutdown --------------------------------------------------------------
     def health(self) -> bool:

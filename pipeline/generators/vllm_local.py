@@ -15,8 +15,10 @@ from pipeline.generators.base import (
     HFTokenizer,
     check_params,
     check_prompts,
+    continuation_logprobs,
     fit_max_tokens,
     resolve_model,
+    score_params,
     score_sequences,
     vllm_env,
     vllm_sampling,
@@ -96,6 +98,13 @@ class VLLMGenerator:
     from :func:`vllm_env`). With multiprocessing on (the GPU default, or set by the user),
     scripts that construct it need an ``if __name__ == "__main__":`` guard, because vLLM
     then spawns its engine in a subprocess that re-imports ``__main__``.
+
+    :meth:`score` reads vLLM's automatic prefix cache (``prefix_cache_scoring``, on by default
+    when the engine caches prefixes): a prompt that shares its first blocks of tokens with one
+    scored before, or earlier in the same batch, skips their prefill. Only requests whose cache
+    hit ends before the scored continuation are kept; the rare rest (a hit reaching into the
+    continuation, e.g. the same pair twice) are scored again without the cache
+    (:func:`~pipeline.generators.base.score_params`).
     """
 
     #: Decodes under ``GenerationParams.regex`` (vLLM structured outputs): citations "auto" -> "constrained".
@@ -113,6 +122,7 @@ class VLLMGenerator:
         seed: int = 0,
         gpu_memory_utilization: float | None = None,
         tokenizer: str | None = None,
+        prefix_cache_scoring: bool = True,
         **llm_kwargs: Any,
     ) -> None:
         vllm_env(model)
@@ -158,6 +168,16 @@ class VLLMGenerator:
         VLLMGenerator._live += 1
         self.max_context: int = int(self._llm.llm_engine.model_config.max_model_len)
         self._tokenizer = HFTokenizer(self._llm.get_tokenizer())
+        cache = self._llm.llm_engine.vllm_config.cache_config
+        #: Block size of the KV cache: prefixes are reused in whole blocks.
+        self.block_size: int = int(cache.block_size)
+        #: True when :meth:`score` reads the prefix cache (see :func:`pipeline.protocols.reuses_prompt_prefixes`);
+        #: set it to False to score every prompt from scratch (same numbers, more work).
+        self.reuses_prompt_prefixes: bool = bool(prefix_cache_scoring and cache.enable_prefix_caching)
+        #: Prompt tokens of the requests :meth:`score` sent through the cache, the tokens found
+        #: cached, and the requests scored again without it (the prefix-cache hit rate is
+        #: ``cached_tokens / prompt_tokens``).
+        self.score_cache_stats: dict[str, int] = {"prompt_tokens": 0, "cached_tokens": 0, "rescored": 0}
 
     @property
     def tokenizer(self) -> HFTokenizer:
@@ -193,21 +213,48 @@ class VLLMGenerator:
         return result
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
-        """Log-prob of each continuation token given the prompt (``prompt_logprobs=0``)."""
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
+        """Log-prob of each continuation token given the prompt (``prompt_logprobs=0``), in input
+        order; shared prompt prefixes are read from the prefix cache when
+        :attr:`reuses_prompt_prefixes`."""
         spans, todo, seqs = score_sequences(self._tokenizer, prompts, continuations, self.max_context)
         result: list[list[float]] = [[] for _ in spans]
         if not todo:
             return result
-        sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=seq) for seq in seqs], sp, use_tqdm=False)
-        for i, out in zip(todo, outs):
-            start, c_ids = spans[i]
-            plp = out.prompt_logprobs
-            result[i] = [float(plp[start + j][tok].logprob) for j, tok in enumerate(c_ids)]
+        redo = self._score_into(result, spans, todo, seqs, read_cache=self.reuses_prompt_prefixes)
+        if redo:
+            log.debug("%d of %d scoring requests hit the cache inside their continuation", len(redo), len(todo))
+            self.score_cache_stats["rescored"] += len(redo)
+            self._score_into(result, spans, [todo[k] for k in redo], [seqs[k] for k in redo], read_cache=False)
         return result
+
+    def _score_into(
+        self,
+        result: list[list[float]],
+        spans: list[tuple[int, list[int]]],
+        todo: list[int],
+        seqs: list[list[int]],
+        *,
+        read_cache: bool,
+    ) -> list[int]:
+        """Score ``seqs`` (pairs ``todo``) into ``result``; return the positions in ``todo`` left
+        unscored because their cache hit covered a continuation token
+        (:func:`~pipeline.generators.base.continuation_logprobs`)."""
+        from vllm.inputs import TokensPrompt
+
+        sp = score_params(read_cache=read_cache)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=seq) for seq in seqs], sp, use_tqdm=False)
+        redo: list[int] = []
+        for k, (i, seq, out) in enumerate(zip(todo, seqs, outs)):
+            start, c_ids = spans[i]
+            if read_cache:
+                self.score_cache_stats["prompt_tokens"] += len(seq)
+                self.score_cache_stats["cached_tokens"] += getattr(out, "num_cached_tokens", None) or 0
+            lps = continuation_logprobs(out, start, c_ids, read_cache=read_cache)
+            if lps is None:
+                redo.append(k)
+            else:
+                result[i] = lps
+        return redo
 
     def close(self) -> None:
         """Shut the engine down and free its memory (idempotent)."""
