@@ -3,7 +3,8 @@
 Part 1, the NQ-open corpus (2,600 gold passages, `bench/out/nq_index`): the first
 ``--questions`` questions, batched, with BM25 and dense retrieval at strides 4 and 8. Both
 loops run in this process on one vLLM engine (SmolLM2, greedy), alternating, on the same
-inputs; it prints seconds, the ratio, how many answers are identical (text, citations,
+inputs, in the order plain, speculative, speculative, plain (seconds are each side's two
+runs added up); it prints seconds, the ratio, how many answers are identical (text, citations,
 passages; scores within 1e-5), the share of time spent retrieving, and the speculation counts.
 
 Part 2, a retrieval-bound case (``--pad N``): the dense index gets N extra vectors, scaled to
@@ -102,6 +103,16 @@ def padded_dense(dense: Any, n: int, seed: int = 0) -> Any:
     return DenseRetriever(list(dense.passages) + pad, dense.embedder, index)
 
 
+def pair(retriever: Any, gen: Any, qs: list[str], stride: int, batch: int, max_tokens: int) -> tuple[tuple, tuple]:
+    """Plain and speculative runs in the order plain, speculative, speculative, plain; each
+    side's seconds are the sum of its two runs (so drift in the machine's load cancels out)."""
+    p1 = run(retriever, gen, qs, stride, False, batch, max_tokens)
+    s1 = run(retriever, gen, qs, stride, True, batch, max_tokens)
+    s2 = run(retriever, gen, qs, stride, True, batch, max_tokens)
+    p2 = run(retriever, gen, qs, stride, False, batch, max_tokens)
+    return (p1[0], p1[1] + p2[1], p1[2] + p2[2]), (s1[0], s1[1] + s2[1], s1[2] + s2[2])
+
+
 def summary(label: str, plain: tuple, spec: tuple) -> str:
     (pa, pt, pr), (sa, st, sr) = plain, spec
     ident = sum(same(a, b) for a, b in zip(pa, sa))
@@ -144,16 +155,14 @@ def main() -> None:
     for kind in args.retrievers.split(","):
         retriever = index.retriever(kind)
         for stride in (int(s) for s in args.strides.split(",")):
-            plain = run(retriever, gen, questions, stride, False, len(questions), args.max_tokens)
-            spec = run(retriever, gen, questions, stride, True, len(questions), args.max_tokens)
+            plain, spec = pair(retriever, gen, questions, stride, len(questions), args.max_tokens)
             lines.append(summary(f"{kind}, stride {stride}, batch of {len(questions)}", plain, spec))
             print(lines[-1], flush=True)
     if args.pad:
         big = padded_dense(index.retriever("dense"), args.pad)
         qs = questions[: args.latency_questions]
         for stride in (int(s) for s in args.strides.split(",")):
-            plain = run(big, gen, qs, stride, False, 1, args.max_tokens)
-            spec = run(big, gen, qs, stride, True, 1, args.max_tokens)
+            plain, spec = pair(big, gen, qs, stride, 1, args.max_tokens)
             hits = sum(p.doc_id.startswith("__pad") for a in plain[0] + spec[0] for p in a.passages)
             assert hits == 0, f"{hits} padding vectors were retrieved"
             n = len(big.passages)
