@@ -106,9 +106,10 @@ def generation_options() -> list[Callable[[F], F]]:
                      help="Iterative mode: guess each retrieval from the question's cache and check the guesses "
                           "in batches, rolling back a wrong one (RaLMSpec); same answers under greedy decoding."),
         click.option("--spec-stride", type=click.IntRange(1, 8), default=default("spec_stride"), show_default=True,
-                     help="Speculative mode: rounds guessed per check (the start; it adapts per question)."),
+                     help="Speculative mode: rounds guessed per check (re-chosen from measured costs)."),
         click.option("--prefetch", type=click.IntRange(min=0), default=default("prefetch"), show_default=True,
-                     help="Speculative mode: extra passages retrieved in the first round to fill the cache."),
+                     help="Speculative mode: extra passages retrieved in the first round to fill the cache "
+                          "(BM25 only: its top-k is the head of its top-(k+prefetch))."),
     ]  # fmt: skip
 
 

@@ -50,7 +50,8 @@ class IterativeConfig:
     ``speculative``: serve retrievals from each question's cache and verify them in batches
     (output unchanged under greedy decoding); ``spec_stride``: speculated rounds per check (the
     first value when ``adaptive``, at most ``max_spec_stride``); ``prefetch``: extra passages
-    retrieved for each question's first round to fill its cache."""
+    retrieved in each question's first round to fill its cache, where the retriever is
+    ``prefix_stable`` (its top-k is the head of its top-(k + prefetch), as BM25's is)."""
 
     stride: int = 32
     query_tokens: int = 32
@@ -222,14 +223,13 @@ def _speculate(
     first = [i for i, s in enumerate(active) if not s.cache and s.known is None]
     if first:
         fq = [queries[i] for i in first]
-        # One call when the retriever's top-k is always the head of its top-(k + prefetch).
-        stable = prefetch and getattr(retriever, "prefix_stable", False)
-        for i, ps in zip(first, retrieve(fq, k + prefetch if stable else k)):
+        # Prefetch rides on the first retrieval only where the retriever's top-k is always the
+        # head of its top-(k + prefetch); elsewhere it would cost a second full retrieval per
+        # question, which is what speculation is meant to save, so the cache starts with k.
+        extra = prefetch if getattr(retriever, "prefix_stable", False) else 0
+        for i, ps in zip(first, retrieve(fq, k + extra)):
             out[i] = ps[:k]
             active[i].remember(ps)
-        if prefetch and not stable:
-            for i, ps in zip(first, retrieve(fq, k + prefetch)):
-                active[i].remember(ps)
     spec: list[int] = []
     for i, s in enumerate(active):
         if out[i] is not None:
