@@ -132,26 +132,10 @@ def test_windowing_cuts_leave_scores_unchanged(torch_judge: Any, torch_scores: l
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from tiny_model import build_tiny_bert
 
-    d = tmp_path_factory.mktemp("tiny-bert")
-    words = sorted(set(" ".join(p[0] + " " + p[1] for p in SHORT_PAIRS).lower().replace(".", " . ").split()))
-    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    BertTokenizerFast(vocab_file=str(d / "vocab.txt"), do_lower_case=True).save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=5 + len(words),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        id2label={0: "not_entailment", 1: "entailment"},
-        label2id={"not_entailment": 0, "entailment": 1},
-    )
-    BertForSequenceClassification(cfg).save_pretrained(d)
-    return d
+    words = " ".join(p[0] + " " + p[1] for p in SHORT_PAIRS).lower().replace(".", " . ").split()
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), words, ("not_entailment", "entailment"))
 
 
 def test_cache_builds_once_and_rebuilds_when_the_weights_change(

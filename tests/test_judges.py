@@ -488,35 +488,12 @@ def test_judge_eval_cli_saves_a_threshold_only_when_asked(tiny_bert_dir: Path, t
 # ------------------------------------------------------------------ tiny real models
 
 
-def _write_wordpiece(dirpath: Path) -> Path:
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
-    (dirpath / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    return dirpath / "vocab.txt"
-
-
 @pytest.fixture(scope="module")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-label BertForSequenceClassification whose support label is at index 0."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from tiny_model import build_tiny_bert
 
-    d = tmp_path_factory.mktemp("tiny-bert")
-    tok = BertTokenizerFast(vocab_file=str(_write_wordpiece(d)), do_lower_case=True)
-    tok.save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=2,
-        id2label={0: "entailment", 1: "not_entailment"},
-        label2id={"entailment": 0, "not_entailment": 1},
-    )
-    BertForSequenceClassification(cfg).save_pretrained(d)
-    return d
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), WORDS, ("entailment", "not_entailment"))
 
 
 def test_cross_encoder_reads_id2label_and_windows(tiny_bert_dir: Path) -> None:

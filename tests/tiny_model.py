@@ -108,3 +108,30 @@ def build_tiny_llama(directory: str | Path, *, seed: int = 0, vocab_size: int = 
     model.save_pretrained(str(out), safe_serialization=True)
     log.info("tiny llama (vocab %d) written to %s", len(tok), out)
     return out
+
+
+def build_tiny_bert(directory: str | Path, words: list[str], labels: tuple[str, str], *, seed: int = 0) -> Path:
+    """A random 2-layer BertForSequenceClassification with a WordPiece vocabulary of ``words``
+    (plus the special tokens) and ``labels`` as its ids 0 and 1, for judge tests."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    d = Path(directory)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words))]
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"), do_lower_case=True)
+    tok.save_pretrained(d)
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    BertForSequenceClassification(cfg).save_pretrained(d)
+    return d
