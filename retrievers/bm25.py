@@ -12,6 +12,7 @@ import numpy as np
 
 from pipeline.errors import IndexIncompatibleError, InputError
 from pipeline.types import Passage
+from retrievers.candidates import RowLookup
 
 if TYPE_CHECKING:
     import bm25s
@@ -69,7 +70,7 @@ class BM25Retriever:
         self.stopwords = stopwords
         self.matched_only = matched_only
         self._stemmer: Any = None
-        self._rows: dict[tuple[str, int, int], int] | None = None
+        self._lookup = RowLookup(self.passages)
         self._sorted_postings: bool | None = None
 
     #: ``retrieve(q, k)`` is always the head of ``retrieve(q, k + m)``: ties go by corpus order.
@@ -81,7 +82,7 @@ class BM25Retriever:
             self.passages, self.model, language=self.language, stopwords=self.stopwords, matched_only=matched_only
         )
         out._stemmer = self._stemmer
-        out._rows, out._sorted_postings = self._rows, self._sorted_postings
+        out._lookup, out._sorted_postings = self._lookup, self._sorted_postings
         return out
 
     @classmethod
@@ -189,11 +190,9 @@ class BM25Retriever:
     ) -> list[list[Passage]]:
         """``retrieve`` restricted to each query's candidates: the same scores and tie order, read
         from the posting lists of the query's terms for those rows only (speculative retrieval)."""
-        if self._rows is None:
-            self._rows = {p.key: i for i, p in enumerate(self.passages)}
         results: list[list[Passage]] = []
         for tokens, cands in zip(self._tokenize_queries(queries), candidates):
-            rows = np.unique(np.array([self._rows[p.key] for p in cands if p.key in self._rows], dtype=np.int64))
+            rows = self._lookup.rows(cands)
             scores = self._candidate_scores(tokens, rows)
             best = top_k(scores, k)  # rows are sorted, so ties go by corpus order as in retrieve
             if self.matched_only:

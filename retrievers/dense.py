@@ -24,6 +24,7 @@ import numpy as np
 from pipeline.errors import ConfigError, IndexIncompatibleError, InputError, ModelNotFoundError
 from pipeline.protocols import Embedder
 from pipeline.types import Passage
+from retrievers.candidates import RowLookup
 
 if TYPE_CHECKING:
     import faiss
@@ -179,7 +180,7 @@ class DenseRetriever:
         self.passages = list(passages)
         self.embedder = embedder
         self.index = index
-        self._rows: dict[tuple[str, int, int], int] | None = None
+        self._lookup = RowLookup(self.passages)
         self._vector_cache: dict[int, np.ndarray] = {}
         if nprobe is not None:
             self.nprobe = nprobe
@@ -300,12 +301,10 @@ class DenseRetriever:
         differ, which the real retrieval then catches)."""
         if not queries:
             return []
-        if self._rows is None:
-            self._rows = {p.key: i for i, p in enumerate(self.passages)}
         q = self._embed_queries(queries)
         out: list[list[Passage]] = []
         for qv, cands in zip(q, candidates):
-            rows = np.unique(np.array([self._rows[p.key] for p in cands if p.key in self._rows], dtype=np.int64))
+            rows = self._lookup.rows(cands)
             vecs = self._vectors(rows)
             if vecs is None:  # an index that cannot give its vectors back: keep the candidates' order
                 out.append(list(cands[:k]))
