@@ -105,6 +105,11 @@ class _Question:
         for p in passages:
             self.cache.setdefault(p.key, p)
 
+    def take_known(self, query: str) -> list[Passage] | None:
+        """The real passages of ``query`` if a rollback left them (used once), else None."""
+        known, self.known = self.known, None
+        return known[1] if known is not None and known[0] == query else None
+
     def rollback(self, step: _Step, real: list[Passage]) -> None:
         self.answer, self.used = step.answer, step.used
         del self.registry[step.reg_len :]
@@ -234,10 +239,8 @@ def _speculate(
     for i, s in enumerate(active):
         if out[i] is not None:
             continue
-        if s.known is not None and s.known[0] == queries[i]:
-            out[i], s.known = s.known[1], None
-        else:
-            s.known = None
+        out[i] = s.take_known(queries[i])
+        if out[i] is None:
             spec.append(i)
     if spec:
         guesses = _from_cache(retriever, [active[i] for i in spec], [queries[i] for i in spec], k)
@@ -253,11 +256,7 @@ def _real(
     active: list[_Question], queries: list[str], k: int, retrieve: Callable[[list[str], int], list[list[Passage]]]
 ) -> list[list[Passage]]:
     """Real passages for every question (known ones after a rollback are not fetched again)."""
-    out: list[list[Passage] | None] = []
-    for s, q in zip(active, queries):
-        known = s.known[1] if s.known is not None and s.known[0] == q else None
-        s.known = None
-        out.append(known)
+    out = [s.take_known(q) for s, q in zip(active, queries)]
     todo = [i for i, ps in enumerate(out) if ps is None]
     for i, ps in zip(todo, retrieve([queries[i] for i in todo], k) if todo else []):
         out[i] = ps
