@@ -334,6 +334,9 @@ def format_answer(answer: Any) -> str:
             if n in quotes and quotes[n].text != p.text:
                 q = quotes[n]
                 lines.append(f'    supporting quote (characters {q.start}-{q.end}): "{" ".join(q.text.split())}"')
+    uncited = answer.uncited_numbers()
+    if uncited and body:
+        lines.append("shown but not cited: " + " ".join(f"[{n}]" for n in uncited))
     if post_hoc:
         lines += [
             "",

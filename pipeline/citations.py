@@ -1,6 +1,8 @@
 """Sentence splitting and citation parsing of generated answers.
 
-Markers ``[1]``, ``[1][2]``, ``[1, 2]`` are parsed; markers that trail a sentence's full stop
+Markers ``[1]``, ``[1][2]``, ``[1, 2]`` are parsed, and the other forms people and models
+write where they are unambiguous: ranges ``[1-3]``/``[1–3]``, named ``[Doc 2]``/``[Source 2]``,
+and the dagger form ``[2†]``/``【2†source】``. Markers that trail a sentence's full stop
 ("Paris is the capital. [1] It ...") belong to that sentence. Numbers are resolved against
 the passages that were shown to the generator; a number that points at no shown passage is
 dropped and reported, never output as a citation. Sentences left without a citation can be
@@ -19,9 +21,22 @@ from pipeline.types import Passage, Sentence
 if TYPE_CHECKING:
     from pipeline.protocols import Embedder
 
-#: One bracket group of citation numbers: [3], [1, 2], [1;2].
-_GROUP = r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]"
+#: One cited item: a number ("2"), a range ("1-3", "1–3", "1—3"), named ("Doc 2", "Document 2",
+#: "Source 2", "Passage 2", "Ref. 2", case-insensitive), or in the dagger form ChatGPT writes
+#: ("2†", "2†source", "2†L3-L9": what follows the dagger is a locator, not a number). The locator
+#: holds no space, separator or bracket, so a group has one reading and matching stays linear.
+_ITEM = (
+    r"(?i:(?:doc(?:ument)?|source|passage|ref(?:erence)?)s?\.?\s*)?"
+    r"\d+(?:\s*[-\u2013\u2014]\s*\d+)?(?:\u2020[^\s,;\[\]\u3010\u3011\u2020]{0,40})?"
+)
+#: One bracket group of citation items: [3], [1, 2], [1;2], [1-3], [Doc 2], [2†], 【2†source】.
+_GROUP = rf"(?:\[\s*{_ITEM}(?:\s*[,;]\s*{_ITEM})*\s*\]|\u3010\s*{_ITEM}(?:\s*[,;]\s*{_ITEM})*\s*\u3011)"
 MARKER_RE = re.compile(_GROUP)
+#: The numbers of one item: its first number, and a range's end.
+_ITEM_NUMBERS = re.compile(r"(\d+)(?:\s*[-\u2013\u2014]\s*(\d+))?(?:\u2020[^\s,;\[\]\u3010\u3011\u2020]*)?")
+#: A range wider than this many passages is not read as a range but as its two ends: "[2019-2020]"
+#: is a pair of years far more often than it is 2 passages, and "[1-400]" cites nothing useful.
+MAX_RANGE = 20
 _TRAILING_MARKERS = re.compile(rf"(?:\s*{_GROUP})+")
 # A sentence ends at . ! ? (possibly repeated, possibly followed by closing quotes or brackets
 # and by citation groups) when whitespace or the end of the text follows.
@@ -110,12 +125,26 @@ def marker_number(digits: str) -> int:
     return OUT_OF_RANGE if len(digits) > MAX_MARKER_DIGITS else int(digits)
 
 
+def group_numbers(group: str) -> list[int]:
+    """The numbers one marker group cites, in order: ``[1-3]`` is 1, 2, 3; ``[3-1]`` (reversed)
+    and ranges wider than ``MAX_RANGE`` are read as their two ends, since what they mean is not
+    clear; ``[2†L3-L9]`` is 2 (the dagger's locator is not a citation)."""
+    out: list[int] = []
+    for m in _ITEM_NUMBERS.finditer(group):
+        a = marker_number(m.group(1))
+        if m.group(2) is None:
+            out.append(a)
+            continue
+        b = marker_number(m.group(2))
+        out.extend(range(a, b + 1) if a <= b <= a + MAX_RANGE else (a, b))
+    return out
+
+
 def parse_markers(text: str) -> list[int]:
     """Citation numbers in order of first appearance (duplicates removed)."""
     nums: list[int] = []
     for m in MARKER_RE.finditer(text):
-        for part in re.findall(r"\d+", m.group()):
-            n = marker_number(part)
+        for n in group_numbers(m.group()):
             if n not in nums:
                 nums.append(n)
     return nums

@@ -155,13 +155,24 @@ class AttributedAnswer:
     def citation(self, n: int) -> Citation:
         return Citation(n, self.passages[n - 1], self.shown(n))
 
+    def uncited_numbers(self) -> list[int]:
+        """The shown passages no sentence cites (as Haystack's answer builder reports them)."""
+        cited = set(self.cited_numbers())
+        return [n for n in range(1, len(self.passages) + 1) if self.shown(n) and n not in cited]
+
     def to_dict(self) -> dict[str, Any]:
+        cited = self.cited_numbers()
         return {
             "question": self.question,
             "answer": self.text,
             "sentences": [s.to_dict() for s in self.sentences],
-            "citations": [self.citation(n).to_dict() for n in self.cited_numbers()],
-            "passages": [{"n": i, **p.to_dict(), "shown": self.shown(i)} for i, p in enumerate(self.passages, start=1)],
+            "citations": [self.citation(n).to_dict() for n in cited],
+            "cited_passages": cited,
+            "uncited_passages": self.uncited_numbers(),
+            "passages": [
+                {"n": i, **p.to_dict(), "shown": self.shown(i), "cited": i in cited}
+                for i, p in enumerate(self.passages, start=1)
+            ],
             **self.report,
         }
 

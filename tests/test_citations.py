@@ -23,6 +23,61 @@ def test_marker_forms() -> None:
     assert parse_markers("no markers [x] [] (1)") == []
 
 
+def test_the_citation_forms_people_write() -> None:
+    # Ranges, with a hyphen, an en dash or an em dash, alone or among other items.
+    assert parse_markers("a [1-3] b") == [1, 2, 3]
+    assert parse_markers("a [2\u20134] b [1, 5 - 6]") == [2, 3, 4, 1, 5, 6]
+    # Named forms, any case, singular or plural.
+    assert parse_markers("a [Doc 2] b [document 3] c [Source 1; Passage 4] d [Docs 5, 6] e [Ref. 7]") == [
+        2,
+        3,
+        1,
+        4,
+        5,
+        6,
+        7,
+    ]
+    # The dagger form, with or without a locator after it, in square or lenticular brackets.
+    assert parse_markers("a [2\u2020] b [3\u2020source] c \u30104\u2020L3-L9\u3011") == [2, 3, 4]
+    # All of them are markers: they come off the text and keep their sentence's end.
+    assert strip_markers("Paris is the capital [Doc 1][2-3]. It is old \u30104\u2020source\u3011.") == (
+        "Paris is the capital. It is old."
+    )
+    assert texts("It opened in 1937. [1-2] It is orange [Doc 3].") == [
+        "It opened in 1937. [1-2]",
+        "It is orange [Doc 3].",
+    ]
+
+
+def test_unclear_ranges_read_as_their_ends() -> None:
+    # Reversed, or wider than MAX_RANGE passages: not expanded (a pair of years is not 2 passages).
+    assert parse_markers("q [3-1]") == [3, 1]
+    assert parse_markers("in [2019-2020]") == [2019, 2020]
+    assert parse_markers("r [1-40]") == [1, 40]
+    # Words that only look like a name, and names without a number, are not markers.
+    assert parse_markers("see [Doc] [a 2] [Docket 2] [2 Doc]") == []
+
+
+def test_ranges_resolve_against_shown_passages_and_report_the_rest() -> None:
+    shown = [Passage(f"d{i}", f"text {i}") for i in range(1, 4)]
+    parsed = cite_answer("Bridges are long [2-5]. Fog [Doc 1].", shown)
+    assert [s.citations for s in parsed.sentences] == [(2, 3), (1,)]
+    assert parsed.dropped == (4, 5)
+
+
+def test_answers_report_their_cited_and_uncited_shown_passages() -> None:
+    from pipeline.types import AttributedAnswer, Sentence
+
+    shown = tuple(Passage(f"d{i}", f"text {i}") for i in range(1, 6))
+    sents = (Sentence("A [1-2].", 0, 8, (1, 2)), Sentence("B [Doc 4].", 9, 19, (4,)))
+    # Passage 5 is verifier evidence, never shown to the generator: neither cited nor uncited.
+    answer = AttributedAnswer("q", "A [1-2]. B [Doc 4].", sents, shown, n_shown=4)
+    d = answer.to_dict()
+    assert d["cited_passages"] == [1, 2, 4]
+    assert d["uncited_passages"] == [3]
+    assert [p["cited"] for p in d["passages"]] == [True, True, False, True, False]
+
+
 def test_markers_after_full_stop_stay_with_their_sentence() -> None:
     text = "The bridge opened in 1937. [1] It is orange.[2][3] Fog is common [1, 3]."
     assert texts(text) == ["The bridge opened in 1937. [1]", "It is orange.[2][3]", "Fog is common [1, 3]."]

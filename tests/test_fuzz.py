@@ -27,6 +27,7 @@ from eval.formats import read_predictions
 from eval.saliency.context import read_answers
 from pipeline.citations import (
     MARKER_RE,
+    MAX_RANGE,
     OUT_OF_RANGE,
     marker_number,
     parse_markers,
@@ -62,6 +63,13 @@ _PIECES = st.one_of(
             "[0]",
             "[ 4 ; 5 ]",
             "[1-3]",
+            "[3\u20131]",
+            "[2019-2020]",
+            "[Doc 2]",
+            "[source 1, 4]",
+            "[2\u2020]",
+            "[2\u2020L3-L9]",
+            "\u30102\u2020source\u3011",
             "Document [1] (Title: X): ",
             "(Title: Olm",
             "Mr. ",
@@ -95,8 +103,16 @@ def test_citation_markers_never_raise(text: str) -> None:
     assert len(nums) == len(set(nums))
     stripped = strip_markers(text)
     assert isinstance(stripped, str)
-    # Every number written in a well-formed group is found, in order of first appearance.
-    written = [marker_number(d) for m in MARKER_RE.finditer(text) for d in re.findall(r"\d+", m.group())]
+    # Every number written in a well-formed group is found, in order of first appearance:
+    # a short ascending range stands for each number in it, any other range for its ends,
+    # and what follows a dagger is a locator, not a number.
+    written: list[int] = []
+    for m in MARKER_RE.finditer(text):
+        for item in re.split(r"[,;]", m.group()[1:-1]):
+            ends = [marker_number(d) for d in re.findall(r"\d+", item.split("\u2020")[0])]
+            if len(ends) == 2 and ends[0] <= ends[1] <= ends[0] + MAX_RANGE:
+                ends = list(range(ends[0], ends[1] + 1))
+            written.extend(ends)
     assert nums == list(dict.fromkeys(written))
 
 

@@ -51,6 +51,20 @@ def test_invalid_citation_never_reaches_output() -> None:
     assert d["sentences"][0]["citations"] == [] and d["sentences"][0]["dropped_citations"] == [9]
 
 
+def test_written_citation_forms_resolve_and_uncited_passages_are_reported() -> None:
+    from app.cli import format_answer
+
+    gen = scripted(lambda p, _: Generation("It opened in 1937 [1-2]. Curie won [Doc 2\u2020].", finish_reason="stop"))
+    a = RAGPipeline(corpus_retriever(), gen, k=3).ask("When did the bridge open?")
+    assert [s.citations for s in a.sentences] == [(1, 2), (2,)]
+    d = a.to_dict()
+    assert [c["n"] for c in d["citations"]] == [1, 2] and d["cited_passages"] == [1, 2]
+    assert d["uncited_passages"] == [3] and [p["cited"] for p in d["passages"]] == [True, True, False]
+    out = format_answer(a)
+    assert out.startswith("It opened in 1937. [1][2] Curie won. [2]")
+    assert "shown but not cited: [3]" in out
+
+
 def test_post_hoc_citation_is_marked() -> None:
     gen = scripted(lambda p, _: Generation("It opened in 1937.", finish_reason="stop"))
     a = RAGPipeline(corpus_retriever(), gen, k=2, post_hoc=FakeCiter(lambda s: (0, 0.9))).ask("bridge open?")

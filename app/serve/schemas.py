@@ -100,6 +100,7 @@ class PassageOut(_Open):
         description="True when the generator was shown this passage; false for evidence `verify` found in the "
         "index afterwards (numbered after the shown passages).",
     )
+    cited: bool | None = Field(None, description="In `passages`: True when a sentence of the answer cites it.")
 
 
 class QuoteOut(_Open):
@@ -140,6 +141,10 @@ class AskResponse(_Open):
     passages: list[PassageOut] = Field(
         description="Every passage shown to the generator, numbered from 1; with verify, then the evidence it "
         'found in the index ("shown": false).'
+    )
+    cited_passages: list[int] = Field(default_factory=list, description="Numbers of the passages some sentence cites.")
+    uncited_passages: list[int] = Field(
+        default_factory=list, description="Numbers of the shown passages no sentence cites."
     )
     dropped_citations: list[int] = Field(default_factory=list)
     post_hoc_citations: int = 0
