@@ -12,16 +12,22 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import test_web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_web import wait
 
 from pipeline.types import Passage, page_label
 from retrievers.chunking import split_passages
 from retrievers.index import load_index, read_passages
 from retrievers.ingest import Document, load_documents
 from retrievers.ingest_office import PAGE_SEPARATOR, Extracted, read_docx, read_pdf
+
+#: The headless Chromium of the web page's tests (skips where no browser is installed).
+browser = test_web.browser
 
 #: The report's pages: the answer to the test question is on page 2 only.
 REPORT_PAGES = [
@@ -292,3 +298,28 @@ def test_ask_shows_the_page_of_a_cited_pdf_passage(index_run: tuple[Path, str], 
     text = run_cli(*args)
     assert text.returncode == 0, text.stderr
     assert "[1] Bridge Report (report.pdf, p. 2, characters " in text.stdout
+
+
+def test_http_api_and_web_page_show_the_page(index_run: tuple[Path, str], browser: Any) -> None:
+    """The real server (MiniLM hybrid retrieval over the PDF index, a canned generator): the API's
+    citation carries the page, and the web page shows "p. 2" in the references and the passage view."""
+    import httpx
+    from fakes import FakeGenerator
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from test_serve import serving, settings
+
+    question = "When did the Golden Gate Bridge open?"
+    generator = FakeGenerator(["The Golden Gate Bridge opened in 1937 [1]."])
+    with serving(settings(index_run[0]), generator=generator) as url:
+        api = httpx.post(f"{url}/v1/ask", json={"question": question, "abstain": False}, timeout=120).json()
+        assert (api["citations"][0]["doc_id"], api["citations"][0]["page"]) == ("report.pdf", 2)
+        browser.get(url)
+        wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready")
+        browser.find_element(By.ID, "question").send_keys(question)
+        browser.find_element(By.ID, "ask-button").click()
+        wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "#answer a.cite"))).click()
+        [ref] = browser.find_elements(By.CSS_SELECTOR, "#references li")
+        assert "(report.pdf, p. 2, characters " in ref.text
+        meta = wait(browser, ec.visibility_of_element_located((By.ID, "passage-meta")))
+        assert "report.pdf · p. 2, characters " in meta.text
