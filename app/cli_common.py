@@ -186,3 +186,6 @@ def quiet_libraries(level: int) -> None:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    # pypdf warns of each repair it makes to a damaged PDF (at -v they show); `citerag index`
+    # lists the files it could not read, with the reason, itself.
+    logging.getLogger("pypdf").setLevel(level if level <= logging.INFO else logging.ERROR)

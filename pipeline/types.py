@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+#: Between two pages in a paged document's text (a PDF's): a form feed, the usual page-break
+#: character. One stands between every two pages, a page with no text included, so the page
+#: of any character is 1 + the form feeds before it, and a passage cut shorter
+#: (:meth:`Passage.prefix`) can tell its last page from its own text.
+PAGE_BREAK = "\f"
+
 
 @dataclass(frozen=True)
 class Passage:
@@ -27,6 +33,15 @@ class Passage:
         return Passage(
             self.doc_id, self.text, self.title, float(score), self.start, self.end, self.pid, self.page, self.page_end
         )
+
+    def prefix(self, length: int) -> Passage:
+        """The passage's first ``length`` characters: span, ``page`` and ``page_end`` kept exact."""
+        text = self.text[:length]
+        page_end = None
+        if self.page is not None:
+            last = self.page + text.count(PAGE_BREAK)
+            page_end = last if last != self.page else None
+        return replace(self, text=text, end=self.start + len(text), page_end=page_end)
 
     @property
     def page_label(self) -> str:

@@ -1,9 +1,11 @@
 """Text of PDF and Word (.docx) files, for :mod:`retrievers.ingest`.
 
-A PDF's document text is the text pypdf extracts from each page that has any, the pages
-joined by :data:`PAGE_SEPARATOR`; :class:`PageSpan` records where each page's text lies in
-it (1-based page numbers of the file, so a page without text leaves a gap in the numbers,
-never a shift). Passage spans refer to that extracted text, as they do for HTML.
+A PDF's document text is the text pypdf extracts from each page, the pages joined by
+:data:`PAGE_SEPARATOR` (a form feed on a line of its own; a page without text is an empty
+string between two of them). So the page of any character is 1 + the form feeds before it,
+and :class:`PageSpan` records where each page with text lies (1-based page numbers of the
+file: a page without text leaves a gap in the numbers, never a shift). Passage spans refer
+to that extracted text, as they do for HTML.
 
 A .docx file's text is its paragraphs and the text of its table cells, in document order,
 one per line. Word lays pages out only when it renders, so a .docx has no page numbers.
@@ -20,10 +22,13 @@ import io
 import logging
 from dataclasses import dataclass
 
+from pipeline.types import PAGE_BREAK
+
 log = logging.getLogger(__name__)
 
-#: Between the texts of two pages: a blank line, so no sentence or word runs across it.
-PAGE_SEPARATOR = "\n\n"
+#: Between the texts of two pages (a page without text included): the page break on a line of
+#: its own. The newlines keep words apart for tokenizers that drop control characters (BERT's).
+PAGE_SEPARATOR = f"\n{PAGE_BREAK}\n"
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # a Compound File: an old .doc, or a protected .docx
 
@@ -61,23 +66,20 @@ def read_pdf(data: bytes, name: str = "a PDF") -> Extracted | str:
     except Exception as e:  # noqa: BLE001 - any parser error on a damaged file means "skip it"
         return f"not a readable PDF ({_brief(e)}): the file is damaged or truncated; export or download it again"
 
-    parts: list[str] = []
-    pages: list[PageSpan] = []
-    pos, failed, error = 0, 0, ""
-    for number in range(1, n_pages + 1):
+    texts: list[str] = []
+    failed, error = 0, ""
+    for i in range(n_pages):
         try:
-            text = reader.pages[number - 1].extract_text() or ""
+            texts.append(_clean(reader.pages[i].extract_text() or ""))
         except Exception as e:  # noqa: BLE001 - one damaged page must not lose the others
             failed, error = failed + 1, _brief(e)
-            continue
-        text = _clean(text)
-        if not text:
-            continue
-        if parts:
-            pos += len(PAGE_SEPARATOR)
-        parts.append(text)
-        pages.append(PageSpan(number, pos, pos + len(text)))
-        pos += len(text)
+            texts.append("")
+    pages: list[PageSpan] = []
+    pos = 0
+    for number, text in enumerate(texts, start=1):
+        if text:
+            pages.append(PageSpan(number, pos, pos + len(text)))
+        pos += len(text) + len(PAGE_SEPARATOR)
     if not pages:
         if failed:
             return f"no page of the PDF could be read ({failed} failed, last: {error}): the file is damaged"
@@ -89,7 +91,7 @@ def read_pdf(data: bytes, name: str = "a PDF") -> Extracted | str:
         log.info(
             "%s: %d of %d page(s) have no extractable text; indexed the others", name, n_pages - len(pages), n_pages
         )
-    return Extracted(title=_pdf_title(reader), text=PAGE_SEPARATOR.join(parts), pages=tuple(pages))
+    return Extracted(title=_pdf_title(reader), text=PAGE_SEPARATOR.join(texts), pages=tuple(pages))
 
 
 def read_docx(data: bytes) -> Extracted | str:
@@ -151,8 +153,9 @@ def _pdf_title(reader: object) -> str:
 
 
 def _clean(text: str) -> str:
-    """Text without NUL characters and surrounding whitespace (spans are taken after this)."""
-    return text.replace("\x00", "").strip()
+    """Text without NUL characters, page breaks of its own (a form feed would count as one more
+    page) and surrounding whitespace. Spans are taken after this."""
+    return text.replace("\x00", "").replace(PAGE_BREAK, "\n").strip()
 
 
 def _brief(e: BaseException) -> str:

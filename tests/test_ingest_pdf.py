@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_web import wait
 
-from pipeline.types import Passage, page_label
+from pipeline.prompting import truncate_passage
+from pipeline.types import PAGE_BREAK, Passage, page_label
 from retrievers.chunking import split_passages
 from retrievers.index import load_index, read_passages
 from retrievers.ingest import Document, load_documents
@@ -119,6 +120,9 @@ def test_pdf_pages_are_recorded_in_the_extracted_text(corpus: Path) -> None:
         assert report.text[span.start : span.end].split() == written.split()
     between = [report.text[a.end : b.start] for a, b in zip(report.pages, report.pages[1:])]
     assert between == [PAGE_SEPARATOR] * 2
+    # The page of any character is 1 + the page breaks before it.
+    for span in report.pages:
+        assert {1 + report.text[:i].count(PAGE_BREAK) for i in range(span.start, span.end)} == {span.page}
 
 
 def test_pages_without_text_keep_the_numbers_of_the_others(corpus: Path) -> None:
@@ -126,6 +130,8 @@ def test_pages_without_text_keep_the_numbers_of_the_others(corpus: Path) -> None
     partial = docs["partial.pdf"]
     assert partial.title == "partial"  # no title in the metadata: the file name
     assert [p.page for p in partial.pages] == [2, 4]
+    assert partial.text.count(PAGE_BREAK) == 3  # pages 1 and 3 are empty strings between breaks
+    assert all(1 + partial.text[: p.start].count(PAGE_BREAK) == p.page for p in partial.pages)
     assert [partial.text[p.start : p.end].split() for p in partial.pages] == [t.split() for t in PARTIAL_PAGES if t]
     passages = split_passages(partial, "sentences", size=20, overlap=0)
     assert [(p.page, p.page_end) for p in passages] == [(2, None), (4, None)]
@@ -186,6 +192,23 @@ def test_page_keys_in_json_and_labels() -> None:
     two = Passage("a.pdf", "x", page=2, page_end=3).with_score(0.5)
     assert (two.to_dict()["page"], two.to_dict()["page_end"], two.score) == (2, 3, 0.5)
     assert two.page_label == "pp. 2-3" == page_label(2, 3)
+
+
+def test_a_passage_cut_for_the_prompt_ends_on_the_right_page(corpus: Path) -> None:
+    """The prompt cuts long passages to a token budget; a cut passage must not claim the pages
+    it no longer reaches."""
+    report = _docs(corpus)[0]["report.pdf"]
+    [whole] = split_passages(report, "tokens", size=200, overlap=0)
+    assert (whole.page, whole.page_end) == (1, 3)
+
+    class Bytes:  # one token per UTF-8 byte, as tests/fake_llm_server.py counts
+        def encode(self, text: str) -> list[int]:
+            return list(text.encode())
+
+    for budget, pages in [(40, (1, None)), (report.pages[1].end + 5, (1, 2)), (10_000, (1, 3))]:
+        cut = truncate_passage(whole, Bytes(), budget)  # type: ignore[arg-type]
+        assert report.text[cut.start : cut.end] == cut.text
+        assert (cut.page, cut.page_end) == pages
 
 
 def test_old_index_records_without_pages_still_load(tmp_path: Path) -> None:
