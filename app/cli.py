@@ -119,9 +119,11 @@ def index_cmd(
 ) -> None:
     """Split the documents under PATH into passages and write a BM25 + FAISS index.
 
-    PATH is a file or folder of .txt, .md, .html and .jsonl ({"id", "title", "text"} per
-    line). Writing is atomic: readers see the old index until the new one is complete, and a
-    second run into the same folder fails at once (exit code 6).
+    PATH is a file or folder of .txt, .md, .html, .jsonl ({"id", "title", "text"} per
+    line), .pdf (passages keep their page numbers) and .docx. Files that cannot be read
+    (encrypted or scanned PDFs, damaged files) are skipped and listed. Writing is atomic:
+    readers see the old index until the new one is complete, and a second run into the same
+    folder fails at once (exit code 6).
     """
     from retrievers.index import build_index
 
@@ -142,6 +144,11 @@ def index_cmd(
     click.echo(
         f"indexed {counts.get('documents', '?')} documents as {counts.get('passages', '?')} passages into {index_dir}"
     )
+    skipped = manifest.get("skipped") or []
+    if skipped:
+        click.echo(f"skipped {len(skipped)} file(s)/line(s):")
+        for item in skipped:
+            click.echo(f"  {item['path']}: {item['reason']}")
 
 
 # -- ask --------------------------------------------------------------------------------
@@ -328,7 +335,7 @@ def format_answer(answer: Any) -> str:
         lines += ["", "References:"]
         for n in cited:
             p = answer.passages[n - 1]
-            lines += reference_lines(n, p.title, p.doc_id, p.start, p.end, p.text)
+            lines += reference_lines(n, p.title, p.doc_id, p.start, p.end, p.text, p.page, p.page_end)
             if not answer.shown(n):
                 lines.append("    (evidence --verify found in the index: not shown to the generator)")
             if n in quotes and quotes[n].text != p.text:

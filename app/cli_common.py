@@ -134,12 +134,26 @@ def validated(schema: Callable[..., M], /, **fields: Any) -> M:
         raise ConfigError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
 
 
-def reference_lines(n: int, title: str | None, doc_id: str, start: int, end: int, text: str) -> list[str]:
-    """``[n] Title (doc, characters a-b)`` and a quoted snippet of at most 200 characters."""
+def reference_lines(
+    n: int,
+    title: str | None,
+    doc_id: str,
+    start: int,
+    end: int,
+    text: str,
+    page: int | None = None,
+    page_end: int | None = None,
+) -> list[str]:
+    """``[n] Title (doc, p. 2, characters a-b)`` (the page only for a PDF passage) and a quoted
+    snippet of at most 200 characters."""
+    from pipeline.types import page_label
+
     snippet = " ".join(text.split())
     snippet = snippet if len(snippet) <= 200 else snippet[:197] + "..."
     title_part = f"{title} " if title else ""
-    return [f"[{n}] {title_part}({doc_id}, characters {start}-{end})", f'    "{snippet}"']
+    pages = page_label(page, page_end)
+    where = f"{doc_id}, {pages + ', ' if pages else ''}characters {start}-{end}"
+    return [f"[{n}] {title_part}({where})", f'    "{snippet}"']
 
 
 def sample_corpus() -> Path:
@@ -172,3 +186,6 @@ def quiet_libraries(level: int) -> None:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    # pypdf warns of each repair it makes to a damaged PDF (at -v they show); `citerag index`
+    # lists the files it could not read, with the reason, itself.
+    logging.getLogger("pypdf").setLevel(level if level <= logging.INFO else logging.ERROR)

@@ -227,6 +227,8 @@ def format_revision(result: Any) -> str:
     if refs:
         lines += ["", "References:"]
         for n, c in sorted(refs.values(), key=lambda t: t[0]):
-            lines += reference_lines(n, c["title"], c["doc_id"], c["start"], c["end"], c["text"])
+            lines += reference_lines(
+                n, c["title"], c["doc_id"], c["start"], c["end"], c["text"], c.get("page"), c.get("page_end")
+            )
     lines.append(f"\npreservation: {result.revision.preservation:.3f}")
     return "\n".join(lines)

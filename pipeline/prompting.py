@@ -10,7 +10,7 @@ truncated text, so that a citation's span is never wider than what was shown.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pipeline.citations import MARKER_RE
 from pipeline.errors import ContextBudgetError, InputError
@@ -105,8 +105,7 @@ def truncate_passage(p: Passage, tokenizer: Tokenizer, max_tokens: int) -> Passa
             best, lo = cuts[mid], mid + 1
         else:
             hi = mid - 1
-    text = p.text[:best].rstrip()
-    return replace(p, text=text, end=p.start + len(text))
+    return p.prefix(len(p.text[:best].rstrip()))
 
 
 def quote_document_text(text: str) -> str:

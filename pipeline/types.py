@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+#: Between two pages in a paged document's text (a PDF's): a form feed, the usual page-break
+#: character. One stands between every two pages, a page with no text included, so the page
+#: of any character is 1 + the form feeds before it, and a passage cut shorter
+#: (:meth:`Passage.prefix`) can tell its last page from its own text.
+PAGE_BREAK = "\f"
+
 
 @dataclass(frozen=True)
 class Passage:
@@ -18,9 +24,29 @@ class Passage:
     end: int = 0
     #: Stable id of the passage inside an index ("<doc_id>#<ordinal>"), or "" when unindexed.
     pid: str = ""
+    #: The 1-based page of a paged source (PDF) where the passage starts; None for others.
+    page: int | None = None
+    #: The page where it ends, only when that is a later page than ``page``.
+    page_end: int | None = None
 
     def with_score(self, score: float) -> Passage:
-        return Passage(self.doc_id, self.text, self.title, float(score), self.start, self.end, self.pid)
+        return Passage(
+            self.doc_id, self.text, self.title, float(score), self.start, self.end, self.pid, self.page, self.page_end
+        )
+
+    def prefix(self, length: int) -> Passage:
+        """The passage's first ``length`` characters: span, ``page`` and ``page_end`` kept exact."""
+        text = self.text[:length]
+        page_end = None
+        if self.page is not None:
+            last = self.page + text.count(PAGE_BREAK)
+            page_end = last if last != self.page else None
+        return replace(self, text=text, end=self.start + len(text), page_end=page_end)
+
+    @property
+    def page_label(self) -> str:
+        """``"p. 2"``, ``"pp. 2-3"``, or "" for a source without pages."""
+        return page_label(self.page, self.page_end)
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -38,8 +64,10 @@ class Passage:
     ) -> dict[str, Any]:
         """The passage as JSON: the one way every output (CLI, HTTP API, reports) writes one.
 
-        Keys, in this order: ``doc_id``, ``title``, ``text``, ``start``, ``end``, ``score``, and
-        ``pid`` only when asked for. ``support`` replaces the retrieval score (the judge's support,
+        Keys, in this order: ``doc_id``, ``title``, ``text``, ``start``, ``end``, ``page`` and
+        ``page_end`` (only when set: a passage of a PDF has ``page``, and ``page_end`` when it
+        runs onto a later page; other passages have neither key), ``score``, and ``pid`` only
+        when asked for. ``support`` replaces the retrieval score (the judge's support,
         in verifier results). ``text`` / ``span`` / ``score`` False leave out the text (where
         it travels separately, as a LangChain document's content), start and end, and the score
         (saliency reports name passages only)."""
@@ -48,11 +76,22 @@ class Passage:
             d["text"] = self.text
         if span:
             d["start"], d["end"] = self.start, self.end
+        if self.page is not None:
+            d["page"] = self.page
+            if self.page_end is not None:
+                d["page_end"] = self.page_end
         if score:
             d["score"] = float(support) if support is not None else self.score
         if pid:
             d["pid"] = self.pid
         return d
+
+
+def page_label(page: int | None, page_end: int | None = None) -> str:
+    """How people write a page reference: ``"p. 2"``, ``"pp. 2-3"``; "" without a page."""
+    if page is None:
+        return ""
+    return f"pp. {page}-{page_end}" if page_end is not None and page_end != page else f"p. {page}"
 
 
 @dataclass(frozen=True)

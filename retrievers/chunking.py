@@ -1,6 +1,8 @@
 """Split documents into passages whose spans point back into the document text.
 
 Invariant for every passage ``p`` of document ``doc``: ``p.text == doc.text[p.start:p.end]``.
+A passage of a paged document (PDF) gets the 1-based ``page`` its first character is on, and
+``page_end`` when its last character is on a later page.
 
 * ``tokens`` mode: word tokens (``\\S+``), windows of ``size`` words that overlap by
   ``overlap`` words (defaults 100 and 20).
@@ -13,11 +15,13 @@ Invariant for every passage ``p`` of document ``doc``: ``p.text == doc.text[p.st
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from typing import Literal
 
 from pipeline.errors import ConfigError
 from pipeline.types import Passage
 from retrievers.ingest import Document
+from retrievers.ingest_office import PageSpan
 
 ChunkMode = Literal["sentences", "tokens"]
 CHUNK_MODES: tuple[str, ...] = ("sentences", "tokens")
@@ -84,17 +88,34 @@ def split_passages(
         spans = _token_windows(doc.text, size, overlap)
     else:
         spans = _sentence_windows(doc.text, size, overlap)
-    return [
-        Passage(
-            doc_id=doc.doc_id,
-            text=doc.text[s:e],
-            title=doc.title,
-            start=s,
-            end=e,
-            pid=f"{doc.doc_id}#{i}",
+    starts = [p.start for p in doc.pages]
+    passages = []
+    for i, (s, e) in enumerate(spans):
+        page, page_end = page_range(doc.pages, starts, s, e)
+        passages.append(
+            Passage(
+                doc_id=doc.doc_id,
+                text=doc.text[s:e],
+                title=doc.title,
+                start=s,
+                end=e,
+                pid=f"{doc.doc_id}#{i}",
+                page=page,
+                page_end=page_end,
+            )
         )
-        for i, (s, e) in enumerate(spans)
-    ]
+    return passages
+
+
+def page_range(pages: tuple[PageSpan, ...], starts: list[int], start: int, end: int) -> tuple[int | None, int | None]:
+    """``(page, page_end)`` of the span ``[start, end)``: the pages of its first and last
+    character (``page_end`` None when they are the same page); ``(None, None)`` without pages.
+    ``starts`` is ``[p.start for p in pages]``, computed once per document."""
+    if not pages:
+        return None, None
+    first = pages[max(0, bisect_right(starts, start) - 1)].page
+    last = pages[max(0, bisect_right(starts, max(start, end - 1)) - 1)].page
+    return first, (last if last != first else None)
 
 
 def _token_windows(text: str, size: int, overlap: int) -> list[Span]:

@@ -3,7 +3,8 @@
 Each version of the index (see :mod:`retrievers.index_store` for the folder layout) holds::
 
     manifest.json     format_version, versions, embedder, dim, counts, chunking, FAISS kind, ...
-    passages.jsonl    one passage per line: pid, doc_id, title, start, end, text
+    passages.jsonl    one passage per line: pid, doc_id, title, start, end, text, and
+                      page / page_end for PDF passages (absent in older indexes: None)
     bm25/             the bm25s index (``BM25.save``) + tokenizer settings
     dense.faiss       the FAISS index (row i = line i of passages.jsonl)
 
@@ -165,7 +166,7 @@ def _build_locked(
         raise CorpusError(
             f"no readable documents in {source}"
             + (f" ({len(skipped)} skipped)" if skipped else "")
-            + ": add UTF-8 .txt, .md, .html or .jsonl files"
+            + ": add UTF-8 .txt, .md, .html or .jsonl files, or PDFs with a text layer, or .docx files"
         )
     faults.pause_at("read")
     passages: list[Passage] = []
@@ -258,6 +259,10 @@ def _write_passages(path: Path, passages: Sequence[Passage]) -> None:
                 "end": p.end,
                 "text": p.text,
             }
+            if p.page is not None:
+                record["page"] = p.page
+                if p.page_end is not None:
+                    record["page_end"] = p.page_end
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -373,6 +378,9 @@ def read_passages(path: Path) -> list[Passage]:
             fields = (r.get("doc_id"), r.get("text"), r.get("title", ""), r.get("pid", ""))
             if not all(isinstance(v, str) for v in fields):
                 raise ValueError(f"line {lineno}: doc_id, text, title and pid must be strings")
+            page, page_end = r.get("page"), r.get("page_end")
+            if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in (page, page_end)):
+                raise ValueError(f"line {lineno}: page and page_end must be integers")
             passages.append(
                 Passage(
                     doc_id=r["doc_id"],
@@ -381,6 +389,8 @@ def read_passages(path: Path) -> list[Passage]:
                     start=int(r["start"]),
                     end=int(r["end"]),
                     pid=r.get("pid", ""),
+                    page=page,
+                    page_end=page_end,
                 )
             )
     return passages

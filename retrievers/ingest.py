@@ -1,18 +1,22 @@
 """Read a corpus (a file or a folder) into :class:`Document` objects.
 
-Supported: ``.txt``, ``.md``, ``.html``/``.htm`` and ``.jsonl`` (one ``{"id", "title",
-"text"}`` object per line). Folders are walked recursively in sorted order, so the same
-folder always gives the same documents in the same order. Hidden files and folders (names
+Supported: ``.txt``, ``.md``, ``.html``/``.htm``, ``.jsonl`` (one ``{"id", "title",
+"text"}`` object per line), ``.pdf`` and ``.docx`` (read by :mod:`retrievers.ingest_office`).
+Folders are walked recursively in sorted order, so the same folder always gives the same
+documents in the same order. Hidden files and folders (names
 starting with ``.``) are left out.
 
 For HTML the document text is the *visible text* extracted with :mod:`html.parser`
 (script/style dropped, each block element on its own line); passage spans
 (``Passage.start``/``end``) refer to that extracted text, not to the HTML source.
-For ``.txt``/``.md`` the text is the file's decoded content, unchanged.
+For ``.txt``/``.md`` the text is the file's decoded content, unchanged. For ``.pdf`` it is
+the extracted text of the pages that have any, and ``Document.pages`` says where each page
+lies in it; for ``.docx``, the paragraphs and table cells, one per line (no pages).
 
 Unreadable inputs never crash ingestion: binary files (NUL bytes), files that are not UTF-8,
 files over the size cap (``max_file_bytes``, checked before reading, so a huge file is never
-read whole), unreadable folders, empty documents and malformed jsonl lines come back in the
+read whole), PDFs that need a password or have no text layer, damaged PDF/.docx files,
+unreadable folders, empty documents and malformed jsonl lines come back in the
 ``skipped`` list as ``(path, reason)`` (jsonl lines as ``"file:line"``). Other extensions are
 ignored silently and only counted in a debug log.
 
@@ -34,6 +38,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from pipeline.errors import CorpusError
+from retrievers.ingest_office import Extracted, PageSpan, read_docx, read_pdf
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,8 @@ SUPPORTED_EXTENSIONS: dict[str, str] = {
     ".html": "html",
     ".htm": "html",
     ".jsonl": "jsonl",
+    ".pdf": "pdf",
+    ".docx": "docx",
 }
 
 Skipped = tuple[str, str]
@@ -55,12 +62,15 @@ DEFAULT_MAX_FILE_MB = 50.0
 
 @dataclass(frozen=True)
 class Document:
-    """One source document. ``source`` is the file it came from (``file:line`` for jsonl)."""
+    """One source document. ``source`` is the file it came from (``file:line`` for jsonl).
+
+    ``pages`` (PDFs only) maps 1-based page numbers to their ranges of ``text``, in order."""
 
     doc_id: str
     title: str
     text: str
     source: str
+    pages: tuple[PageSpan, ...] = ()
 
 
 def load_documents(
@@ -147,7 +157,7 @@ def _walk(root: Path, folder: Path, excluded: list[Path], walked: set[Path], ski
             yield entry
 
 
-def _decode(file: Path, rel: str, max_bytes: int) -> str | Skipped:
+def _read_bytes(file: Path, rel: str, max_bytes: int) -> bytes | Skipped:
     try:
         with file.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -158,6 +168,13 @@ def _decode(file: Path, rel: str, max_bytes: int) -> str | Skipped:
         return (rel, f"unreadable: {e.strerror or e}")
     if len(raw) > max_bytes:
         return (rel, _too_big(len(raw), max_bytes))
+    return raw
+
+
+def _decode(file: Path, rel: str, max_bytes: int) -> str | Skipped:
+    raw = _read_bytes(file, rel, max_bytes)
+    if isinstance(raw, tuple):
+        return raw
     if b"\x00" in raw:
         return (rel, "binary file (contains NUL bytes)")
     try:
@@ -174,6 +191,9 @@ def _too_big(size: int, max_bytes: int) -> str:
 
 
 def _read_file(file: Path, rel: str, kind: str, max_bytes: int) -> Iterator[Document | Skipped]:
+    if kind in ("pdf", "docx"):
+        yield _read_office(file, rel, kind, max_bytes)
+        return
     text = _decode(file, rel, max_bytes)
     if isinstance(text, tuple):
         yield text
@@ -194,6 +214,16 @@ def _read_file(file: Path, rel: str, kind: str, max_bytes: int) -> Iterator[Docu
         yield (rel, "empty document")
         return
     yield Document(doc_id=rel, title=title, text=body, source=rel)
+
+
+def _read_office(file: Path, rel: str, kind: str, max_bytes: int) -> Document | Skipped:
+    raw = _read_bytes(file, rel, max_bytes)
+    if isinstance(raw, tuple):
+        return raw
+    got: Extracted | str = read_pdf(raw, rel) if kind == "pdf" else read_docx(raw)
+    if isinstance(got, str):
+        return (rel, got)
+    return Document(doc_id=rel, title=got.title or file.stem, text=got.text, source=rel, pages=got.pages)
 
 
 def _read_jsonl(text: str, rel: str) -> Iterator[Document | Skipped]:

@@ -86,6 +86,9 @@ class ReviseRequest(_Strict):
 
 # -- the answer (citerag ask --json) -------------------------------------------------------
 
+_PAGE = "PDF passages only (absent otherwise): the 1-based page of the file where the passage starts."
+_PAGE_END = "Present only when the passage runs onto a later page: the page where it ends."
+
 
 class PassageOut(_Open):
     n: int = Field(description="The number the generator saw the passage under ([n]).")
@@ -94,6 +97,8 @@ class PassageOut(_Open):
     text: str = Field(description="The passage: exactly document[start:end].")
     start: int = Field(description="Character offset of the passage in its source document.")
     end: int
+    page: int | None = Field(None, description=_PAGE)
+    page_end: int | None = Field(None, description=_PAGE_END)
     score: float = Field(description="Retrieval score.")
     shown: bool = Field(
         True,
@@ -172,6 +177,8 @@ class EvidenceOut(_Open):
     text: str
     start: int
     end: int
+    page: int | None = Field(None, description=_PAGE)
+    page_end: int | None = Field(None, description=_PAGE_END)
     score: float = Field(description="The judge's support of the claim by this passage (or the retrieval score).")
 
 

@@ -186,6 +186,12 @@ function isUnshown(answer, n) {
   return Boolean(p && p.shown === false);
 }
 
+function pageLabel(p) {
+  // "p. 2, " / "pp. 2–3, " for a PDF passage (the API sends page/page_end only for those); else "".
+  if (p.page == null) return "";
+  return (p.page_end != null && p.page_end !== p.page ? `pp. ${p.page}–${p.page_end}` : `p. ${p.page}`) + ", ";
+}
+
 // Offsets from the server count Unicode code points (Python strings); JavaScript strings index
 // UTF-16 units, so an emoji before a span would shift every highlight after it.
 function cpSlice(text, start, end) {
@@ -230,7 +236,7 @@ function renderAnswer(answer) {
     refs.append(el("li", { value: String(c.n) },
       el("a", { href: `#passage-${c.n}`, class: "ref", onclick: (e) => { e.preventDefault(); showPassage(c.n, null); } },
         c.title || c.doc_id),
-      ` (${c.doc_id}, characters ${c.start}–${c.end})`,
+      ` (${c.doc_id}, ${pageLabel(c)}characters ${c.start}–${c.end})`,
       c.shown === false ? el("span", { class: "unshown-note" }, ` (${UNSHOWN})`) : null));
   }
   const notes = [];
@@ -266,7 +272,7 @@ async function showPassage(n, sentenceIndex) {
   const view = $("passage-view");
   view.hidden = false;
   $("passage-number").textContent = `[${n}]`;
-  $("passage-meta").textContent = `${p.title ? p.title + " · " : ""}${p.doc_id} · characters ${p.start}–${p.end}` +
+  $("passage-meta").textContent = `${p.title ? p.title + " · " : ""}${p.doc_id} · ${pageLabel(p)}characters ${p.start}–${p.end}` +
     (p.shown === false ? ` · ${UNSHOWN}` : "");
   const sentence = sentenceIndex === null ? null : answer.sentences[sentenceIndex];
   const words = sentence === null ? new Set() : sentenceWords(sentence.text);
