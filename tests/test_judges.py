@@ -799,3 +799,29 @@ def test_default_judge_scores_a_claim_longer_than_its_window(default_judge: Supp
     supported, unsupported = judge.judge([(GOLDEN, long_claim), (GOLDEN, wrong)])
     assert supported >= judge.threshold > unsupported  # type: ignore[attr-defined]
     assert judge.last_stats["claims_split"] == 2  # type: ignore[attr-defined]
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU (run on the device machine: BENCHMARKS.md, judge on a GPU)")
+def test_auto_runs_the_default_judge_on_the_gpu_with_the_cpus_decisions() -> None:
+    """On a GPU ``auto`` is torch there, not ONNX on the CPU, and its decisions are the CPU's."""
+    from verifiers.judges import CrossEncoderJudge, load_judge
+
+    gpu = load_judge("default", runtime="auto")
+    assert isinstance(gpu, CrossEncoderJudge) and str(gpu.device).startswith("cuda")
+    cpu = load_judge("default", runtime="torch", device="cpu")
+    pairs = [
+        ("The Golden Gate Bridge opened in 1937.", "The bridge opened in 1937."),
+        ("The Golden Gate Bridge opened in 1937.", "The bridge opened in 1990."),
+        ("Marie Curie won two Nobel Prizes, in physics and chemistry.", "Curie won a Nobel Prize in chemistry."),
+        ("Everest was first climbed in 1953 by Hillary and Norgay.", "Everest has never been climbed."),
+    ]
+    a, b = gpu.judge(pairs), cpu.judge(pairs)
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-2
+    assert gpu.decide(a) == cpu.decide(b)
