@@ -80,10 +80,12 @@ async def run(args: argparse.Namespace) -> int:
     index_dir = args.index or nq_index(args.out, corpus)
     log_path = args.out / "bench_stream_sentences.server.log"
     server_args = argparse.Namespace(max_tokens=args.max_tokens, llm_url=None, dtype=None)
-    proc, url = start_server(server_args, index_dir, log_path)
+    extra = ("--citations", args.citations) if args.citations else ()
+    proc, url = start_server(server_args, index_dir, log_path, extra)
     try:
         ready = await wait_ready(url, proc, log_path)
-        print(f"server {url} ready in {ready:.1f} s; SmolLM2 in the server's vLLM engine; max_tokens {args.max_tokens}")
+        print(f"server {url} ready in {ready:.1f} s; SmolLM2 in the server's vLLM engine; "
+              f"max_tokens {args.max_tokens}; citations {args.citations or 'server default'}")  # fmt: skip
         for q in ("when did the golden gate bridge open", "who wrote the origin of species"):  # warm-up
             await stream_one(url, q)
         rows = []
@@ -130,6 +132,7 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=32)
     ap.add_argument("--skip", type=int, default=0, help="start at this NQ-open question")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--citations", default=None, help="the server's --citations (default: its own, constrained)")
     args = ap.parse_args()
     sys.exit(asyncio.run(run(args)))
 
