@@ -215,3 +215,30 @@ def test_server_resends_sentences_with_support_when_verified(api: str) -> None:
     assert all("support" not in e for e in first.values())
     last = final_sentences(events)
     assert all("support" in e and "revised" in e for e in last.values() if not e.get("removed"))
+
+
+def test_server_sends_the_first_sentence_while_the_second_is_generated(sample_index: Path) -> None:
+    """Over real HTTP from a streaming OpenAI-compatible server (one word per 50 ms): sentence 0
+    arrives after the token that starts sentence 1 and before the last token."""
+    from test_serve_faults import fake_llm
+
+    from pipeline.generators.server import free_port
+
+    port = free_port()
+    llm = fake_llm(port, "--piece-delay", "0.05")
+    try:
+        s = settings(sample_index, llm_url=f"http://127.0.0.1:{port}", retriever="bm25", post_hoc=False)
+        with serving(s) as url:
+            events = sse(url, {"question": QUESTION, "quotes": False, "abstain": False})
+    finally:
+        llm.kill()
+        llm.wait()
+    final = check_sentence_events(events, resent=False)
+    assert [s["text"] for s in final["sentences"]] == [
+        "The Golden Gate Bridge opened in 1937 [1].", "It spans the Golden Gate strait [1]."
+    ]  # fmt: skip
+    names = [n for n, _ in events]
+    first_sentence, last_token = names.index("sentence"), len(names) - 1 - names[::-1].index("token")
+    assert first_sentence < last_token, names
+    streamed = "".join(d["text"] for n, d in events[:first_sentence] if n == "token")
+    assert streamed.rstrip().endswith("It"), streamed
