@@ -181,7 +181,10 @@ def sentence_event(
         p = passages[n - 1]
         q = quotes.get(n)
         cite = {"n": n, **p.to_dict(text=False, score=False), "shown": n <= shown}
-        cite.update(quote=q.text, start=q.start, end=q.end) if q else cite.update(quote=p.text)
+        if q is not None:
+            cite.update(quote=q.text, start=q.start, end=q.end)
+        else:
+            cite["quote"] = p.text
         cites.append(cite)
     return {"index": index, **sentence.to_dict(), "citations": cites}
 
