@@ -66,7 +66,9 @@ def ensure_index(out: Path, data: Path) -> Path:
     return index_dir
 
 
-def start_server(args: argparse.Namespace, index_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    args: argparse.Namespace, index_dir: Path, log_path: Path, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
     from pipeline.generators.server import free_port
 
     port = free_port()
@@ -80,6 +82,7 @@ def start_server(args: argparse.Namespace, index_dir: Path, log_path: Path) -> t
         cmd += ["--no-prefix-caching"]
     if args.dtype:
         cmd += ["--dtype", args.dtype]
+    cmd += list(extra)
     log = log_path.open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return proc, f"http://127.0.0.1:{port}"

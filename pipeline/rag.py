@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from pipeline.citations import PostHocCiter, cite_answer
@@ -53,6 +53,10 @@ class RAGPipeline:
     #: "use-aware": as post-hoc here; grounding re-cites by use (verifiers/grounding.py).
     citations: str = "auto"
     constraint: ConstraintSpec = field(default_factory=ConstraintSpec)
+    #: Called with each prompt once it is built, before generation: how a streaming caller
+    #: (pipeline.streaming.SentenceStream) learns which passages the generator is shown. Not
+    #: called by the iterative loop, whose shown passages grow while it generates.
+    on_prompt: Callable[[BuiltPrompt], None] | None = None
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -85,6 +89,9 @@ class RAGPipeline:
         retrieved = self.retriever.retrieve(qs, self.k)
         t1 = time.perf_counter()
         prompts = [self._build(q, ps) for q, ps in zip(qs, retrieved)]
+        if self.on_prompt is not None:
+            for p in prompts:
+                self.on_prompt(p)
         t2 = time.perf_counter()
         gens = []
         params = self._generation_params()
@@ -167,10 +174,7 @@ class RAGPipeline:
     def _finish(
         self, question: str, raw: str, shown: Sequence[Passage], *, truncated: bool = False, **report: object
     ) -> AttributedAnswer:
-        if self.clean:
-            cleaned = clean_answer(raw, {n: p.title for n, p in enumerate(shown, start=1)}, truncated=truncated)
-        else:
-            cleaned = CleanedAnswer(raw.strip())
+        cleaned = self.clean_text(raw, shown, truncated=truncated)
         text = cleaned.text
         # Constrained answers cite on every sentence by construction, so post hoc adds nothing
         # there; it still covers a server that ignored the constraint (counted, never hidden).
@@ -185,6 +189,13 @@ class RAGPipeline:
             rep["cleaned"] = {"removed": list(cleaned.removed), "raw_text": raw.strip()}
         rep.update(report)
         return AttributedAnswer(question, text, parsed.sentences, tuple(shown), rep)
+
+    def clean_text(self, raw: str, shown: Sequence[Passage], *, truncated: bool = False) -> CleanedAnswer:
+        """The answer text of ``raw`` generated output (scaffolding removed unless ``clean`` is
+        False): the one cleaning of the final answer and of a streamed answer's sentences."""
+        if not self.clean:
+            return CleanedAnswer(raw.strip())
+        return clean_answer(raw, {n: p.title for n, p in enumerate(shown, start=1)}, truncated=truncated)
 
     def _iterative_prompt(
         self,

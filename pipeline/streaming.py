@@ -6,19 +6,30 @@ a :class:`TokenTap`: a single-prompt generation goes through the backend's ``str
 new text is passed to ``on_token`` as it arrives. Retrieval, prompting, citation parsing and
 the answer object are exactly those of ``pipe.ask``. A backend without ``stream`` yields its
 whole text as one piece.
+
+With a :class:`SentenceStream`, each sentence of the answer is also reported once it is
+complete (the next sentence has started, or the generation has ended), as the dict that the
+server sends as a ``sentence`` event: the sentence as the final answer has it (the same
+cleaning, splitter and citation parser, run on the text so far) and its citations resolved to
+the passages the generator was shown. Later stages (verification, grounding, abstention) can
+change sentences; :meth:`SentenceStream.settle` then re-sends each sentence that changed (same
+``index``) and removes those the final answer no longer has, so the last event per index is
+the final answer's sentence.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from pipeline.citations import MARKER_RE, PostHocCiter, cite_answer, sentence_spans
 from pipeline.constrained import SENTENCE_END
-from pipeline.types import AttributedAnswer, Generation, GenerationParams
+from pipeline.types import AttributedAnswer, Generation, GenerationParams, Passage, Sentence
 
 if TYPE_CHECKING:
+    from pipeline.prompting import BuiltPrompt
     from pipeline.protocols import Generator, Tokenizer
     from pipeline.rag import RAGPipeline
 
@@ -28,6 +39,10 @@ _SENTENCE_END = re.compile(SENTENCE_END + r"(?= \S)")
 
 #: Receives each new piece of answer text.
 TokenSink = Callable[[str], None]
+#: Receives ``(prompt, text generated for it so far)`` after each streamed piece.
+TextSink = Callable[[str, str], None]
+#: Receives each ``sentence`` event's payload.
+SentenceSink = Callable[[dict[str, Any]], None]
 
 
 def stream_generation(generator: Generator, prompt: str, params: GenerationParams) -> Iterator[Generation]:
@@ -53,10 +68,19 @@ class TokenTap:
     :func:`ask_streaming` sends the rest of the final answer at the end.
     """
 
-    def __init__(self, inner: Generator, on_token: TokenSink, cancelled: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        inner: Generator,
+        on_token: TokenSink,
+        cancelled: Callable[[], bool] | None = None,
+        on_text: TextSink | None = None,
+    ) -> None:
         self.inner = inner
         self.on_token = on_token
         self.cancelled = cancelled
+        #: Called after each piece (and after its tokens were reported) with the prompt and
+        #: all of its text so far, held-back text included (:class:`SentenceStream` reads it).
+        self.on_text = on_text
         #: Everything reported through ``on_token``.
         self.sent = ""
         #: True once a constrained generation was held back sentence by sentence.
@@ -99,6 +123,8 @@ class TokenTap:
                         if cut > reported:
                             self._report(done[reported:cut])
                             reported = cut
+                    if self.on_text is not None:
+                        self.on_text(prompts[0], "".join(texts))
                 ids.extend(chunk.token_ids)
                 reason = chunk.finish_reason or reason
         finally:
@@ -117,15 +143,143 @@ class TokenTap:
 
 
 def ask_streaming(
-    pipe: RAGPipeline, question: str, on_token: TokenSink, cancelled: Callable[[], bool] | None = None
+    pipe: RAGPipeline,
+    question: str,
+    on_token: TokenSink,
+    cancelled: Callable[[], bool] | None = None,
+    sentences: SentenceStream | None = None,
 ) -> AttributedAnswer:
-    """``pipe.ask(question)``, calling ``on_token`` with each new piece of the answer text."""
-    tap = TokenTap(pipe.generator, on_token, cancelled)
-    answer = replace(pipe, generator=tap).ask(question)
+    """``pipe.ask(question)``, calling ``on_token`` with each new piece of the answer text and,
+    with ``sentences``, reporting each sentence as it completes (and every one by the end)."""
+    tap = TokenTap(pipe.generator, on_token, cancelled, sentences.feed if sentences is not None else None)
+    run = replace(pipe, generator=tap)
+    if sentences is not None:
+        run = sentences.bind(run, question)
+    answer = run.ask(question)
     if tap.held:
         # Constrained: the sentences still held back (or rebuilt by the tail decode) go now, so
         # the reported text is the answer, unless cleaning changed what was already sent.
         sent = tap.sent.lstrip()
         if answer.text.startswith(sent) and len(answer.text) > len(sent):
             tap._report(answer.text[len(sent) :])
+    if sentences is not None:
+        sentences.settle(answer)
     return answer
+
+
+def sentence_event(
+    index: int, sentence: Sentence, passages: Sequence[Passage], n_shown: int | None = None
+) -> dict[str, Any]:
+    """The payload of a ``sentence`` event: ``index`` in the answer's sentences, the sentence as
+    the final answer writes it (``Sentence.to_dict``), and its citations resolved to passages:
+    ``n``, ``doc_id``, ``title``, ``shown``, and ``quote`` with its ``start``/``end`` in the source
+    document: the judge's supporting quote where grounding found one, else the whole passage."""
+    quotes = {q.n: q for q in sentence.quotes}
+    shown = len(passages) if n_shown is None else n_shown
+    cites = []
+    for n in sentence.citations:
+        p = passages[n - 1]
+        q = quotes.get(n)
+        cite = {"n": n, **p.to_dict(text=False, score=False), "shown": n <= shown}
+        if q is not None:
+            cite.update(quote=q.text, start=q.start, end=q.end)
+        else:
+            cite["quote"] = p.text
+        cites.append(cite)
+    return {"index": index, **sentence.to_dict(), "citations": cites}
+
+
+def _started(text: str) -> bool:
+    """Whether ``text``, the start of the next sentence, is more than citation markers (whole,
+    or an unclosed ``[...`` that may become one): only then is the sentence before it complete,
+    since trailing markers still belong to it."""
+    rest = re.sub(r"\[[^\]]*$", "", MARKER_RE.sub("", text))
+    return any(ch.isalnum() for ch in rest)
+
+
+@dataclass
+class _MemoCiter:
+    """A post-hoc citer that remembers its picks, so a sentence cited while streaming gets the
+    same citation (and score) in the final answer, computed once."""
+
+    inner: PostHocCiter
+    picks: dict[tuple[str, str, tuple[tuple[str, int, int], ...]], tuple[int | None, float]] = field(
+        default_factory=dict
+    )
+
+    def best(
+        self, sentences: Sequence[str], passages: Sequence[Passage], question: str = ""
+    ) -> list[tuple[int | None, float]]:
+        keys = tuple(p.key for p in passages)
+        todo = list(dict.fromkeys(s for s in sentences if (question, s, keys) not in self.picks))
+        if todo:
+            for s, pick in zip(todo, self.inner.best(todo, passages, question)):
+                self.picks[(question, s, keys)] = pick
+        return [self.picks[(question, s, keys)] for s in sentences]
+
+
+class SentenceStream:
+    """Reports the sentences of one streamed answer through ``on_sentence`` (see the module doc).
+
+    Used as ``ask_streaming(..., sentences=SentenceStream(sink))``, then ``settle(answer)`` with
+    the answer after any later stage. While generating, a sentence is reported once the text
+    after it starts a new sentence; it is split, cited and cleaned by the pipeline's own
+    functions on the text so far, and its citations are numbers of shown passages only
+    (``cite_answer`` drops the rest). Sentences of the iterative loop, whose shown passages grow
+    while it generates, are reported when it ends.
+    """
+
+    def __init__(self, on_sentence: SentenceSink) -> None:
+        self.on_sentence = on_sentence
+        #: The last payload sent for each index (None: removed).
+        self.sent: dict[int, dict[str, Any] | None] = {}
+        self._pipe: RAGPipeline | None = None
+        self._question = ""
+        self._prompt: BuiltPrompt | None = None
+
+    def bind(self, pipe: RAGPipeline, question: str) -> RAGPipeline:
+        """``pipe`` reporting its prompt here, with its post-hoc citer remembered."""
+        post_hoc = _MemoCiter(pipe.post_hoc) if pipe.post_hoc is not None else None
+        self._pipe = replace(pipe, on_prompt=self._start, post_hoc=post_hoc)
+        self._question = question
+        return self._pipe
+
+    def _start(self, prompt: BuiltPrompt) -> None:
+        self._prompt = prompt
+
+    def feed(self, prompt: str, text: str) -> None:
+        """``text`` was generated so far for ``prompt``: report the sentences it completes.
+
+        A second decode that continues the answer (the constrained tail: the prompt plus the
+        answer's first words) counts as more of the same answer."""
+        start, pipe = self._prompt, self._pipe
+        if start is None or pipe is None or not prompt.startswith(start.text):
+            return
+        cleaned = pipe.clean_text(prompt[len(start.text) :] + text, start.shown).text
+        spans = sentence_spans(cleaned)
+        done = len(spans) - 1  # the last one may go on
+        if done > 0 and not _started(cleaned[spans[-1][0] : spans[-1][1]]):
+            done -= 1
+        first = len(self.sent)
+        if done <= first:
+            return
+        parsed = cite_answer(cleaned[: spans[done - 1][1]], start.shown, pipe.post_hoc, self._question)
+        if [(s.start, s.end) for s in parsed.sentences] != spans[:done]:
+            return  # the cut changed the split: wait for more text
+        for i in range(first, done):
+            self._send(i, sentence_event(i, parsed.sentences[i], start.shown))
+
+    def settle(self, answer: AttributedAnswer) -> None:
+        """Send each sentence of ``answer`` not yet sent as it is now, and remove the sentences
+        sent before that ``answer`` no longer has."""
+        for i, s in enumerate(answer.sentences):
+            event = sentence_event(i, s, answer.passages, answer.n_shown)
+            if self.sent.get(i) != event:
+                self._send(i, event)
+        for i in sorted(self.sent):
+            if i >= len(answer.sentences) and self.sent[i] is not None:
+                self._send(i, None)
+
+    def _send(self, index: int, event: dict[str, Any] | None) -> None:
+        self.sent[index] = event
+        self.on_sentence(event if event is not None else {"index": index, "removed": True})

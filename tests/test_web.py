@@ -10,7 +10,9 @@ test model cites nothing a person could check. The screenshots land in the test'
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -94,6 +96,11 @@ def wait(driver: Any, condition: Any, timeout: float = 60) -> Any:
     return WebDriverWait(driver, timeout).until(condition)
 
 
+def final_shown(driver: Any) -> bool:
+    """The final answer is rendered (citations are clickable earlier, in streamed sentences)."""
+    return bool(driver.execute_script("return Boolean(state.answer && !state.answer.streaming)"))
+
+
 def test_ask_and_follow_a_citation(browser: Any, site: str, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -105,6 +112,7 @@ def test_ask_and_follow_a_citation(browser: Any, site: str, tmp_path: Path) -> N
     box.send_keys(QUESTION)
     browser.find_element(By.ID, "ask-button").click()
 
+    wait(browser, final_shown)
     cite = wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "#answer a.cite")))
     answer = browser.find_element(By.ID, "answer").text
     assert "opened to traffic in 1937" in answer and "[1]" in answer
@@ -155,6 +163,67 @@ def test_abstention_shows_the_draft_apart(browser: Any, sample_index: Path) -> N
         assert "not shown as an answer" in draft[0].text
 
 
+#: Records, on every change of the answer, its sentences (without the saliency buttons), the
+#: live line of text still being written, and whether the final event has been rendered.
+RECORD_RENDERINGS = """
+window.renderings = [];
+new MutationObserver(() => {
+  const a = state.answer;
+  const live = document.getElementById("answer-live");
+  window.renderings.push({
+    final: Boolean(a && !a.streaming),
+    live: live.hidden ? "" : live.textContent,
+    sentences: Array.from(document.querySelectorAll("#answer .sentence")).map((s) => {
+      const c = s.cloneNode(true);
+      c.querySelectorAll(".sal-btn").forEach((b) => b.remove());
+      return c.textContent.trim();
+    }),
+  });
+}).observe(document.getElementById("answer"), { childList: true, subtree: true, characterData: true });
+"""
+
+
+def slow_stream(text: str, pause: float) -> Any:
+    """A canned generator that streams ``text`` word by word, ``pause`` seconds apart."""
+    from fakes import FakeGenerator
+
+    from pipeline.types import Generation
+
+    gen = FakeGenerator([text])
+
+    def stream(prompt: str, params: Any) -> Iterator[Generation]:
+        for piece in re.findall(r"\s*\S+", text):
+            time.sleep(pause)
+            yield Generation(piece, (1,), "")
+        yield Generation("", (), "stop")
+
+    gen.stream = stream  # type: ignore[attr-defined]
+    return gen
+
+
+def test_streamed_sentences_show_before_the_final_answer(browser: Any, sample_index: Path) -> None:
+    """Each sentence is rendered, with its citation, while the next one is still being written,
+    and the streamed rendering ends as the final one."""
+    from selenium.webdriver.common.by import By
+
+    with serving(settings(sample_index), generator=slow_stream(ANSWER, 0.25)) as url:
+        browser.get(url)
+        wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready")
+        browser.execute_script(RECORD_RENDERINGS)
+        browser.find_element(By.ID, "question").send_keys(QUESTION)
+        browser.find_element(By.ID, "ask-button").click()
+        wait(browser, final_shown)
+        renderings = browser.execute_script("return window.renderings")
+        final = httpx.post(f"{url}/v1/ask", json={"question": QUESTION}, timeout=60).json()
+    streamed = [r for r in renderings if not r["final"] and r["sentences"]]
+    # The first sentence, cited, while the second was still arriving (its first word live).
+    early = [r for r in streamed if r["live"].startswith("It")]
+    assert early and early[0]["sentences"] == ["The Golden Gate Bridge opened to traffic in 1937. [1]"], renderings
+    assert len(final["sentences"]) == 2
+    finished = [r for r in renderings if r["final"]][-1]
+    assert streamed[-1]["sentences"] == finished["sentences"] and len(finished["sentences"]) == 2
+
+
 def test_verify_badges_and_revise_tab(browser: Any, site: str, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -194,6 +263,7 @@ def test_real_smollm2_answer_with_a_working_citation(
         wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready", timeout=300)
         browser.find_element(By.ID, "question").send_keys(QUESTION)
         browser.find_element(By.ID, "ask-button").click()
+        wait(browser, final_shown, timeout=300)
         cite = wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "#answer a.cite")), timeout=300)
         n = int(cite.get_attribute("data-n"))
         expected = httpx.post(f"{url}/v1/ask", json={"question": QUESTION}, timeout=300).json()
@@ -238,6 +308,7 @@ def test_quotes_after_emoji_and_unshown_evidence(browser: Any, tmp_path: Path) -
         wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready")
         browser.find_element(By.ID, "question").send_keys(question)
         browser.find_element(By.ID, "ask-button").click()
+        wait(browser, final_shown)
         wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "#answer a.cite"))).click()
         quote = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#passage-text mark.quote"))[0]
         assert " ".join(quote.text.split()) == " ".join(api_quote["text"].split())

@@ -208,9 +208,23 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         """Answer a question from the index with citations (``citerag ask --json``).
 
         With ``"stream": true`` the answer comes as server-sent events: ``token`` events
-        (``{"text": ...}``) as the answer is generated, then one ``final`` event holding the
-        whole answer (sentences, citations and, with ``verify``, each sentence's support),
-        or an ``error`` event.
+        (``{"text": ...}``) as the answer is generated; a ``sentence`` event as each sentence
+        of the answer completes (once the next one starts, or the generation ends); then one
+        ``final`` event holding the whole answer (sentences, citations and, with ``verify``,
+        each sentence's support), or an ``error`` event.
+
+        A ``sentence`` event is ``{"index", "text", "start", "end", "citations", "post_hoc"}``:
+        the sentence exactly as ``final``'s ``sentences[index]`` has it (offsets into the
+        answer text), except that each citation is an object ``{"n", "doc_id", "title",
+        "shown", "quote", "start", "end"}`` naming a passage the generator was shown, with
+        ``quote`` the passage's text (or, with ``quotes``, the judge's supporting quote) and
+        ``start``/``end`` its span in the source document. Support is known only after the
+        generation: with ``verify`` (or grounding: ``quotes``, abstention) the sentences are
+        sent again with the same ``index`` before ``final``, now with ``support`` and
+        ``revised``; a later event for an index replaces the earlier one, and
+        ``{"index": i, "removed": true}`` drops a sentence the final answer no longer has
+        (an abstention replaces the answer by one sentence). So the last event for each index
+        is ``final``'s sentence.
         """
         if req.stream:
             return await _stream_ask(req, request)
@@ -231,9 +245,14 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         def on_token(text: str) -> None:
             loop.call_soon_threadsafe(events.put_nowait, ("token", {"text": text}))
 
+        def on_sentence(event: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, ("sentence", event))
+
         async def work() -> None:
             try:
-                result = await run(lambda token: service.ask(req, on_token, cancel=token), cancel=stop)
+                result = await run(
+                    lambda token: service.ask(req, on_token, cancel=token, on_sentence=on_sentence), cancel=stop
+                )
                 events.put_nowait(("final", result))
             except CiteragError as exc:
                 events.put_nowait(

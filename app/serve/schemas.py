@@ -38,7 +38,9 @@ class AskRequest(_Strict):
         description="Judge each sentence against its citations; re-cite or revise (RARR) what they do not support.",
     )
     stream: bool = Field(
-        False, description="Answer as server-sent events: `token` events, then one `final` event with the answer."
+        False,
+        description="Answer as server-sent events: `token` events, a `sentence` event as each sentence "
+        "completes (with its citations), then one `final` event with the answer.",
     )
     max_tokens: int | None = Field(
         None,
@@ -271,13 +273,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 #: One server-sent event of ``POST /v1/ask`` with ``"stream": true``: ``token`` events carry
-#: ``{"text": ...}``, then one ``final`` (the whole answer, as the JSON response) or ``error``
-#: (``{"type", "message", "status"}``); ``data`` is that JSON, as text.
+#: ``{"text": ...}``, ``sentence`` events each completed sentence with its citations (see the
+#: route's description), then one ``final`` (the whole answer, as the JSON response) or
+#: ``error`` (``{"type", "message", "status"}``); ``data`` is that JSON, as text.
 SSE_EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "event": {"type": "string", "enum": ["token", "final", "error"]},
-        "data": {"type": "string", "description": "The event's JSON payload."},
+        "event": {"type": "string", "enum": ["token", "sentence", "final", "error"]},
+        "data": {
+            "type": "string",
+            "description": "The event's JSON payload. sentence: {index, text, start, end, post_hoc, "
+            "citations: [{n, doc_id, title, shown, quote, start, end}], and support / revised once "
+            "verified}; a later sentence event with the same index replaces it, {index, removed: true} "
+            "drops it; the last one per index equals final.sentences[index].",
+        },
     },
     "required": ["data"],
 }

@@ -325,8 +325,11 @@ class CiteragService:
         on_token: Callable[[str], None] | None = None,
         *,
         cancel: threading.Event | None = None,
+        on_sentence: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """``citerag ask --json`` for one request (``on_token``: stream the answer text).
+        """``citerag ask --json`` for one request (``on_token``: stream the answer text;
+        ``on_sentence``: each sentence's event as it completes, then the sentences that
+        verification or grounding changed, see :class:`pipeline.streaming.SentenceStream`).
 
         Once ``cancel`` is set the work stops at the next stage or model call
         (:class:`~app.serve.work.RequestCancelledError`), and a streamed generation at its
@@ -337,10 +340,12 @@ class CiteragService:
         question = validate_question(req.question)
         check_cancelled(cancel, "retrieval")
         pipe = self.request_pipeline(req, cancel)
+        sentences = None
         if on_token is not None:
-            from pipeline.streaming import ask_streaming
+            from pipeline.streaming import SentenceStream, ask_streaming
 
-            answer = ask_streaming(pipe, question, on_token, cancel.is_set if cancel is not None else None)
+            sentences = SentenceStream(on_sentence) if on_sentence is not None else None
+            answer = ask_streaming(pipe, question, on_token, cancel.is_set if cancel is not None else None, sentences)
         else:
             answer = pipe.ask(question)
         judge = None
@@ -361,6 +366,8 @@ class CiteragService:
             judge = judge or self.checked_judge(cancel)
             rule = AbstainRule() if abstain else None
             [answer] = ground_with_pipeline(pipe, [answer], judge, abstain=rule, quotes=req.quotes, use_aware=use_aware)
+        if sentences is not None:
+            sentences.settle(answer)
         return answer.to_dict()
 
     def revise(self, req: Any, *, cancel: threading.Event | None = None) -> dict[str, Any]:

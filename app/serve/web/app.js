@@ -128,6 +128,7 @@ $("ask-form").addEventListener("submit", async (ev) => {
   button.disabled = true;
   showError($("ask-error"), "");
   $("answer-box").hidden = false;
+  state.answer = null;
   $("answer").replaceChildren();
   $("references").replaceChildren();
   $("answer-note").textContent = body.verify ? "answering, then verifying each sentence…" : "answering…";
@@ -146,9 +147,21 @@ $("ask-form").addEventListener("submit", async (ev) => {
       });
       if (!resp.ok) throw new Error(await errorText(resp));
       let final = null;
+      let tokens = "", consumed = 0; // the live line shows the text after the last whole sentence
+      const streamed = streamedAnswer();
+      state.answer = streamed;
       await readEvents(resp, (name, data) => {
-        if (name === "token") live.textContent += data.text;
-        else if (name === "final") final = data;
+        if (name === "token") {
+          tokens += data.text;
+          live.textContent = tokens.slice(consumed);
+        } else if (name === "sentence") {
+          addStreamedSentence(streamed, data);
+          for (const text of data.removed ? [] : [data.text, stripMarkers(data.text)]) {
+            const at = tokens.indexOf(text, consumed);
+            if (at >= 0) { consumed = at + text.length; break; }
+          }
+          live.textContent = tokens.slice(consumed).replace(/^\s*(\[[^\]]*\]\s*)*/, "");
+        } else if (name === "final") final = data;
         else if (name === "error") throw new Error(data.message || "the server failed");
       });
       if (!final) throw new Error("the answer stream ended without a final event");
@@ -198,31 +211,60 @@ function cpSlice(text, start, end) {
   return Array.from(text).slice(start, end).join("");
 }
 
+function sentenceNode(answer, s, i, threshold, saliency) {
+  // One answer sentence with its citation links (the streamed and the final rendering share it).
+  const span = el("span", { class: "sentence", dataset: { index: String(i) } }, stripMarkers(s.text));
+  for (const n of s.citations) {
+    const unshown = isUnshown(answer, n);
+    span.append(" ", el("a", {
+      href: `#passage-${n}`, class: "cite" + (s.post_hoc ? " post-hoc" : "") + (unshown ? " unshown" : ""),
+      dataset: { n: String(n), sentence: String(i) },
+      title: unshown ? UNSHOWN : s.post_hoc ? "citation attached after generation" : `passage ${n}`,
+      onclick: (e) => { e.preventDefault(); showPassage(n, i); },
+    }, `[${n}]`));
+  }
+  const badge = supportBadge(s, threshold);
+  if (badge) span.append(" ", badge);
+  if (saliency) {
+    span.append(" ", el("button", { type: "button", class: "sal-btn", title: "saliency of the evidence for this sentence",
+      onclick: () => showSaliency(i) }, "saliency"));
+  }
+  return span;
+}
+
+// -- streamed sentences ------------------------------------------------------------------
+// A `sentence` event ({index, text, citations: [{n, doc_id, title, quote, start, end, shown}],
+// ...}) is shown as soon as it arrives; a later event for the same index replaces it and
+// {index, removed: true} drops it. Until the final event, `state.answer` is this provisional
+// answer, so a citation already opens its passage (the quote and its span, from the event).
+
+function streamedAnswer() {
+  return { streaming: true, sentences: [], passages: [] };
+}
+
+function addStreamedSentence(answer, data) {
+  if (data.removed) {
+    answer.sentences[data.index] = null;
+  } else {
+    for (const c of data.citations) {
+      if (!answer.passages.some((p) => p.n === c.n)) {
+        answer.passages.push({ n: c.n, doc_id: c.doc_id, title: c.title, text: c.quote, start: c.start, end: c.end, shown: c.shown });
+      }
+    }
+    answer.sentences[data.index] = { ...data, citations: data.citations.map((c) => c.n) };
+  }
+  const box = $("answer");
+  box.replaceChildren();
+  answer.sentences.forEach((s, i) => { if (s) box.append(sentenceNode(answer, s, i), " "); });
+}
+
 function renderAnswer(answer) {
   state.answer = answer;
   const box = $("answer");
   box.replaceChildren();
   const threshold = answer.verification ? answer.verification.threshold : undefined;
   const saliency = hasEndpoint("/v1/attribute");
-  answer.sentences.forEach((s, i) => {
-    const span = el("span", { class: "sentence", dataset: { index: String(i) } }, stripMarkers(s.text));
-    for (const n of s.citations) {
-      const unshown = isUnshown(answer, n);
-      span.append(" ", el("a", {
-        href: `#passage-${n}`, class: "cite" + (s.post_hoc ? " post-hoc" : "") + (unshown ? " unshown" : ""),
-        dataset: { n: String(n), sentence: String(i) },
-        title: unshown ? UNSHOWN : s.post_hoc ? "citation attached after generation" : `passage ${n}`,
-        onclick: (e) => { e.preventDefault(); showPassage(n, i); },
-      }, `[${n}]`));
-    }
-    const badge = supportBadge(s, threshold);
-    if (badge) span.append(" ", badge);
-    if (saliency) {
-      span.append(" ", el("button", { type: "button", class: "sal-btn", title: "saliency of the evidence for this sentence",
-        onclick: () => showSaliency(i) }, "saliency"));
-    }
-    box.append(span, " ");
-  });
+  answer.sentences.forEach((s, i) => box.append(sentenceNode(answer, s, i, threshold, saliency), " "));
   if (!answer.sentences.length) box.textContent = answer.answer || "(no answer)";
   if (answer.abstained && answer.draft) {
     const reasons = ((answer.abstention || {}).reasons || []).join("; ");
