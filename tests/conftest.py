@@ -89,3 +89,19 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sample-idx") / "sample"
     build_index(str(Path(__file__).resolve().parents[1] / "pipeline" / "sample_corpus"), str(out), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def fake_llm() -> Iterator[str]:
+    """tests/fake_llm_server.py in a thread, an OpenAI-compatible completions server without a
+    model: it answers "... opened in 1937 [1]. ... [1].", for CLI runs that need no real LLM."""
+    import threading
+
+    from fake_llm_server import FakeServer
+
+    from pipeline.generators.server import free_port
+
+    srv = FakeServer(free_port(), delay=0.0, piece_delay=0.0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()

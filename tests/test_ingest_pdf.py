@@ -9,8 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import pytest
 import test_web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_web import wait
+from test_web import final_shown, wait
 
 from pipeline.prompting import truncate_passage
 from pipeline.types import PAGE_BREAK, Passage, page_label
@@ -293,19 +291,6 @@ def test_retrieved_pdf_passages_carry_their_pages(corpus: Path, index_run: tuple
     idx.close()
 
 
-@pytest.fixture(scope="module")
-def fake_llm() -> Iterator[str]:
-    """tests/fake_llm_server.py in a thread: it answers "... opened in 1937 [1]. ... [1]."."""
-    from fake_llm_server import FakeServer
-
-    from pipeline.generators.server import free_port
-
-    srv = FakeServer(free_port(), delay=0.0, piece_delay=0.0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-
-
 def test_ask_shows_the_page_of_a_cited_pdf_passage(index_run: tuple[Path, str], fake_llm: str) -> None:
     args = ["-q", "ask", "When did the Golden Gate Bridge open?", "--index", str(index_run[0])]
     args += ["--retriever", "bm25", "-k", "2", "--llm-url", fake_llm, "--no-abstain", "--no-quotes"]
@@ -341,6 +326,7 @@ def test_http_api_and_web_page_show_the_page(index_run: tuple[Path, str], browse
         wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready")
         browser.find_element(By.ID, "question").send_keys(question)
         browser.find_element(By.ID, "ask-button").click()
+        wait(browser, final_shown)  # the references come with the final answer, after the streamed sentences
         wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "#answer a.cite"))).click()
         [ref] = browser.find_elements(By.CSS_SELECTOR, "#references li")
         assert "(report.pdf, p. 2, characters " in ref.text
