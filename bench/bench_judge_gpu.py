@@ -5,9 +5,9 @@ This bench checks that choice on a machine that has both, on the same inputs:
 
 * which runtime ``load_judge(runtime="auto")`` returns with and without the GPU;
 * pairs/s on AttributionBench dev (long evidence) and short SNLI test pairs for torch on the
-  GPU (batch 32, the default, and ``--gpu-batch``), and for torch and ONNX int8 on the CPU with
-  ``--threads`` threads (the CPU rows see the first ``--cpu-limit`` pairs of each set: they are
-  slow, and a rate needs no more);
+  GPU (``auto``'s batch, ``verifiers.judges.BATCH_SIZE``, and each of ``--gpu-batches``), and
+  for torch and ONNX int8 on the CPU with ``--threads`` threads (the CPU rows see the first
+  ``--cpu-limit`` pairs of each set: they are slow, and a rate needs no more);
 * whether the GPU's scores are the CPU's: max |score difference| and the share of equal
   decisions on the pairs both scored, and macro-F1 on the selection and report halves of
   AttributionBench dev (``verifiers.judge_eval.split_of``) for the GPU judge.
@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--cpu-limit", type=int, default=300, help="pairs of each set the CPU runtimes score")
     ap.add_argument("--snli", type=int, default=1000)
-    ap.add_argument("--gpu-batch", type=int, default=128)
+    ap.add_argument("--gpu-batches", default="32,256", help="more GPU rows, at these batch sizes")
     ap.add_argument("--ab-limit", type=int, default=None, help="first N AttributionBench dev pairs (default all)")
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script itself on a machine without GPU")
     args = ap.parse_args()
@@ -77,8 +77,11 @@ def main() -> None:
     print(f"auto on the CPU: {type(auto_cpu).__name__} ({getattr(auto_cpu, 'variant', 'torch')})")
 
     judges: dict[str, tuple[Any, bool]] = {
-        "torch cuda b32": (auto_gpu, True),
-        f"torch cuda b{args.gpu_batch}": (CrossEncoderJudge(path, device=args.device, batch_size=args.gpu_batch), True),
+        f"auto: cuda b{auto_gpu.batch_size}": (auto_gpu, True),
+        **{
+            f"torch cuda b{b}": (CrossEncoderJudge(path, device=args.device, batch_size=int(b)), True)
+            for b in args.gpu_batches.split(",")
+        },
         f"torch cpu x{args.threads}": (CrossEncoderJudge(path, device="cpu"), False),
         f"onnx-int8 cpu x{args.threads}": (auto_cpu, False),
     }
@@ -91,10 +94,9 @@ def main() -> None:
             scores[name, set_name], rates[name, set_name] = rate(judge, todo, sync=on_gpu and args.device == "cuda")
         print(f"  {name:<22} AB {rates[name, 'ab']:8.1f} pairs/s   SNLI {rates[name, 'snli']:8.1f} pairs/s", flush=True)
 
-    gpu, cpu = "torch cuda b32", f"torch cpu x{args.threads}"
-    int8 = f"onnx-int8 cpu x{args.threads}"
-    print("\nspeed-up of the GPU judge (batch 32) over the CPU runtimes, same pairs, one run:")
-    for other in (cpu, int8):
+    gpu, cpu = f"auto: cuda b{auto_gpu.batch_size}", f"torch cpu x{args.threads}"
+    print(f"\nspeed-up of {gpu} over the other rows, same pairs, one run:")
+    for other in [n for n in judges if n != gpu]:
         print(
             f"  vs {other:<20} AB {rates[gpu, 'ab'] / rates[other, 'ab']:6.1f}x   "
             f"SNLI {rates[gpu, 'snli'] / rates[other, 'snli']:6.1f}x"

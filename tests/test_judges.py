@@ -801,6 +801,14 @@ def test_default_judge_scores_a_claim_longer_than_its_window(default_judge: Supp
     assert judge.last_stats["claims_split"] == 2  # type: ignore[attr-defined]
 
 
+def test_cross_encoder_batch_follows_the_device() -> None:
+    from verifiers.judges import default_batch_size
+
+    assert default_batch_size("cpu") == 32
+    assert default_batch_size("cuda") == default_batch_size("cuda:1") == 128
+    assert default_batch_size("mps") == 32  # unmeasured devices keep the CPU's batch
+
+
 def _cuda() -> bool:
     import torch
 
@@ -815,6 +823,7 @@ def test_auto_runs_the_default_judge_on_the_gpu_with_the_cpus_decisions() -> Non
 
     gpu = load_judge("default", runtime="auto")
     assert isinstance(gpu, CrossEncoderJudge) and str(gpu.device).startswith("cuda")
+    assert gpu.batch_size == 128  # the GPU's batch (BATCH_SIZE), not the CPU's 32
     cpu = load_judge("default", runtime="torch", device="cpu")
     pairs = [
         ("The Golden Gate Bridge opened in 1937.", "The bridge opened in 1937."),
