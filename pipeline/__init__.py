@@ -17,4 +17,4 @@ __all__ = [
     "Passage",
     "Sentence",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
