@@ -104,6 +104,7 @@ def to_passage(doc: Any, rank: int = 1, score: float | None = None) -> Passage:
         score = meta.get("score")
     if not isinstance(score, numbers.Real) or isinstance(score, bool):  # numpy scalars are Real
         score = 1.0 / rank
+    page, page_end = _pages(meta)
     return Passage(
         doc_id=doc_id,
         text=text,
@@ -112,7 +113,26 @@ def to_passage(doc: Any, rank: int = 1, score: float | None = None) -> Passage:
         start=start,
         end=end,
         pid=str(meta.get("pid") or ""),
+        page=page,
+        page_end=page_end,
     )
+
+
+def _pages(meta: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """The 1-based page (and last page) of a Document. Ours (``doc_id`` in the metadata, from
+    ``Passage.to_dict``) count from 1. LangChain's PDF loaders count ``page`` from 0 and give
+    the printed number as ``page_label``; a numeric label wins, else ``page`` + 1."""
+    if "doc_id" in meta:
+        page = _as_int(meta.get("page"), 0)
+        if page < 1:
+            return None, None
+        end = _as_int(meta.get("page_end"), 0)
+        return page, end if end > page else None
+    label = str(meta.get("page_label") or "")
+    if label.isdigit() and int(label) >= 1:
+        return int(label), None
+    page = _as_int(meta.get("page"), -1)
+    return (page + 1, None) if page >= 0 else (None, None)
 
 
 def _as_int(value: Any, default: int) -> int:

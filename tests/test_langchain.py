@@ -135,6 +135,25 @@ def test_langchain_start_index_gives_true_spans_and_chunks_never_collide() -> No
     assert to_passage(Document("x", metadata={"doc_id": "d1", "source": "a.md"})).key == ("d1", 0, 1)
 
 
+def test_pages_cross_to_and_from_langchain_counted_from_one() -> None:
+    from langchain_core.documents import Document
+
+    from app.langchain_runnable import passage_document
+    from pipeline.types import Passage
+    from retrievers.langchain import to_passage
+
+    # Ours round-trip as they are (1-based, with the last page when the passage runs onto it).
+    for page, end in ((2, 3), (4, None)):
+        p = Passage("r.pdf", "text", "R", 0.5, 10, 14, page=page, page_end=end)
+        back = to_passage(passage_document(p))
+        assert (back.page, back.page_end) == (page, end)
+    # LangChain's PDF loaders count `page` from 0 and give the printed number as `page_label`.
+    assert to_passage(Document("x", metadata={"source": "r.pdf", "page": 0})).page == 1
+    assert to_passage(Document("x", metadata={"source": "r.pdf", "page": 4, "page_label": "7"})).page == 7
+    assert to_passage(Document("x", metadata={"source": "r.pdf", "page": 1, "page_label": "iii"})).page == 2
+    assert to_passage(Document("x", metadata={"source": "notes.txt"})).page is None
+
+
 def test_in_memory_vector_store_as_citerag_retriever(index: Any, embeddings: Any) -> None:
     from langchain_core.vectorstores import InMemoryVectorStore
 
