@@ -43,6 +43,12 @@ class Passage:
             page_end = last if last != self.page else None
         return replace(self, text=text, end=self.start + len(text), page_end=page_end)
 
+    def page_at(self, offset: int) -> int | None:
+        """The page of document offset ``offset`` inside this passage (None without pages)."""
+        if self.page is None:
+            return None
+        return self.page + self.text[: max(0, offset - self.start)].count(PAGE_BREAK)
+
     @property
     def page_label(self) -> str:
         """``"p. 2"``, ``"pp. 2-3"``, or "" for a source without pages."""

@@ -322,6 +322,10 @@ def test_http_api_and_web_page_show_the_page(index_run: tuple[Path, str], browse
     with serving(settings(index_run[0]), generator=generator) as url:
         api = httpx.post(f"{url}/v1/ask", json={"question": question, "abstain": False}, timeout=120).json()
         assert (api["citations"][0]["doc_id"], api["citations"][0]["page"]) == ("report.pdf", 2)
+        cited = api["citations"][0]
+        span = {"start": cited["start"], "end": cited["end"], "context": 20}
+        window = httpx.get(f"{url}/v1/documents/report.pdf", params=span, timeout=60).json()
+        assert window["page"] == 2 and "page_end" not in window  # the source window says its page too
         browser.get(url)
         wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready")
         browser.find_element(By.ID, "question").send_keys(question)
@@ -332,3 +336,12 @@ def test_http_api_and_web_page_show_the_page(index_run: tuple[Path, str], browse
         assert "(report.pdf, p. 2, characters " in ref.text
         meta = wait(browser, ec.visibility_of_element_located((By.ID, "passage-meta")))
         assert "report.pdf · p. 2, characters " in meta.text
+
+
+def test_page_at_counts_the_page_breaks_before_an_offset() -> None:
+    from pipeline.types import PAGE_BREAK, Passage
+
+    text = f"end of two\n{PAGE_BREAK}\nall of three\n{PAGE_BREAK}\nfour"
+    p = Passage("r.pdf", text, start=100, end=100 + len(text), page=2, page_end=4)
+    assert p.page_at(100) == 2 and p.page_at(100 + text.index("all")) == 3 and p.page_at(p.end - 1) == 4
+    assert Passage("n.txt", "x", start=0, end=1).page_at(0) is None

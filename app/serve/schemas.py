@@ -262,6 +262,8 @@ class DocumentSpan(BaseModel):
     offset: int
     start: int = Field(description="The cited span, in document offsets.")
     end: int
+    page: int | None = Field(None, description="PDF documents only: the 1-based page the span starts on.")
+    page_end: int | None = Field(None, description="PDF documents only: the page it ends on, when later.")
 
 
 #: The error statuses every API operation may answer, documented in /openapi.json (and held to

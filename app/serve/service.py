@@ -416,7 +416,7 @@ class CiteragService:
                 continue
             for i in range(max(p.start, lo), min(p.end, hi)):
                 buf[i - lo] = p.text[i - p.start]
-        return {
+        out = {
             "doc_id": doc_id,
             "title": parts[0].title,
             "text": "".join(buf),
@@ -424,3 +424,11 @@ class CiteragService:
             "start": start,
             "end": min(end, length),
         }
+        first = next((p for p in parts if p.start <= start < p.end and p.page is not None), None)
+        last = next((p for p in parts if p.start < end <= p.end and p.page is not None), first)
+        if first is not None and last is not None:
+            out["page"] = first.page_at(start)
+            page_end = last.page_at(max(start, end - 1))
+            if page_end != out["page"]:
+                out["page_end"] = page_end
+        return out
