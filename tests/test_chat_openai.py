@@ -256,7 +256,9 @@ def test_bearer_key(sample_index: Path, tiny_vllm_server: Any) -> None:
         with pytest.raises(openai.AuthenticationError) as err:
             client(url, "wrong").chat.completions.create(model="citerag", messages=[{"role": "user", "content": "q"}])
         assert err.value.code == "invalid_api_key" and err.value.response.headers["www-authenticate"] == "Bearer"
-        r = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "q"}]})
+        r = httpx.post(
+            f"{url}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "q"}]}
+        )
         assert r.status_code == 401 and set(r.json()["error"]) == {"message", "type", "param", "code"}
         with pytest.raises(openai.AuthenticationError):
             client(url, "wrong").models.list()

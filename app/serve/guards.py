@@ -47,7 +47,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 async def send_json(send: Send, status: int, message: str, type_: str, path: str = "") -> None:
-    """An error answer in the API's JSON shape (OpenAI's on the OpenAI-compatible ``path``\ s),
+    """An error answer in the API's JSON shape (OpenAI's on the OpenAI-compatible paths),
     from inside a middleware."""
     if is_openai_path(path):
         payload = openai_error(status, message, code=MIDDLEWARE_CODES.get(status))

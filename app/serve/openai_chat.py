@@ -177,9 +177,7 @@ class OpenAIErrorResponse(BaseModel):
     error: OpenAIErrorBody
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": OpenAIErrorResponse} for code in (400, 401, 413, 503, 504)
-}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": OpenAIErrorResponse} for code in (400, 401, 413, 503, 504)}
 
 _CHUNK_SCHEMA: dict[str, Any] = {
     "type": "object",
