@@ -222,6 +222,9 @@ def test_bad_requests_are_openai_400s(api: str) -> None:
         c.chat.completions.create(model="citerag", messages=[{"role": "user", "content": ""}], stream=True)
     r = httpx.post(f"{api}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    with pytest.raises(openai.APIStatusError) as err:  # a body over --max-body-bytes
+        c.chat.completions.create(model="citerag", messages=[user], extra_body={"pad": "y" * (2 << 20)})
+    assert err.value.status_code == 413 and err.value.code == "request_too_large"
 
 
 def test_openapi_documents_the_routes(api: str) -> None:
