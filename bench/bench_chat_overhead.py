@@ -55,7 +55,10 @@ async def run(args: argparse.Namespace) -> None:
     proc, url = start_server(args, index_dir, log_path)
     try:
         ready = await wait_ready(url, proc, log_path)
-        print(f"server ready in {ready:.1f} s; index {index_dir}; max_tokens {args.max_tokens}; n {args.questions}")
+        print(
+            f"server ready in {ready:.1f} s; index {index_dir}; max_tokens {args.max_tokens}; n {args.questions}",
+            flush=True,
+        )
         lat: dict[str, list[float]] = {"ask": [], "chat": []}
         same = 0
         async with httpx.AsyncClient(timeout=httpx.Timeout(900.0)) as c:
@@ -77,6 +80,9 @@ async def run(args: argparse.Namespace) -> None:
                     t, out[name] = await (ask(q) if name == "ask" else chat(q))
                     lat[name].append(t)
                 same += out["chat"]["choices"][0]["message"]["content"] == content_of(out["ask"])
+                if (i + 1) % 8 == 0:
+                    done = f"{i + 1}/{args.questions} questions"
+                    print(f"  {done}: ask {lat['ask'][-1]:.2f} s, chat {lat['chat'][-1]:.2f} s (last)", flush=True)
         print(f"{'endpoint':>22} {'n':>4} {'median_s':>9} {'mean_s':>8} {'p90_s':>7}")
         for name, path in (("ask", "/v1/ask"), ("chat", "/v1/chat/completions")):
             xs = sorted(lat[name])
