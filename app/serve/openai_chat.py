@@ -193,8 +193,10 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(openai_error(status, message, param, code), status_code=status, headers=headers)
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name.removesuffix("Error")).lower()
+def _snake(name: str) -> str | None:
+    """An error ``code`` from a citerag error class name (``GeneratorUnavailableError`` ->
+    ``generator_unavailable``); None for none."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name.removesuffix("Error")).lower() or None
 
 
 def citerag_error_response(exc: CiteragError) -> JSONResponse:
