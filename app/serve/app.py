@@ -12,7 +12,8 @@ work cancelled at the next stage, and keeps its thread slot until that work has 
 Host headers, the API key and body sizes are checked by the middleware of
 :mod:`app.serve.guards`. The scoring endpoints (``/v1/eval``,
 ``/v1/attribute``) live in :mod:`app.serve.routes_eval` and are always mounted: a missing
-dependency there fails the import loudly instead of hiding the routes.
+dependency there fails the import loudly instead of hiding the routes. The OpenAI-compatible
+routes live in :mod:`app.serve.openai_chat` (their streams are ``/v1/ask``'s, translated).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.serve import routes_eval
+from app.serve import openai_chat, routes_eval
 from app.serve.guards import (
     COOKIE,
     AuthMiddleware,
@@ -317,6 +318,7 @@ def create_app(service: CiteragService, *, load_in_background: bool = True) -> F
         return JSONResponse(await run(lambda _: service.document(doc_id, start, end, context), timeout=30))
 
     routes_eval.register(app, service, run)
+    openai_chat.register(app, service, run, _stream_ask)  # /v1/chat/completions, /v1/models
 
     # the web page ----------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

@@ -36,6 +36,8 @@ from typing import Any
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.serve.openai_errors import MIDDLEWARE_CODES, is_openai_path, openai_error
+
 COOKIE = "citerag_session"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 _WILDCARD_BINDS = ("0.0.0.0", "::", "")
@@ -44,9 +46,14 @@ _SESSION_LABEL = b"citerag web page session v1"
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-async def send_json(send: Send, status: int, message: str, type_: str) -> None:
-    """An error answer in the API's JSON shape, from inside a middleware."""
-    body = json.dumps({"error": {"type": type_, "message": message, "status": status}}).encode()
+async def send_json(send: Send, status: int, message: str, type_: str, path: str = "") -> None:
+    """An error answer in the API's JSON shape (OpenAI's on the OpenAI-compatible paths),
+    from inside a middleware."""
+    if is_openai_path(path):
+        payload = openai_error(status, message, code=MIDDLEWARE_CODES.get(status))
+    else:
+        payload = {"error": {"type": type_, "message": message, "status": status}}
+    body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
@@ -143,6 +150,7 @@ class HostCheckMiddleware:
             "a guard against DNS-rebinding pages reading your index. If you reach it under that name, "
             f"start it with --allowed-hosts {name} (or --allowed-hosts '*'), or with --api-key",
             "HostNotAllowed",
+            scope.get("path", ""),
         )
 
 
@@ -191,7 +199,9 @@ class AuthMiddleware:
                 (b"content-length", str(len(body)).encode())]})  # fmt: skip
             await send({"type": "http.response.body", "body": body})
             return
-        await send_json(send, 401, "this server needs an API key: send 'Authorization: Bearer KEY'", "Unauthorized")
+        await send_json(
+            send, 401, "this server needs an API key: send 'Authorization: Bearer KEY'", "Unauthorized", scope["path"]
+        )
 
 
 LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>citerag: API key</title>
@@ -217,7 +227,7 @@ class BodyLimitMiddleware:
         msg = f"the request body is larger than this server accepts ({self.limit} bytes, --max-body-bytes)"
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await send_json(send, 413, msg, "PayloadTooLarge")
+            await send_json(send, 413, msg, "PayloadTooLarge", scope["path"])
             return
         seen = 0
 

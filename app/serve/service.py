@@ -298,8 +298,12 @@ class CiteragService:
         kind = req.retriever or s.retriever
         if kind != s.retriever:
             changes["retriever"] = self.retriever(kind)
-        if max_tokens != pipe.params.max_tokens:
-            changes["params"] = replace(pipe.params, max_tokens=max_tokens)
+        # Requests of the chat endpoint may also set a temperature (app.serve.openai_chat).
+        temperature = getattr(req, "temperature", None)
+        if temperature is None:
+            temperature = pipe.params.temperature
+        if max_tokens != pipe.params.max_tokens or temperature != pipe.params.temperature:
+            changes["params"] = replace(pipe.params, max_tokens=max_tokens, temperature=temperature)
         if req.post_hoc is False and pipe.post_hoc is not None:
             changes["post_hoc"] = None
         elif req.post_hoc and pipe.post_hoc is None:
@@ -313,6 +317,12 @@ class CiteragService:
             changes["post_hoc"] = _locked(
                 EmbeddingPostHocCiter(self._embedder, s.post_hoc_min_similarity), self._cpu, ["best"]
             )
+        query = getattr(req, "retrieval_query", None)
+        if query:
+            # A chat's follow-up retrieves with its earlier turns (app.serve.chat_query).
+            from app.serve.chat_query import RetrievalQuery
+
+            changes["retriever"] = RetrievalQuery(changes.get("retriever", pipe.retriever), req.question, query)
         if cancel is not None:
             changes["generator"] = _checked(pipe.generator, cancel, _GENERATOR)
             changes["retriever"] = _checked(changes.get("retriever", pipe.retriever), cancel, _RETRIEVER)
