@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from dataclasses import dataclass
 
 from pipeline.types import PAGE_BREAK
@@ -70,7 +71,7 @@ def read_pdf(data: bytes, name: str = "a PDF") -> Extracted | str:
     failed, error = 0, ""
     for i in range(n_pages):
         try:
-            texts.append(_clean(reader.pages[i].extract_text() or ""))
+            texts.append(unwrap_lines(_clean(reader.pages[i].extract_text() or "")))
         except Exception as e:  # noqa: BLE001 - one damaged page must not lose the others
             failed, error = failed + 1, _brief(e)
             texts.append("")
@@ -156,6 +157,48 @@ def _clean(text: str) -> str:
     """Text without NUL characters, page breaks of its own (a form feed would count as one more
     page) and surrounding whitespace. Spans are taken after this."""
     return text.replace("\x00", "").replace(PAGE_BREAK, "\n").strip()
+
+
+#: A line that ends a sentence, a clause or a quotation: its newline is kept.
+_LINE_END = re.compile(r"[.!?:;\"\u201d\u2019)\]]$")
+#: A line that starts a list item: the newline before it is kept.
+_ITEM_START = re.compile(r"^(?:[-\u2022*\u2013\u25aa\u25e6]\s|\(?\d{1,3}[.)]\s|\(?[a-z][.)]\s)")
+#: A line at least this share of the page's longest line is a full line, wrapped by the layout.
+FULL_LINE = 0.6
+
+
+def unwrap_lines(page: str) -> str:
+    """A PDF page's text with the layout's line wraps joined into one line per paragraph.
+
+    pypdf ends every printed line with a newline, and the chunker cuts sentences at newlines,
+    so without this a PDF's passages break mid-sentence and their one-sentence overlap is one
+    printed line. A newline is a wrap, and becomes a space, when its line is a full line (at
+    least ``FULL_LINE`` of the page's longest), does not end a sentence or clause, and the next
+    line does not start a list item. After a hyphen the lines join without a space ("one-mile-"
+    + "wide"). Headings, short last lines of paragraphs and list items keep their newlines.
+    Spans are taken after this: they refer to the unwrapped text."""
+    lines = page.split("\n")
+    if len(lines) < 2:
+        return page
+    longest = max(len(line.rstrip()) for line in lines)
+    out = [lines[0]]
+    for printed, line in zip(lines, lines[1:]):  # printed: the line before ``line`` on the page
+        printed = printed.rstrip()
+        wrapped = (
+            printed
+            and line.strip()
+            and len(printed) >= FULL_LINE * longest
+            and not _LINE_END.search(printed)
+            and not _ITEM_START.match(line.lstrip())
+        )
+        prev = out[-1].rstrip()
+        if not wrapped:
+            out.append(line)
+        elif printed.endswith("-") and line.lstrip()[:1].islower():
+            out[-1] = prev + line.lstrip()
+        else:
+            out[-1] = prev + " " + line.lstrip()
+    return "\n".join(out)
 
 
 def _brief(e: BaseException) -> str:

@@ -23,7 +23,7 @@ from pipeline.types import PAGE_BREAK, Passage, page_label
 from retrievers.chunking import split_passages
 from retrievers.index import load_index, read_passages
 from retrievers.ingest import Document, load_documents
-from retrievers.ingest_office import PAGE_SEPARATOR, Extracted, read_docx, read_pdf
+from retrievers.ingest_office import PAGE_SEPARATOR, Extracted, read_docx, read_pdf, unwrap_lines
 
 #: The headless Chromium of the web page's tests (skips where no browser is installed).
 browser = test_web.browser
@@ -114,8 +114,9 @@ def test_pdf_pages_are_recorded_in_the_extracted_text(corpus: Path) -> None:
     assert report.title == "Bridge Report"
     assert [p.page for p in report.pages] == [1, 2, 3]
     for span, written in zip(report.pages, REPORT_PAGES):
-        # pypdf wraps lines where fpdf2 did: the words are the page's words, in order.
-        assert report.text[span.start : span.end].split() == written.split()
+        # fpdf2 wrapped each page's paragraph over two printed lines and pypdf ends each with a
+        # newline; the wraps are joined: the page is its paragraph, one line, as written.
+        assert report.text[span.start : span.end] == written
     between = [report.text[a.end : b.start] for a, b in zip(report.pages, report.pages[1:])]
     assert between == [PAGE_SEPARATOR] * 2
     # The page of any character is 1 + the page breaks before it.
@@ -345,3 +346,28 @@ def test_page_at_counts_the_page_breaks_before_an_offset() -> None:
     p = Passage("r.pdf", text, start=100, end=100 + len(text), page=2, page_end=4)
     assert p.page_at(100) == 2 and p.page_at(100 + text.index("all")) == 3 and p.page_at(p.end - 1) == 4
     assert Passage("n.txt", "x", start=0, end=1).page_at(0) is None
+
+
+def test_layout_line_wraps_are_joined_and_structure_is_kept() -> None:
+    page = (
+        "Heading\n"
+        "The bridge spans the strait between the city and the county to the north of\n"
+        "the bay. It opened in 1937 after four years of construction work on the one-mile-\n"
+        "wide strait, and its towers are painted in International Orange every few years\n"
+        "by crews.\n"
+        "A short last line\n"
+        "- an item of a list that is long enough to be a full printed line of the page\n"
+        "- another item\n"
+        "1. a numbered item"
+    )
+    assert unwrap_lines(page).split("\n") == [
+        "Heading",  # short: a heading, not a wrap
+        "The bridge spans the strait between the city and the county to the north of the bay. It opened in "
+        "1937 after four years of construction work on the one-mile-wide strait, and its towers are painted "
+        "in International Orange every few years by crews.",
+        "A short last line",  # after a full stop: a sentence ended there
+        "- an item of a list that is long enough to be a full printed line of the page",
+        "- another item",
+        "1. a numbered item",
+    ]
+    assert unwrap_lines("one line") == "one line" and unwrap_lines("") == ""
