@@ -109,6 +109,11 @@ def main() -> None:
         same = sum(docs[k].text.split() == plain[k].text.split() for k in plain)
         pages = sum(len(d.pages) for d in docs.values())
         print(f"PDF text: {same}/{len(plain)} documents word-for-word equal to the .txt; {pages} pages with text")
+        for k in sorted(plain):
+            got, want = docs[k].text.split(), plain[k].text.split()
+            if got != want:
+                i = next((j for j, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+                print(f"  {k}: first difference at word {i}: pdf {got[i : i + 3]} vs txt {want[i : i + 3]}")
 
         # Warm-up: the first BM25 build pays for importing bm25s and its compiled helpers.
         BM25Retriever.build(split_passages(next(iter(plain.values()))), progress=False)

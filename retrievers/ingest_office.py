@@ -174,8 +174,9 @@ def unwrap_lines(page: str) -> str:
     so without this a PDF's passages break mid-sentence and their one-sentence overlap is one
     printed line. A newline is a wrap, and becomes a space, when its line is a full line (at
     least ``FULL_LINE`` of the page's longest), does not end a sentence or clause, and the next
-    line does not start a list item. After a hyphen the lines join without a space ("one-mile-"
-    + "wide"). Headings, short last lines of paragraphs and list items keep their newlines.
+    line does not start a list item. After a word's hyphen the lines join without a space
+    ("one-mile-" + "wide"); a spaced dash ("years -" + "either") keeps its space. Headings, short
+    last lines of paragraphs and list items keep their newlines.
     Spans are taken after this: they refer to the unwrapped text."""
     lines = page.split("\n")
     if len(lines) < 2:
@@ -194,7 +195,7 @@ def unwrap_lines(page: str) -> str:
         prev = out[-1].rstrip()
         if not wrapped:
             out.append(line)
-        elif printed.endswith("-") and line.lstrip()[:1].islower():
+        elif printed[-2:-1].isalpha() and printed.endswith("-") and line.lstrip()[:1].islower():
             out[-1] = prev + line.lstrip()
         else:
             out[-1] = prev + " " + line.lstrip()

@@ -371,3 +371,5 @@ def test_layout_line_wraps_are_joined_and_structure_is_kept() -> None:
         "1. a numbered item",
     ]
     assert unwrap_lines("one line") == "one line" and unwrap_lines("") == ""
+    dash = "a spaced dash ends this full printed line of the page, which goes on for a while -\neither way"
+    assert unwrap_lines(dash) == dash.replace("\n", " ")
