@@ -13,6 +13,7 @@ tiny vLLM server is too fast to be caught mid-answer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import threading
 import time
@@ -66,7 +67,8 @@ class Handler(BaseHTTPRequestHandler):
             if body.get("stream"):
                 self._stream()
             else:
-                time.sleep(self.server.delay)
+                with self.server.slots:
+                    time.sleep(self.server.delay)
                 texts = [self.server.answer(p) for p in body["prompt"]]
                 choices = [{"index": i, "text": t, "finish_reason": "stop"} for i, t in enumerate(texts)]
                 self._json(200, {"choices": choices})
@@ -123,6 +125,7 @@ class FakeServer(ThreadingHTTPServer):
         *,
         echo: bool = False,
         model: str = "fake",
+        capacity: int | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.delay, self.piece_delay = delay, piece_delay
@@ -130,6 +133,10 @@ class FakeServer(ThreadingHTTPServer):
         self.echo = echo
         #: The model id /v1/models reports.
         self.model = model
+        #: Whole completions served at a time (the rest wait): a server with a fixed throughput.
+        self.slots: threading.Semaphore | contextlib.nullcontext[None] = (
+            threading.Semaphore(capacity) if capacity else contextlib.nullcontext()
+        )
         #: End every stream cleanly after this many words, as a dying proxy would.
         self.cut_after = cut_after
         self.started = self.finished = self.aborted = 0
