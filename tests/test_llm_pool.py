@@ -254,3 +254,22 @@ def test_cli_ask_with_two_servers_answers_as_with_one(sample_index: Path, tmp_pa
     down = run_cli(*one_q, "--llm-url", f"{url(a)},{url(b)}")
     assert down.returncode == 5, down.stderr
     assert url(a) in down.stderr and url(b) in down.stderr
+
+
+def test_serve_with_two_urls_answers_and_shows_which_servers_are_in_rotation(sample_index: Path) -> None:
+    pytest.importorskip("fastapi")
+    from test_serve import serving, settings
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    with servers(0.0) as (live,):
+        live.echo = False
+        s = settings(sample_index, retriever="bm25", llm_url=f"{dead},{url(live)}", abstain=False)
+        with serving(s) as api:
+            r = httpx.post(f"{api}/v1/ask", json={"question": "When did the Golden Gate Bridge open?"}, timeout=60)
+            assert r.status_code == 200, r.text
+            assert r.json()["answer"] == ANSWER
+            ready = httpx.get(f"{api}/readyz", timeout=30).json()
+    assert ready["ready"] is True and ready["generator"]["url"] == f"{dead},{url(live)}"
+    dead_state, live_state = ready["generator"]["servers"]
+    assert (dead_state["url"], dead_state["in_rotation"]) == (dead, False) and dead_state["retry_in_s"] > 0
+    assert (live_state["url"], live_state["in_rotation"], live_state["outstanding"]) == (url(live), True, 0)

@@ -110,6 +110,19 @@ class OpenAIPool:
         """All URLs, comma-separated (what ``/readyz`` and logs show)."""
         return ",".join(self.urls)
 
+    def server_states(self) -> list[dict[str, Any]]:
+        """Each server's URL, whether it is in rotation, its outstanding requests and, while it
+        is out, its last error and the seconds until it is tried again (``/readyz`` shows them)."""
+        with self._lock:
+            now = time.monotonic()
+            states = []
+            for s in self.servers:
+                state: dict[str, Any] = {"url": s.url, "in_rotation": s.down_until <= now, "outstanding": s.outstanding}
+                if s.down_until > now:
+                    state.update(retry_in_s=round(s.down_until - now, 1), error=s.last_error)
+                states.append(state)
+            return states
+
     # -- rotation -------------------------------------------------------------------------
     def _acquire(self, tried: set[int], *, ignore_backoff: bool = False) -> _Server | None:
         """The least-loaded server in rotation not yet ``tried`` (counted as outstanding), or None."""
