@@ -61,6 +61,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(200, {"tokens": list(body["prompt"].encode())})
         elif self.path == "/detokenize":
             self._json(200, {"prompt": bytes(body["tokens"]).decode("utf-8", "replace")})
+        elif self.path == "/v1/completions" and body.get("model", self.server.model) != self.server.model:
+            self._json(404, {"error": {"message": f"The model `{body['model']}` does not exist."}})  # as vLLM says it
         elif self.path == "/v1/completions":
             with self.server.lock:
                 self.server.started += 1

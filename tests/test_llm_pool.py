@@ -161,7 +161,7 @@ def test_a_killed_server_is_taken_out_and_comes_back_after_restart() -> None:
         out = result[0]
         assert isinstance(out, list) and [g.text for g in out] == ["echo: " + p for p in batch]
         victim = pool.servers[1]
-        assert victim.backoff >= 1.0 and victim.url == f"http://127.0.0.1:{ports[1]}"
+        assert victim.backoff in (1.0, 2.0) and victim.url == f"http://127.0.0.1:{ports[1]}"
         assert started(ports[0]) + started(ports[2]) >= 60 - 2  # the rest, and the victim's retries
         procs[1] = spawn(ports[1], "--delay", "0.1")
         # while it is out of rotation (held there for this check), nothing is sent to it
@@ -273,3 +273,23 @@ def test_serve_with_two_urls_answers_and_shows_which_servers_are_in_rotation(sam
     dead_state, live_state = ready["generator"]["servers"]
     assert (dead_state["url"], dead_state["in_rotation"]) == (dead, False) and dead_state["retry_in_s"] > 0
     assert (live_state["url"], live_state["in_rotation"], live_state["outstanding"]) == (url(live), True, 0)
+
+
+def test_a_server_that_comes_back_with_another_model_stays_out() -> None:
+    port = free_port()
+    with servers(0.0) as (live,):
+        pool = OpenAIPool([url(live), f"127.0.0.1:{port}"], timeout=30)
+        pool.connect()  # the second server is down: the pool's model is the first one's
+        other = FakeServer(port, delay=0.0, piece_delay=0.0, echo=True, model="other")
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        try:
+            pool.servers[1].down_until = 0.0  # its back-off has passed
+            out = pool.generate(prompts(8), PARAMS)
+            assert [g.text for g in out] == ["echo: " + p for p in prompts(8)]
+            assert other.started == 0 and live.started == 8
+            assert "does not serve 'fake'; it serves: other" in pool.servers[1].last_error
+            # the requests that were sent to it together count as one failure: one back-off
+            assert pool.servers[1].backoff == 10.0 and pool.servers[1].down_until > time.monotonic()
+        finally:
+            other.shutdown()
+            other.server_close()

@@ -15,7 +15,9 @@ requests across them and survives one of them going away.
   every failure up to ``max_backoff``) and is back in rotation as soon as it answers. A request
   fails only after every server failed it; the error names every URL.
 * **Same model**: on first use, ``/v1/models`` of every reachable server must name the same
-  model; different models are refused with :class:`ConfigError`.
+  model; different models are refused with :class:`ConfigError`. Every request names that
+  model, so a server that was down then and comes back with another model answers 404 and is
+  kept out of rotation like a failing one.
 
 With one URL the factory builds a plain :class:`OpenAIGenerator`, so nothing changes there.
 """
@@ -30,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pipeline.errors import ConfigError, GeneratorUnavailableError
+from pipeline.errors import ConfigError, GeneratorUnavailableError, ModelNotFoundError
 from pipeline.generators.base import check_params, check_prompts, check_score_inputs
 from pipeline.generators.openai_http import OpenAIGenerator, RemoteTokenizer, normalize_base_url
 from pipeline.protocols import Tokenizer
@@ -39,6 +41,10 @@ from pipeline.types import Generation, GenerationParams
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: What takes a server out of rotation: it cannot be reached, times out or fails (5xx), or it
+#: no longer serves the pool's model (one that was down at start-up and came back with another).
+_OUT_OF_ROTATION = (GeneratorUnavailableError, ModelNotFoundError)
 
 
 def split_urls(llm_url: str | Sequence[str]) -> list[str]:
@@ -62,6 +68,8 @@ class _Server:
     outstanding: int = 0
     #: ``time.monotonic()`` before which the server is out of rotation; 0 when it is in.
     down_until: float = 0.0
+    #: When it was last taken out: failures of requests sent before then are the same outage.
+    down_since: float = 0.0
     backoff: float = 0.0
     last_error: str = ""
 
@@ -138,20 +146,27 @@ class OpenAIPool:
             best.outstanding += 1
             return best
 
-    def _release(self, server: _Server, error: BaseException | None = None, *, failed: bool = False) -> None:
+    def _release(
+        self, server: _Server, sent: float, error: BaseException | None = None, *, failed: bool = False
+    ) -> None:
+        """One request ``sent`` at that time is done; ``failed`` takes its server out."""
         with self._lock:
             server.outstanding -= 1
             if failed:
-                self._take_out(server, error)
-            elif server.backoff:
+                self._take_out(server, error, sent)
+            elif server.backoff and sent >= server.down_since:
                 log.info("LLM server %s answers again: back in rotation", server.url)
                 server.backoff, server.down_until, server.last_error = 0.0, 0.0, ""
 
-    def _take_out(self, server: _Server, error: BaseException | None) -> None:
-        """Out of rotation for the next back-off (called under the lock)."""
-        server.backoff = self.backoff if server.backoff == 0 else min(server.backoff * 2, self.max_backoff)
-        server.down_until = time.monotonic() + server.backoff
+    def _take_out(self, server: _Server, error: BaseException | None, sent: float) -> None:
+        """Out of rotation for the next back-off (called under the lock). Requests that were
+        in flight when it was taken out fail too: they do not lengthen the back-off."""
         server.last_error = str(error)
+        if sent < server.down_since:
+            return
+        server.down_since = time.monotonic()
+        server.backoff = self.backoff if server.backoff == 0 else min(server.backoff * 2, self.max_backoff)
+        server.down_until = server.down_since + server.backoff
         log.warning("LLM server %s taken out of rotation for %.0f s: %s", server.url, server.backoff, error)
 
     def _call(self, fn: Callable[[OpenAIGenerator], T]) -> T:
@@ -164,15 +179,16 @@ class OpenAIPool:
             if server is None:
                 raise self._all_down()
             tried.add(id(server))
+            sent = time.monotonic()
             try:
                 out = fn(server.client)
-            except GeneratorUnavailableError as exc:
-                self._release(server, exc, failed=True)
+            except _OUT_OF_ROTATION as exc:
+                self._release(server, sent, exc, failed=True)
                 continue
             except BaseException:
-                self._release(server)
+                self._release(server, sent)
                 raise
-            self._release(server)
+            self._release(server, sent)
             return out
 
     def _all_down(self) -> GeneratorUnavailableError:
@@ -203,11 +219,12 @@ class OpenAIPool:
                 return self
             infos: dict[str, dict[str, Any]] = {}
             for s in self.servers:
+                sent = time.monotonic()
                 try:
                     infos[s.url] = s.client._discover()
                 except GeneratorUnavailableError as exc:
                     with self._lock:
-                        self._take_out(s, exc)
+                        self._take_out(s, exc, sent)
             if not infos:
                 raise self._all_down()
             ids = {url: str(info.get("id")) for url, info in infos.items()}
@@ -231,6 +248,8 @@ class OpenAIPool:
                 for s in self.servers:  # one local tokenizer for all: each client would load its own
                     s.client._tokenizer = tok
             self._model = next(iter(ids.values()))
+            for s in self.servers:  # requests name the checked model, also on servers down until now
+                s.client._model = self._model
             log.info("LLM pool of %d servers serving %s: %s", len(self.servers), self._model, self.base_url)
         return self
 
@@ -292,20 +311,20 @@ class OpenAIPool:
             if server is None:
                 raise self._all_down()
             tried.add(id(server))
-            started = False
+            sent, started = time.monotonic(), False
             try:
                 for piece in server.client.stream(prompt, params):
                     started = True
                     yield piece
-            except GeneratorUnavailableError as exc:
-                self._release(server, exc, failed=True)
+            except _OUT_OF_ROTATION as exc:
+                self._release(server, sent, exc, failed=True)
                 if started:
                     raise
                 continue
             except BaseException:
-                self._release(server)
+                self._release(server, sent)
                 raise
-            self._release(server)
+            self._release(server, sent)
             return
 
     def close(self) -> None:
