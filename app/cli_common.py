@@ -50,6 +50,13 @@ def _llm_api_key(ctx: click.Context, param: click.Parameter, value: str | None) 
     return value
 
 
+def _llm_urls(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str | None:
+    """Repeated --llm-url and comma-separated lists as one comma-separated string (the form
+    ``Settings.llm_url`` holds); None when none is given. One URL is passed on unchanged."""
+    urls = [u.strip() for v in value for u in v.split(",") if u.strip()]
+    return ",".join(urls) if urls else None
+
+
 def llm_options(
     purpose: str = "",
     *,
@@ -66,7 +73,9 @@ def llm_options(
         click.option("--backend", type=click.Choice(BACKENDS), default=default("backend"), show_default=True,
                      help=purpose + backend_help),
         click.option("--model", default=default("model"), show_default=True, help=purpose + model_help),
-        click.option("--llm-url", default=None, envvar="CITERAG_LLM_URL", help=purpose + llm_url_help),
+        click.option("--llm-url", multiple=True, envvar="CITERAG_LLM_URL", callback=_llm_urls,
+                     help=purpose + llm_url_help + " Repeat it, or give a comma-separated list, for several "
+                     "servers of the same model: requests go to the least busy one (env CITERAG_LLM_URL)."),
         click.option("--llm-api-key", default=None, envvar="CITERAG_LLM_API_KEY", callback=_llm_api_key,
                      help="Bearer token for --llm-url (env CITERAG_LLM_API_KEY)."),
         click.option("--max-model-len", type=int, default=default("max_model_len"), show_default=True,

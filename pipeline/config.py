@@ -25,6 +25,8 @@ class Settings(BaseModel):
     rerank_depth: int = Field(20, ge=1)
     backend: Backend = "vllm"
     model: str = DEFAULT_GENERATOR
+    #: OpenAI-compatible server(s): one URL, or several comma-separated (``--llm-url`` repeated)
+    #: serving the same model, spread by least outstanding requests (generators/openai_pool.py).
     llm_url: str | None = None
     #: Bearer token of the OpenAI-compatible server at ``llm_url`` (``--llm-api-key``).
     llm_api_key: str | None = None

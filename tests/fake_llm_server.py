@@ -1,6 +1,6 @@
 """A slow OpenAI-compatible completion server in the standard library, for fault tests.
 
-``python tests/fake_llm_server.py PORT [--delay S] [--piece-delay S]`` serves what
+``python tests/fake_llm_server.py PORT [--delay S] [--piece-delay S] [--echo] [--model ID]`` serves what
 ``OpenAIGenerator`` uses: ``/health``, ``/v1/models``, ``/tokenize`` and ``/detokenize`` (one
 token per UTF-8 byte, no chat template), and ``/v1/completions`` with a canned answer, whole
 after ``--delay`` seconds or streamed (``"stream": true``, chunked like vLLM's server) one word
@@ -13,6 +13,7 @@ tiny vLLM server is too fast to be caught mid-answer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import threading
 import time
@@ -42,7 +43,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/health":
             self._json(200, {})
         elif self.path == "/v1/models":
-            self._json(200, {"data": [{"id": "fake", "owned_by": "fake", "max_model_len": 100000}]})
+            model = self.server.model
+            self._json(200, {"data": [{"id": model, "owned_by": "fake", "max_model_len": 100000}]})
         elif self.path == "/stats":
             srv = self.server
             self._json(200, {"completions_started": srv.started, "streams_finished": srv.finished,
@@ -59,14 +61,18 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(200, {"tokens": list(body["prompt"].encode())})
         elif self.path == "/detokenize":
             self._json(200, {"prompt": bytes(body["tokens"]).decode("utf-8", "replace")})
+        elif self.path == "/v1/completions" and body.get("model", self.server.model) != self.server.model:
+            self._json(404, {"error": {"message": f"The model `{body['model']}` does not exist."}})  # as vLLM says it
         elif self.path == "/v1/completions":
             with self.server.lock:
                 self.server.started += 1
             if body.get("stream"):
                 self._stream()
             else:
-                time.sleep(self.server.delay)
-                choices = [{"index": i, "text": ANSWER, "finish_reason": "stop"} for i in range(len(body["prompt"]))]
+                with self.server.slots:
+                    time.sleep(self.server.delay)
+                texts = [self.server.answer(p) for p in body["prompt"]]
+                choices = [{"index": i, "text": t, "finish_reason": "stop"} for i, t in enumerate(texts)]
                 self._json(200, {"choices": choices})
         else:
             self._json(404, {"error": {"message": f"no route {self.path}"}})
@@ -109,9 +115,30 @@ class Handler(BaseHTTPRequestHandler):
 class FakeServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, delay: float, piece_delay: float, cut_after: int | None = None) -> None:
+    def answer(self, prompt: list[int]) -> str:
+        return "echo: " + bytes(prompt).decode("utf-8", "replace") if self.echo else ANSWER
+
+    def __init__(
+        self,
+        port: int,
+        delay: float,
+        piece_delay: float,
+        cut_after: int | None = None,
+        *,
+        echo: bool = False,
+        model: str = "fake",
+        capacity: int | None = None,
+    ) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.delay, self.piece_delay = delay, piece_delay
+        #: Answer "echo: <the prompt>" (a different answer per prompt) instead of ANSWER.
+        self.echo = echo
+        #: The model id /v1/models reports.
+        self.model = model
+        #: Whole completions served at a time (the rest wait): a server with a fixed throughput.
+        self.slots: threading.Semaphore | contextlib.nullcontext[None] = (
+            threading.Semaphore(capacity) if capacity else contextlib.nullcontext()
+        )
         #: End every stream cleanly after this many words, as a dying proxy would.
         self.cut_after = cut_after
         self.started = self.finished = self.aborted = 0
@@ -123,8 +150,10 @@ def main() -> None:
     ap.add_argument("port", type=int)
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before a whole completion")
     ap.add_argument("--piece-delay", type=float, default=0.05, help="seconds before each streamed word")
+    ap.add_argument("--echo", action="store_true", help='answer "echo: <the prompt>" instead of the canned answer')
+    ap.add_argument("--model", default="fake", help="the model id /v1/models reports")
     args = ap.parse_args()
-    FakeServer(args.port, args.delay, args.piece_delay).serve_forever()
+    FakeServer(args.port, args.delay, args.piece_delay, echo=args.echo, model=args.model).serve_forever()
 
 
 if __name__ == "__main__":

@@ -271,6 +271,9 @@ class CiteragService:
             return {"ready": False, "index": index_info, "generator": gen_info, "message": msg}
         ok = self.generator_health()
         gen_info["answering"] = ok
+        states = getattr(getattr(self.generator, "_inner", self.generator), "server_states", None)
+        if callable(states):  # several --llm-url servers: which are in rotation
+            gen_info["servers"] = states()
         msg = "" if ok else f"the generator{' at ' + url if url else ''} is not answering"
         return {"ready": ok, "index": index_info, "generator": gen_info, "message": msg}
 

@@ -2,7 +2,8 @@
 
 * ``vllm``: :class:`~pipeline.generators.vllm_local.VLLMGenerator`, vLLM in this process
 * ``openai``: :class:`~pipeline.generators.openai_http.OpenAIGenerator`, an OpenAI-compatible
-  server (``citerag llm serve`` starts one: :mod:`pipeline.generators.server`)
+  server (``citerag llm serve`` starts one: :mod:`pipeline.generators.server`), or
+  :class:`~pipeline.generators.openai_pool.OpenAIPool` over several of them
 * ``transformers``: :class:`~pipeline.generators.hf.TransformersGenerator`
 
 Importing this package is cheap: each backend module (and torch, vllm, transformers, httpx)
@@ -29,7 +30,9 @@ def make_generator(backend: str, model: str | None = None, *, llm_url: str | Non
     """Build the generator ``backend`` for ``model`` (None: the packaged default model).
 
     ``llm_url`` is the server for the ``openai`` backend (where ``model`` is the served model
-    id, discovered when None). ``opts`` go to the backend's constructor.
+    id, discovered when None); several comma-separated URLs make an
+    :class:`~pipeline.generators.openai_pool.OpenAIPool` over them. ``opts`` go to the backend's
+    constructor.
     """
     name = (backend or "").strip().lower()
     if name not in BACKENDS:
@@ -48,6 +51,13 @@ def make_generator(backend: str, model: str | None = None, *, llm_url: str | Non
         # A packaged name (the default, gemma3-270m) is served under its folder path: let
         # the client discover the served id instead of sending the short name.
         served = None if not model or packaged_generator(model) is not None else model
+        if "," in llm_url:
+            from pipeline.generators.openai_pool import OpenAIPool, split_urls
+
+            urls = split_urls(llm_url)
+            if len(urls) > 1:
+                return OpenAIPool(urls, served, **opts)
+            llm_url = urls[0]
         return OpenAIGenerator(llm_url, served, **opts)
 
     from pipeline.models import resolve_generator
