@@ -43,6 +43,7 @@ import numpy as np
 from pipeline.errors import ConfigError, IndexIncompatibleError, IndexWriteError
 from pipeline.protocols import Embedder
 from pipeline.types import Passage
+from retrievers import faults
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -58,6 +59,9 @@ DEFAULT_COLLECTION = "citerag"
 DENSE = "dense"
 SPARSE = "bm25"
 _UPSERT_BATCH = 256
+#: The fault-injection phase (``CITERAG_FAULT_PAUSE``, see :mod:`retrievers.faults`) between a
+#: fully written collection and the alias switch.
+ALIAS_PHASE = "qdrant-alias"
 
 
 def term_index(term: str) -> int:
@@ -171,6 +175,7 @@ def write_collection(
         count = client.count(name, exact=True).count
         if count != len(passages):
             raise IndexWriteError(f"Qdrant holds {count} of the {len(passages)} passages written to {name!r}")
+        faults.pause_at(ALIAS_PHASE)
         ops: list[Any] = []
         if previous is not None:
             ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
