@@ -94,8 +94,14 @@ def sparse_weights(
         for term, tf in Counter(toks).items():
             idx = term_index(term)
             weights[idx] = weights.get(idx, 0.0) + tf / (tf + norm)
-        out.append((list(weights), list(weights.values())))
+        out.append(_sorted(weights))
     return out
+
+
+def _sorted(weights: dict[int, float]) -> tuple[list[int], list[float]]:
+    """Indices in increasing order (Qdrant sorts them anyway; sorted they need no copy)."""
+    keys = sorted(weights)
+    return keys, [weights[i] for i in keys]
 
 
 def query_terms(tokens: Sequence[str]) -> tuple[list[int], list[float]]:
@@ -104,7 +110,7 @@ def query_terms(tokens: Sequence[str]) -> tuple[list[int], list[float]]:
     for term in tokens:
         idx = term_index(term)
         counts[idx] = counts.get(idx, 0.0) + 1.0
-    return list(counts), list(counts.values())
+    return _sorted(counts)
 
 
 def connect(url: str | None, local_path: Path | None) -> QdrantClient:
@@ -302,4 +308,8 @@ class QdrantRetriever:
                 )
             requests.append(req)
         responses = self.client.query_batch_points(self.collection, requests=requests)
-        return [[passage_from_payload(p.payload or {}, p.score) for p in r.points] for r in responses]
+        # Equal scores go by corpus order (point id = row), as the folder index's retrievers break ties.
+        return [
+            [passage_from_payload(p.payload or {}, p.score) for p in sorted(r.points, key=lambda p: (-p.score, p.id))]
+            for r in responses
+        ]
