@@ -308,8 +308,13 @@ class QdrantRetriever:
                 )
             requests.append(req)
         responses = self.client.query_batch_points(self.collection, requests=requests)
-        # Equal scores go by corpus order (point id = row), as the folder index's retrievers break ties.
-        return [
-            [passage_from_payload(p.payload or {}, p.score) for p in sorted(r.points, key=lambda p: (-p.score, p.id))]
-            for r in responses
-        ]
+        out = []
+        for r in responses:
+            points = r.points
+            if self.kind != "hybrid":
+                # Equal scores go by corpus order (point id = row), as BM25Retriever and FAISS break
+                # ties. Hybrid keeps Qdrant's order: fused ties go by first seen, sparse before dense,
+                # as rrf_fuse does with [bm25, dense] (a corpus-order tie-break there is another ranking).
+                points = sorted(points, key=lambda p: (-p.score, p.id))
+            out.append([passage_from_payload(p.payload or {}, p.score) for p in points])
+        return out
