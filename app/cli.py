@@ -139,6 +139,20 @@ def models_prepare(force: bool) -> None:
     show_default=True,
     help="Skip (and list) corpus files larger than this many megabytes.",
 )
+@click.option(
+    "--store",
+    "store_kind",
+    type=click.Choice(["faiss+bm25s", "qdrant"]),
+    default="faiss+bm25s",
+    show_default=True,
+    help="Where the vectors live: this folder (FAISS + bm25s), or Qdrant (dense + sparse BM25 points).",
+)
+@click.option(
+    "--qdrant-url",
+    default=None,
+    help="Qdrant server or cluster (e.g. http://localhost:6333); default: local mode inside --index.",
+)
+@click.option("--collection", default=None, help="Qdrant collection alias (default: citerag).")
 @handle_errors
 def index_cmd(
     path: str,
@@ -149,8 +163,11 @@ def index_cmd(
     overlap: int | None,
     faiss_kind: str,
     max_file_mb: float,
+    store_kind: str,
+    qdrant_url: str | None,
+    collection: str | None,
 ) -> None:
-    """Split the documents under PATH into passages and write a BM25 + FAISS index.
+    """Split the documents under PATH into passages and write a BM25 + FAISS index (or Qdrant points).
 
     PATH is a file or folder of .txt, .md, .html, .jsonl ({"id", "title", "text"} per
     line), .pdf (passages keep their page numbers) and .docx. Files that cannot be read
@@ -172,6 +189,9 @@ def index_cmd(
         faiss_kind=faiss_kind,
         max_file_mb=max_file_mb,
         progress=True,
+        store_kind=store_kind,
+        qdrant_url=qdrant_url,
+        collection=collection,
     )
     counts = manifest.get("counts", {})
     click.echo(

@@ -8,7 +8,9 @@ They do nothing unless their environment variable is set, so a user never meets 
   embedded), ``write`` (passages and BM25 written into the build folder, FAISS not yet),
   ``publish`` (the new version folder is in place, the ``CURRENT`` pointer still names the
   old one), ``published`` (the pointer names the new version, old ones not yet removed),
-  ``clean`` (an old version renamed to a trash folder, not yet deleted).
+  ``clean`` (an old version renamed to a trash folder, not yet deleted). With ``--store qdrant``
+  also ``qdrant-alias`` (the new collection written, the alias not yet switched; not in
+  ``PHASES``, which the folder store's tests walk).
 * ``CITERAG_FAULT_ENOSPC=<file>``: the index file ``passages`` or ``dense`` is written to
   ``/dev/full`` instead, whose every write fails with a real ``ENOSPC`` (disk full).
 """

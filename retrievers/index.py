@@ -50,6 +50,7 @@ from retrievers.dense import FAISS_KINDS, DenseRetriever, embedder_dim
 from retrievers.hybrid import HybridRetriever
 from retrievers.index_store import BM25_DIR, DENSE_FILE, MANIFEST_FILE, PASSAGES_FILE
 from retrievers.ingest import DEFAULT_MAX_FILE_MB, load_documents
+from retrievers.qdrant_store import DEFAULT_COLLECTION, STORE_FOLDER, STORE_QDRANT, STORES
 from retrievers.rerank import CrossEncoderReranker, Reranker, RerankingRetriever
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ def build_index(
     nprobe: int = 8,
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
     progress: bool = True,
+    store_kind: str = STORE_FOLDER,
+    qdrant_url: str | None = None,
+    collection: str | None = None,
 ) -> Manifest:
     """Read ``source_path``, chunk, index (BM25 + FAISS) and publish a new version in ``index_dir``.
 
@@ -96,6 +100,11 @@ def build_index(
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
     if not max_file_mb > 0:
         raise ConfigError(f"the file size cap must be positive, got {max_file_mb} MB")
+    if store_kind not in STORES:
+        raise ConfigError(f"unknown index store {store_kind!r}: choose one of {', '.join(STORES)}")
+    if store_kind != STORE_QDRANT and (qdrant_url or collection):
+        raise ConfigError("--qdrant-url and --collection need --store qdrant")
+    qdrant = {"url": qdrant_url or None, "collection": collection or DEFAULT_COLLECTION}
     source = Path(source_path).expanduser().resolve()
     target = Path(index_dir).expanduser().resolve()
     _check_target(target)
@@ -121,6 +130,7 @@ def build_index(
                     nprobe,
                     max_file_mb,
                     progress,
+                    qdrant if store_kind == STORE_QDRANT else None,
                 )
             finally:
                 if created and not (target / store.CURRENT_FILE).exists():
@@ -132,7 +142,7 @@ def build_index(
             f"could not write the index at {target} ({e.strerror or e}); any previous index is unchanged: "
             f"{_write_hint(e)}"
         ) from e
-    log.info("wrote index %s (%d passages, FAISS %s)", target, manifest["counts"]["passages"], manifest["faiss_kind"])
+    log.info("wrote index %s (%d passages, store %s)", target, manifest["counts"]["passages"], manifest["store"])
     return manifest
 
 
@@ -149,6 +159,7 @@ def _build_locked(
     nprobe: int,
     max_file_mb: float,
     progress: bool,
+    qdrant: dict[str, Any] | None = None,
 ) -> Manifest:
     from tqdm.auto import tqdm
 
@@ -185,25 +196,34 @@ def _build_locked(
     build = store.start_build(target)
     try:
         _write_passages(faults.write_path(build / PASSAGES_FILE, "passages"), passages)
-        bm25 = BM25Retriever.build(passages, progress=show)
-        bm25.save(build / BM25_DIR)
-        dense = DenseRetriever.build(
-            passages, embedder, faiss_kind, batch_size=batch_size, nprobe=nprobe, progress=show
-        )
-        faults.pause_at("write")
-        dense.save(faults.write_path(build / DENSE_FILE, "dense"))
+        if qdrant is None:
+            bm25 = BM25Retriever.build(passages, progress=show)
+            bm25.save(build / BM25_DIR)
+            dense = DenseRetriever.build(
+                passages, embedder, faiss_kind, batch_size=batch_size, nprobe=nprobe, progress=show
+            )
+            faults.pause_at("write")
+            dense.save(faults.write_path(build / DENSE_FILE, "dense"))
+            dim, language, stopwords = dense.dim, bm25.language, bm25.stopwords
+            store_fields: Manifest = {
+                "store": STORE_FOLDER,
+                "faiss_kind": dense.kind,
+                "faiss": {"requested": faiss_kind, "nprobe": dense.nprobe, "ef_search": dense.ef_search},
+            }
+        else:
+            dim, language, stopwords = _write_qdrant(build, passages, embedder, qdrant, batch_size, show)
+            store_fields = {"store": STORE_QDRANT, "qdrant": qdrant}
         manifest: Manifest = {
             "format_version": FORMAT_VERSION,
             "citerag_version": __version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": str(source),
             "embedder": embedder_name,
-            "dim": dense.dim,
+            "dim": dim,
             "counts": {"documents": len(docs), "passages": len(passages), "skipped_files": len(skipped)},
             "chunking": {"mode": mode, "size": size, "overlap": overlap},
-            "faiss_kind": dense.kind,
-            "faiss": {"requested": faiss_kind, "nprobe": dense.nprobe, "ef_search": dense.ef_search},
-            "bm25": {"language": bm25.language, "stopwords": bm25.stopwords},
+            **store_fields,
+            "bm25": {"language": language, "stopwords": stopwords},
             "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         }
         _write_synced(build / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
@@ -217,6 +237,36 @@ def _build_locked(
     except OSError as e:  # the new index is published; what is left goes on the next run
         log.warning("could not remove old index versions in %s (%s); the next run retries", target, e)
     return manifest
+
+
+def _write_qdrant(
+    build: Path,
+    passages: list[Passage],
+    embedder: Embedder,
+    qdrant: dict[str, Any],
+    batch_size: int,
+    show: bool,
+) -> tuple[int, str, str]:
+    """Embed ``passages`` and write them into Qdrant; fills ``qdrant['active']`` (the new
+    collection) and, in local mode, ``qdrant['path']``. Returns (dim, BM25 language, stopwords)."""
+    from retrievers import qdrant_store as qs
+    from retrievers.dense import embed_texts, normalize
+
+    vectors = normalize(embed_texts([p.text for p in passages], embedder, batch_size=batch_size, progress=show))
+    faults.pause_at("write")
+    language, stopwords = "english", "en"  # BM25Retriever.build's defaults: the same terms as bm25s
+    local = None if qdrant["url"] else build / qs.LOCAL_DIR
+    client = qs.connect(qdrant["url"], local)
+    try:
+        version = build.name.removeprefix(".build-")
+        qdrant["active"] = qs.write_collection(
+            client, qdrant["collection"], version, passages, vectors, language=language, stopwords=stopwords
+        )
+    finally:
+        client.close()
+    if local is not None:
+        qdrant["path"] = qs.LOCAL_DIR
+    return int(vectors.shape[1]), language, stopwords
 
 
 def _write_hint(e: OSError) -> str:
@@ -290,6 +340,8 @@ _MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
     "faiss": dict,
     "bm25": dict,
     "skipped": list,
+    "store": str,
+    "qdrant": dict,
 }
 _REQUIRED_FIELDS = ("format_version", "embedder", "dim", "counts")
 
@@ -442,11 +494,43 @@ class CiteragIndex:
         self._bm25: BM25Retriever | None = None
         self._dense: DenseRetriever | None = None
         self._embedder: Embedder | None = None
+        self._qdrant: Any = None
 
     def close(self) -> None:
-        """Let a later ``citerag index`` remove this version (retrievers already loaded keep working)."""
+        """Let a later ``citerag index`` remove this version (retrievers already loaded keep working,
+        except Qdrant ones in local mode, whose storage is released here)."""
+        if self._qdrant is not None:
+            self._qdrant.close()
+            self._qdrant = None
         if self._handle is not None:
             self._handle.close()
+
+    @property
+    def store(self) -> str:
+        """Where the vectors live: ``faiss+bm25s`` (this folder) or ``qdrant``."""
+        return str(self.manifest.get("store", STORE_FOLDER))
+
+    def qdrant_client(self) -> Any:
+        """The Qdrant client of a ``qdrant`` index (opened once; local mode locks its storage)."""
+        if self._qdrant is None:
+            from retrievers import qdrant_store as qs
+
+            conf = self._qdrant_conf()
+            local = None if conf.get("url") else self.data_dir / str(conf.get("path", qs.LOCAL_DIR))
+            self._qdrant = qs.connect(conf.get("url"), local)
+        return self._qdrant
+
+    def _qdrant_conf(self) -> dict[str, Any]:
+        conf = self.manifest.get("qdrant")
+        if not isinstance(conf, dict) or not isinstance(conf.get("collection"), str):
+            raise IndexIncompatibleError(f"the index at {self.path} names no Qdrant collection: {self._rebuild_hint}")
+        return conf
+
+    def _check_folder_store(self, what: str) -> None:
+        if self.store != STORE_FOLDER:
+            raise ConfigError(
+                f"the index at {self.path} keeps its vectors in {self.store}, not in {what}: use retriever()"
+            )
 
     def __enter__(self) -> CiteragIndex:
         return self
@@ -467,6 +551,7 @@ class CiteragIndex:
 
     def bm25(self) -> BM25Retriever:
         """The BM25 retriever (loaded once)."""
+        self._check_folder_store("bm25s")
         if self._bm25 is None:
             self._bm25 = BM25Retriever.load(self.data_dir / BM25_DIR, self.passages)
         return self._bm25
@@ -483,6 +568,7 @@ class CiteragIndex:
         self, embedder: Embedder | None = None, *, nprobe: int | None = None, ef_search: int | None = None
     ) -> DenseRetriever:
         """The dense retriever; uses :meth:`embedder` when ``embedder`` is None."""
+        self._check_folder_store("FAISS")
         own = embedder is None or embedder is self._embedder
         if own and self._dense is not None:
             return self._apply_search_params(self._dense, nprobe, ef_search)
@@ -528,7 +614,9 @@ class CiteragIndex:
         if kind not in RETRIEVER_KINDS:
             raise ConfigError(f"unknown retriever kind {kind!r}: choose one of {', '.join(RETRIEVER_KINDS)}")
         base: Retriever
-        if kind == "bm25":
+        if self.store == STORE_QDRANT:
+            base = self._qdrant_retriever(kind, embedder, rrf_k, depth)
+        elif kind == "bm25":
             base = self.bm25()
         elif kind == "dense":
             base = self.dense(embedder)
@@ -541,3 +629,27 @@ class CiteragIndex:
         scorer: Callable[[str, list[str]], Sequence[float]]
         scorer = CrossEncoderReranker(reranker) if isinstance(reranker, str) else reranker
         return RerankingRetriever(base, scorer, depth=rerank_depth)
+
+    def _qdrant_retriever(self, kind: str, embedder: Embedder | None, rrf_k: int, depth: int | None) -> Retriever:
+        from retrievers.qdrant_store import QdrantRetriever
+
+        if kind != "bm25":
+            embedder = embedder if embedder is not None else self.embedder()
+            dim = embedder_dim(embedder)
+            if dim != self.manifest.get("dim"):
+                raise IndexIncompatibleError(
+                    f"the embedder gives {dim}-dimensional vectors but the index at {self.path} was "
+                    f"built with {self.embedder_name!r} ({self.manifest.get('dim')} dimensions): "
+                    f"pass that embedder, or {self._rebuild_hint} and the embedder you want"
+                )
+        bm25 = self.manifest.get("bm25") or {}
+        return QdrantRetriever(
+            self.qdrant_client(),
+            self._qdrant_conf()["collection"],  # the alias: a re-index switches it whole
+            kind,
+            embedder if kind != "bm25" else None,
+            language=str(bm25.get("language", "english")),
+            stopwords=str(bm25.get("stopwords", "en")),
+            rrf_k=rrf_k,
+            depth=depth,
+        )

@@ -228,7 +228,12 @@ class CiteragService:
         return _checked(self.generator, cancel, _GENERATOR)
 
     def close(self) -> None:
-        """Stop the generator this service started."""
+        """Stop the generator this service started, and release the index (its version may then be
+        removed by the next `citerag index`; a local-mode Qdrant store is unlocked for others)."""
+        index = self.index
+        if index is not None:
+            with self._cpu:  # no retrieval is running on it
+                index.close()
         gen = self.generator
         if gen is not None and self._given_generator is None:
             inner = getattr(gen, "_inner", gen)
