@@ -86,6 +86,28 @@ def test_ask_cites_exact_spans_of_the_sources(qdrant_index: Path, fake_llm: str)
             assert docs[p["doc_id"]][p["start"] : p["end"]] == p["text"]
 
 
+def test_verify_and_revise_give_the_folder_index_results(qdrant_index: Path, sample_index: Path, fake_llm: str) -> None:
+    """`ask --verify` and `revise` research claims through the index's retriever: on the Qdrant
+    store they find the same evidence, so they report the same statuses, supports and text."""
+
+    def run(index: Path, *args: str) -> dict:
+        proc = _cli(*args, "--index", str(index), "--llm-url", fake_llm, "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    revise = ("revise", "--text", "The Golden Gate Bridge opened in 1990. Marie Curie won two Nobel Prizes.")
+    a, b = run(qdrant_index, *revise), run(sample_index, *revise)
+    assert a["revised"] == b["revised"]
+    assert [(c["status"], round(c["support"], 4)) for c in a["claims"]] == [
+        (c["status"], round(c["support"], 4)) for c in b["claims"]
+    ]
+    assert {c["status"] for c in a["claims"]} >= {"kept"}  # the true claim is supported by the evidence
+    ask = ("ask", "When did the Golden Gate Bridge open?", "--verify", "--no-abstain")
+    a, b = run(qdrant_index, *ask), run(sample_index, *ask)
+    assert a["answer"] == b["answer"] and a["verification"]["checked"] == b["verification"]["checked"] > 0
+    assert [c["doc_id"] for c in a["citations"]] == [c["doc_id"] for c in b["citations"]]
+
+
 def test_serve_answers_from_the_qdrant_index(qdrant_index: Path) -> None:
     """The HTTP server opens the index unchanged: /v1/ask cites the exact span, /v1/documents
     gives the cited window, and a per-request retriever kind works."""
