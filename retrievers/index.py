@@ -574,13 +574,7 @@ class CiteragIndex:
             return self._apply_search_params(self._dense, nprobe, ef_search)
         if embedder is None:
             embedder = self.embedder()
-        dim = embedder_dim(embedder)
-        if dim != self.manifest.get("dim"):
-            raise IndexIncompatibleError(
-                f"the embedder gives {dim}-dimensional vectors but the index at {self.path} was "
-                f"built with {self.embedder_name!r} ({self.manifest.get('dim')} dimensions): "
-                f"pass that embedder, or {self._rebuild_hint} and the embedder you want"
-            )
+        self._check_dim(embedder)
         dense_file = self.data_dir / DENSE_FILE
         if not dense_file.is_file():
             raise IndexIncompatibleError(f"the index at {self.path} has no {DENSE_FILE}: {self._rebuild_hint}")
@@ -630,18 +624,22 @@ class CiteragIndex:
         scorer = CrossEncoderReranker(reranker) if isinstance(reranker, str) else reranker
         return RerankingRetriever(base, scorer, depth=rerank_depth)
 
+    def _check_dim(self, embedder: Embedder) -> None:
+        """Refuse an embedder whose vectors are not the index's (FAISS or Qdrant alike)."""
+        dim = embedder_dim(embedder)
+        if dim != self.manifest.get("dim"):
+            raise IndexIncompatibleError(
+                f"the embedder gives {dim}-dimensional vectors but the index at {self.path} was "
+                f"built with {self.embedder_name!r} ({self.manifest.get('dim')} dimensions): "
+                f"pass that embedder, or {self._rebuild_hint} and the embedder you want"
+            )
+
     def _qdrant_retriever(self, kind: str, embedder: Embedder | None, rrf_k: int, depth: int | None) -> Retriever:
         from retrievers.qdrant_store import QdrantRetriever
 
         if kind != "bm25":
             embedder = embedder if embedder is not None else self.embedder()
-            dim = embedder_dim(embedder)
-            if dim != self.manifest.get("dim"):
-                raise IndexIncompatibleError(
-                    f"the embedder gives {dim}-dimensional vectors but the index at {self.path} was "
-                    f"built with {self.embedder_name!r} ({self.manifest.get('dim')} dimensions): "
-                    f"pass that embedder, or {self._rebuild_hint} and the embedder you want"
-                )
+            self._check_dim(embedder)
         bm25 = self.manifest.get("bm25") or {}
         return QdrantRetriever(
             self.qdrant_client(),
