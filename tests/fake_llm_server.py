@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -143,6 +145,22 @@ class FakeServer(ThreadingHTTPServer):
         self.cut_after = cut_after
         self.started = self.finished = self.aborted = 0
         self.lock = threading.Lock()
+
+
+def start_process(port: int, *args: str) -> subprocess.Popen[bytes]:
+    """This server as a process on ``port`` (options as on the command line), once it answers:
+    for tests that kill it."""
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, __file__, str(port), *args])
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, "the fake LLM server exited"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        assert time.monotonic() < deadline, "the fake LLM server did not start"
+        time.sleep(0.05)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_llm_server import ANSWER, FakeServer
+from fake_llm_server import ANSWER, FakeServer, start_process
 
 from pipeline.errors import ConfigError, GeneratorUnavailableError, ModelNotFoundError
 from pipeline.generators import make_generator
@@ -31,7 +31,6 @@ from pipeline.generators.server import free_port
 from pipeline.types import GenerationParams
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE_LLM = Path(__file__).parent / "fake_llm_server.py"
 PARAMS = GenerationParams(max_tokens=16)
 
 
@@ -56,16 +55,8 @@ def url(srv: FakeServer) -> str:
 
 
 def spawn(port: int, *args: str) -> subprocess.Popen[bytes]:
-    """tests/fake_llm_server.py as a process on ``port``, answering."""
-    proc = subprocess.Popen([sys.executable, str(FAKE_LLM), str(port), "--echo", *args])
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, "the fake LLM server exited"
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        assert time.monotonic() < deadline, "the fake LLM server did not start"
-        time.sleep(0.05)
+    """tests/fake_llm_server.py as a process on ``port``, echoing, once it answers."""
+    return start_process(port, "--echo", *args)
 
 
 def started(port: int) -> int:

@@ -28,12 +28,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fake_llm_server import start_process
 from fakes import FakeGenerator, FakeJudge
 from test_serve import QUESTION, ROOT, serving, settings
 
 from pipeline.generators.server import free_port
 
-FAKE_LLM = Path(__file__).parent / "fake_llm_server.py"
 SECOND = "Who discovered polonium?"
 
 
@@ -260,15 +260,7 @@ def test_login_cookie_is_a_session_token_with_strict_flags(sample_index: Path) -
 
 def fake_llm(port: int, *args: str) -> subprocess.Popen[bytes]:
     """Start tests/fake_llm_server.py on ``port`` and wait until it answers."""
-    proc = subprocess.Popen([sys.executable, str(FAKE_LLM), str(port), *args])
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, "the fake LLM server exited"
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        assert time.monotonic() < deadline, "the fake LLM server did not start"
-        time.sleep(0.1)
+    return start_process(port, *args)
 
 
 def llm_stats(port: int) -> dict[str, int]:
