@@ -157,7 +157,8 @@ def strip_markers(text: str) -> str:
     return re.sub(r"[ \t]{2,}", " ", out).strip()
 
 
-_FINAL_PUNCT = re.compile(r"[.!?]+[\"'\u201d\u2019)]*$")
+#: A sentence's final punctuation (a CJK full stop too), with any closing quotes or brackets.
+_FINAL_PUNCT = re.compile(r"[.!?\u3002]+[\"'\u201d\u2019)\]]*$")
 
 
 def with_markers(content: str, numbers: Sequence[int]) -> str:

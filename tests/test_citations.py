@@ -165,3 +165,15 @@ def test_embedding_citer_reads_the_sentence_in_the_question_context() -> None:
     assert pick == 0 and score > 0.3
     # Nothing similar enough: no citation rather than a wrong one.
     assert citer.best(["Hello there."], passages)[0][0] is None
+
+
+def test_with_markers_goes_before_the_final_punctuation_and_its_closers() -> None:
+    from pipeline.citations import with_markers
+
+    assert with_markers("It opened in 1937.", [1, 2]) == "It opened in 1937 [1][2]."
+    assert with_markers('He said "yes."', [3]) == 'He said "yes [3]."'
+    assert with_markers("(It is red.)", [1]) == "(It is red [1].)"
+    assert with_markers("Es ist rot (siehe oben.]", [1]) == "Es ist rot (siehe oben [1].]"
+    assert with_markers("它是红色的。", [2]) == "它是红色的 [2]。"
+    assert with_markers("No punctuation", [1]) == "No punctuation [1]"
+    assert with_markers("Unchanged.", []) == "Unchanged."

@@ -50,13 +50,13 @@ from app.serve.chat_query import ChatInputError, Turn, chat_query
 from app.serve.openai_errors import openai_error
 from app.serve.schemas import AskRequest
 from app.serve.work import RequestTimeout
+from pipeline.citations import with_markers
 from pipeline.errors import CiteragError
 
 #: The one model id ``/v1/models`` lists and every response names.
 MODEL_ID = "citerag"
 
 #: Sentence-final punctuation a post-hoc marker is put before ("... 1937 [2].").
-_FINAL_PUNCT = re.compile(r"[.!?。]+[\"')\]]*\s*$")
 
 
 # -- request and response bodies ------------------------------------------------------------
@@ -298,13 +298,8 @@ def content_of(answer: dict[str, Any]) -> str:
     there), put before the sentence's final punctuation, so each cited number is in the text."""
     text = answer["answer"]
     for s in sorted(answer["sentences"], key=lambda s: s["start"], reverse=True):
-        if not (s.get("post_hoc") and s["citations"]):
-            continue
-        marks = "".join(f"[{n}]" for n in s["citations"])
-        sentence = text[s["start"] : s["end"]]
-        m = _FINAL_PUNCT.search(sentence)
-        cut = s["start"] + (m.start() if m else len(sentence.rstrip()))
-        text = f"{text[:cut].rstrip()} {marks}{text[cut:]}"
+        if s.get("post_hoc") and s["citations"]:
+            text = text[: s["start"]] + with_markers(text[s["start"] : s["end"]], s["citations"]) + text[s["end"] :]
     return text
 
 
