@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -28,6 +29,33 @@ class Passage:
     page: int | None = None
     #: The page where it ends, only when that is a later page than ``page``.
     page_end: int | None = None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], score: float = 0.0) -> Passage:
+        """The passage a stored record holds (a ``passages.jsonl`` line, a Qdrant payload).
+
+        One reader for every store, so a record one store accepts the others accept too:
+        doc_id, text, title and pid must be strings, page and page_end integers or absent,
+        start and end present. Raises ValueError (KeyError for a missing span) naming the
+        field; callers turn it into the error their store reports.
+        """
+        fields = (record.get("doc_id"), record.get("text"), record.get("title", ""), record.get("pid", ""))
+        if not all(isinstance(v, str) for v in fields):
+            raise ValueError("doc_id, text, title and pid must be strings")
+        page, page_end = record.get("page"), record.get("page_end")
+        if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in (page, page_end)):
+            raise ValueError("page and page_end must be integers")
+        return cls(
+            doc_id=record["doc_id"],
+            text=record["text"],
+            title=record.get("title", ""),
+            score=float(score),
+            start=int(record["start"]),
+            end=int(record["end"]),
+            pid=record.get("pid", ""),
+            page=page,
+            page_end=page_end,
+        )
 
     def with_score(self, score: float) -> Passage:
         return Passage(

@@ -426,25 +426,10 @@ def read_passages(path: Path) -> list[Passage]:
     passages: list[Passage] = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
-            r = json.loads(line)
-            fields = (r.get("doc_id"), r.get("text"), r.get("title", ""), r.get("pid", ""))
-            if not all(isinstance(v, str) for v in fields):
-                raise ValueError(f"line {lineno}: doc_id, text, title and pid must be strings")
-            page, page_end = r.get("page"), r.get("page_end")
-            if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in (page, page_end)):
-                raise ValueError(f"line {lineno}: page and page_end must be integers")
-            passages.append(
-                Passage(
-                    doc_id=r["doc_id"],
-                    text=r["text"],
-                    title=r.get("title", ""),
-                    start=int(r["start"]),
-                    end=int(r["end"]),
-                    pid=r.get("pid", ""),
-                    page=page,
-                    page_end=page_end,
-                )
-            )
+            try:
+                passages.append(Passage.from_record(json.loads(line)))
+            except ValueError as e:
+                raise ValueError(f"line {lineno}: {e}") from e
     return passages
 
 

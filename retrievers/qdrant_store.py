@@ -223,19 +223,9 @@ def _payload(p: Passage) -> dict[str, Any]:
 
 
 def passage_from_payload(payload: dict[str, Any], score: float) -> Passage:
-    """The passage a point's payload holds, scored ``score``."""
+    """The passage a point's payload holds, scored ``score`` (the same checks as ``passages.jsonl``)."""
     try:
-        return Passage(
-            doc_id=payload["doc_id"],
-            text=payload["text"],
-            title=payload.get("title", ""),
-            start=int(payload["start"]),
-            end=int(payload["end"]),
-            pid=payload.get("pid", ""),
-            page=payload.get("page"),
-            page_end=payload.get("page_end"),
-            score=float(score),
-        )
+        return Passage.from_record(payload, score)
     except (KeyError, TypeError, ValueError) as e:
         raise IndexIncompatibleError(
             f"a Qdrant point's payload is not a citerag passage ({e}): rebuild the index with `citerag index`"
