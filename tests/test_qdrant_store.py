@@ -263,3 +263,27 @@ def test_qdrant_options_need_the_qdrant_store(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown index store"):
         build_index(SAMPLE, tmp_path / "x", store_kind="milvus", progress=False)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"doc_id": 7, "text": "t", "start": 0, "end": 1},
+        {"doc_id": "d", "text": "t", "start": 0, "end": 1, "page": True},
+        {"doc_id": "d", "text": "t", "start": 0},
+    ],
+)
+def test_a_payload_that_is_not_a_passage_names_the_rebuild(payload: dict) -> None:
+    from pipeline.errors import IndexIncompatibleError
+    from retrievers.qdrant_store import passage_from_payload
+
+    with pytest.raises(IndexIncompatibleError, match="rebuild the index"):
+        passage_from_payload(payload, 1.0)
+
+
+def test_a_payload_reads_like_a_passages_jsonl_line() -> None:
+    from retrievers.qdrant_store import passage_from_payload
+
+    record = {"doc_id": "d", "title": "T", "text": "abc", "start": 3, "end": 6, "pid": "d#0", "page": 2}
+    assert passage_from_payload(record, 0.5) == Passage.from_record(record, 0.5)
+    assert passage_from_payload(record, 0.5).page == 2
