@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +234,44 @@ def continuation_logprobs(out: Any, start: int, c_ids: Sequence[int], *, read_ca
             return None
     plp = out.prompt_logprobs
     return [float(plp[start + j][tok].logprob) for j, tok in enumerate(c_ids)]
+
+
+def score_through_cache(
+    spans: list[tuple[int, list[int]]],
+    todo: list[int],
+    seqs: list[list[int]],
+    run: Callable[[list[list[int]], bool], Sequence[Any]],
+    *,
+    read_cache: bool,
+    stats: MutableMapping[str, int] | None = None,
+) -> list[list[float]]:
+    """The continuation log-probs of every pair (``score_sequences``' output), in input order.
+
+    ``run(seqs, read_cache)`` sends one vLLM request per sequence and returns their outputs in
+    order. Pairs whose prefix-cache hit covered a continuation token
+    (:func:`continuation_logprobs` gives None) are sent again with the cache off, once.
+    ``stats`` (optional) counts prompt and cached tokens of cached requests and the rescored pairs.
+    """
+    result: list[list[float]] = [[] for _ in spans]
+    while todo:
+        outs = run(seqs, read_cache)
+        redo: list[int] = []
+        for k, (i, seq, out) in enumerate(zip(todo, seqs, outs)):
+            start, c_ids = spans[i]
+            if read_cache and stats is not None:
+                stats["prompt_tokens"] += len(seq)
+                stats["cached_tokens"] += getattr(out, "num_cached_tokens", None) or 0
+            lps = continuation_logprobs(out, start, c_ids, read_cache=read_cache)
+            if lps is None:
+                redo.append(k)
+            else:
+                result[i] = lps
+        if redo:
+            log.debug("%d of %d scoring requests hit the cache inside their continuation", len(redo), len(todo))
+            if stats is not None:
+                stats["rescored"] += len(redo)
+        todo, seqs, read_cache = [todo[k] for k in redo], [seqs[k] for k in redo], False
+    return result
 
 
 def resolve_model(model: str) -> str:

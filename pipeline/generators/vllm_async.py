@@ -32,11 +32,11 @@ from pipeline.generators.base import (
     HFTokenizer,
     check_params,
     check_prompts,
-    continuation_logprobs,
     fit_max_tokens,
     resolve_model,
     score_params,
     score_sequences,
+    score_through_cache,
     vllm_env,
     vllm_sampling,
 )
@@ -240,20 +240,7 @@ class AsyncVLLMGenerator:
         prompt prefixes are read from the prefix cache when :attr:`reuses_prompt_prefixes` (see
         :class:`~pipeline.generators.vllm_local.VLLMGenerator`)."""
         spans, todo, seqs = score_sequences(self._tokenizer, prompts, continuations, self.max_context)
-        result: list[list[float]] = [[] for _ in spans]
-        read_cache = self.reuses_prompt_prefixes
-        while todo:
-            outs = self._score_requests(seqs, read_cache)
-            redo = []
-            for k, (i, out) in enumerate(zip(todo, outs)):
-                start, c_ids = spans[i]
-                lps = continuation_logprobs(out, start, c_ids, read_cache=read_cache)
-                if lps is None:
-                    redo.append(k)
-                else:
-                    result[i] = lps
-            todo, seqs, read_cache = [todo[k] for k in redo], [seqs[k] for k in redo], False
-        return result
+        return score_through_cache(spans, todo, seqs, self._score_requests, read_cache=self.reuses_prompt_prefixes)
 
     def _score_requests(self, seqs: list[list[int]], read_cache: bool) -> list[Any]:
         from vllm.sampling_params import RequestOutputKind

@@ -15,11 +15,11 @@ from pipeline.generators.base import (
     HFTokenizer,
     check_params,
     check_prompts,
-    continuation_logprobs,
     fit_max_tokens,
     resolve_model,
     score_params,
     score_sequences,
+    score_through_cache,
     vllm_env,
     vllm_sampling,
 )
@@ -217,44 +217,16 @@ class VLLMGenerator:
         order; shared prompt prefixes are read from the prefix cache when
         :attr:`reuses_prompt_prefixes`."""
         spans, todo, seqs = score_sequences(self._tokenizer, prompts, continuations, self.max_context)
-        result: list[list[float]] = [[] for _ in spans]
-        if not todo:
-            return result
-        redo = self._score_into(result, spans, todo, seqs, read_cache=self.reuses_prompt_prefixes)
-        if redo:
-            log.debug("%d of %d scoring requests hit the cache inside their continuation", len(redo), len(todo))
-            self.score_cache_stats["rescored"] += len(redo)
-            self._score_into(result, spans, [todo[k] for k in redo], [seqs[k] for k in redo], read_cache=False)
-        return result
+        cached = self.reuses_prompt_prefixes
+        return score_through_cache(
+            spans, todo, seqs, self._score_requests, read_cache=cached, stats=self.score_cache_stats
+        )
 
-    def _score_into(
-        self,
-        result: list[list[float]],
-        spans: list[tuple[int, list[int]]],
-        todo: list[int],
-        seqs: list[list[int]],
-        *,
-        read_cache: bool,
-    ) -> list[int]:
-        """Score ``seqs`` (pairs ``todo``) into ``result``; return the positions in ``todo`` left
-        unscored because their cache hit covered a continuation token
-        (:func:`~pipeline.generators.base.continuation_logprobs`)."""
+    def _score_requests(self, seqs: list[list[int]], read_cache: bool) -> list[Any]:
         from vllm.inputs import TokensPrompt
 
         sp = score_params(read_cache=read_cache)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=seq) for seq in seqs], sp, use_tqdm=False)
-        redo: list[int] = []
-        for k, (i, seq, out) in enumerate(zip(todo, seqs, outs)):
-            start, c_ids = spans[i]
-            if read_cache:
-                self.score_cache_stats["prompt_tokens"] += len(seq)
-                self.score_cache_stats["cached_tokens"] += getattr(out, "num_cached_tokens", None) or 0
-            lps = continuation_logprobs(out, start, c_ids, read_cache=read_cache)
-            if lps is None:
-                redo.append(k)
-            else:
-                result[i] = lps
-        return redo
+        return self.llm.generate([TokensPrompt(prompt_token_ids=seq) for seq in seqs], sp, use_tqdm=False)
 
     def close(self) -> None:
         """Shut the engine down and free its memory (idempotent)."""
