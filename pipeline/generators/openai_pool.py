@@ -169,16 +169,23 @@ class OpenAIPool:
         server.down_until = server.down_since + server.backoff
         log.warning("LLM server %s taken out of rotation for %.0f s: %s", server.url, server.backoff, error)
 
+    def _pick(self, tried: set[int]) -> _Server:
+        """The next server for a request that ``tried`` those servers already (added to it).
+
+        A request fails only once every server has failed it: when those in rotation have,
+        the ones still in back-off are tried too (one may have come back).
+        """
+        server = self._acquire(tried) or self._acquire(tried, ignore_backoff=True)
+        if server is None:
+            raise self._all_down()
+        tried.add(id(server))
+        return server
+
     def _call(self, fn: Callable[[OpenAIGenerator], T]) -> T:
         """``fn`` on the least-loaded server; on another one while servers fail."""
         tried: set[int] = set()
         while True:
-            # A request fails only once every server has failed it: when those in rotation
-            # have, the ones still in back-off are tried too (one may have come back).
-            server = self._acquire(tried) or self._acquire(tried, ignore_backoff=True)
-            if server is None:
-                raise self._all_down()
-            tried.add(id(server))
+            server = self._pick(tried)
             sent = time.monotonic()
             try:
                 out = fn(server.client)
@@ -307,10 +314,7 @@ class OpenAIPool:
         self.connect()
         tried: set[int] = set()
         while True:
-            server = self._acquire(tried) or self._acquire(tried, ignore_backoff=True)
-            if server is None:
-                raise self._all_down()
-            tried.add(id(server))
+            server = self._pick(tried)
             sent, started = time.monotonic(), False
             try:
                 for piece in server.client.stream(prompt, params):
