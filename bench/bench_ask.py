@@ -15,6 +15,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 import re
 import string
 import sys
@@ -24,7 +25,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nq_open_oracle" / "nq-open-oracle.jsonl.gz"
+
+
+def find_shared_data() -> Path:
+    """The ``shared/data`` folder of the evaluation sets: ``$CITERAG_SHARED_DATA``, else the first
+    ``shared/data`` beside the checkout or above it (a ``git worktree`` sits deeper than the clone)."""
+    if os.environ.get("CITERAG_SHARED_DATA"):
+        return Path(os.environ["CITERAG_SHARED_DATA"])
+    for parent in ROOT.parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    return ROOT.parent / "shared" / "data"
+
+
+SHARED_DATA = find_shared_data()
+DEFAULT_DATA = SHARED_DATA / "nq_open_oracle" / "nq-open-oracle.jsonl.gz"
 
 
 def normalize(s: str) -> str:

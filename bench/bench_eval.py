@@ -32,13 +32,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
+from bench.bench_ask import SHARED_DATA  # noqa: E402
 from eval import alce  # noqa: E402
 from eval.alce import CitationInput, ExampleCitations  # noqa: E402
 from eval.formats import Doc, Example  # noqa: E402
 from eval.scoring import EvalConfig, evaluate  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "quotesum_dev" / "dev.jsonl"
+DEFAULT_DATA = SHARED_DATA / "quotesum_dev" / "dev.jsonl"
 _QUOTE = re.compile(r"\[ (\d+) (.*?) \]")
 _CLOSING = re.compile(r"[.!?,;:]+[\"'\u201d\u2019)]*$")
 _MARKER = re.compile(r" ?\[(\d+)\]")

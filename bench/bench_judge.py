@@ -35,7 +35,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
+from bench.bench_ask import SHARED_DATA  # noqa: E402
+
+DATA = SHARED_DATA
 AB = DATA / "attributionbench" / "dev_all_subset_balanced.jsonl"
 SNLI_TEST = DATA / "snli" / "snli_1.0_test.min.jsonl"
 NQ = DATA / "nq_open_oracle" / "nq-open-oracle.jsonl.gz"

@@ -28,6 +28,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.bench_ask import SHARED_DATA  # noqa: E402
+
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_judge_speed import snli_pairs  # noqa: E402
@@ -46,7 +48,7 @@ def rate(judge: Any, pairs: list[tuple[str, str]], sync: bool = False) -> tuple[
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=SHARED_DATA)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--cpu-limit", type=int, default=300, help="pairs of each set the CPU runtimes score")
     ap.add_argument("--snli", type=int, default=1000)

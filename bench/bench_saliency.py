@@ -34,7 +34,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nq_open_oracle" / "nq-open-oracle.jsonl.gz"
+from bench.bench_ask import SHARED_DATA  # noqa: E402
+
+DEFAULT_DATA = SHARED_DATA / "nq_open_oracle" / "nq-open-oracle.jsonl.gz"
 
 from pipeline.types import Passage  # noqa: E402
 

@@ -38,7 +38,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nq_open_oracle" / "nq-open-oracle.jsonl.gz"
+from bench.bench_ask import SHARED_DATA  # noqa: E402
+
+DEFAULT_DATA = SHARED_DATA / "nq_open_oracle" / "nq-open-oracle.jsonl.gz"
 
 
 def questions(data: Path, n: int, skip: int = 0) -> list[str]:

@@ -19,7 +19,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
+from bench.bench_ask import SHARED_DATA  # noqa: E402
+
+DATA = SHARED_DATA
 FILES = [
     DATA / "nli" / "fm2" / "dev.pairs.jsonl",
     DATA / "wice" / "claim" / "dev.jsonl",
