@@ -260,7 +260,14 @@ def _write_qdrant(
     try:
         version = build.name.removeprefix(".build-")
         qdrant["active"] = qs.write_collection(
-            client, qdrant["collection"], version, passages, vectors, language=language, stopwords=stopwords
+            client,
+            qdrant["collection"],
+            version,
+            passages,
+            vectors,
+            language=language,
+            stopwords=stopwords,
+            payload_index=local is None,
         )
     finally:
         client.close()
@@ -448,33 +455,47 @@ def load_index(index_dir: str | Path) -> CiteragIndex:
     handle = _open(root, index_dir)
     try:
         manifest = _read_manifest_file(handle.data_dir / MANIFEST_FILE, root, index_dir)
-        rebuild = f"rebuild it with `{index_command(index_dir, _source(manifest))}`"
-        try:
-            passages = read_passages(handle.data_dir / PASSAGES_FILE)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise IndexIncompatibleError(f"the passages of the index at {root} are unreadable ({e}): {rebuild}") from e
-        expected = manifest["counts"].get("passages")
-        if expected is not None and expected != len(passages):
-            raise IndexIncompatibleError(
-                f"the index at {root} lists {expected} passages but {PASSAGES_FILE} holds {len(passages)}: {rebuild}"
-            )
+        index = CiteragIndex(root, manifest, None, handle)
+        if index.store != STORE_QDRANT:
+            index.passages  # noqa: B018 - read now: a broken index fails when opened, not mid-answer
     except BaseException:
         handle.close()
         raise
-    return CiteragIndex(root, manifest, passages, handle)
+    return index
+
+
+def _read_index_passages(data_dir: Path, root: Path, manifest: Manifest) -> list[Passage]:
+    """``passages.jsonl`` of an index version, checked against the manifest's count."""
+    rebuild = f"rebuild it with `{index_command(root, _source(manifest))}`"
+    try:
+        passages = read_passages(data_dir / PASSAGES_FILE)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise IndexIncompatibleError(f"the passages of the index at {root} are unreadable ({e}): {rebuild}") from e
+    expected = manifest["counts"].get("passages")
+    if expected is not None and expected != len(passages):
+        raise IndexIncompatibleError(
+            f"the index at {root} lists {expected} passages but {PASSAGES_FILE} holds {len(passages)}: {rebuild}"
+        )
+    return passages
 
 
 class CiteragIndex:
-    """An opened index: manifest, passages and lazily loaded retrievers."""
+    """An opened index: manifest, passages and lazily loaded retrievers.
+
+    A folder index reads its passages when opened. A Qdrant index does not: the collection
+    holds every passage in its payloads, so answering, verifying and ``/v1/documents`` query
+    it, and ``passages`` reads ``passages.jsonl`` only when something asks for all of them.
+    """
 
     def __init__(
-        self, path: Path, manifest: Manifest, passages: list[Passage], handle: store.ReadHandle | None = None
+        self, path: Path, manifest: Manifest, passages: list[Passage] | None, handle: store.ReadHandle | None = None
     ) -> None:
         self.path = path
         #: The version folder every file is read from (``path`` itself for an old-layout index).
         self.data_dir = handle.data_dir if handle is not None else path
         self.manifest = manifest
-        self.passages = passages
+        self._passages = passages
+        self._docs: dict[str, list[Passage]] | None = None
         self._handle = handle
         self._bm25: BM25Retriever | None = None
         self._dense: DenseRetriever | None = None
@@ -489,6 +510,32 @@ class CiteragIndex:
             self._qdrant = None
         if self._handle is not None:
             self._handle.close()
+
+    @property
+    def passages(self) -> list[Passage]:
+        """Every passage, in index order (read from ``passages.jsonl`` once)."""
+        if self._passages is None:
+            self._passages = _read_index_passages(self.data_dir, self.path, self.manifest)
+        return self._passages
+
+    @property
+    def passage_count(self) -> int:
+        """How many passages the index holds (from the manifest, without reading them)."""
+        count = self.manifest.get("counts", {}).get("passages")
+        return int(count) if isinstance(count, int) else len(self.passages)
+
+    def document_passages(self, doc_id: str) -> list[Passage]:
+        """The passages of document ``doc_id`` in document order ([] when the index has none)."""
+        if self.store == STORE_QDRANT:
+            from retrievers.qdrant_store import document_passages
+
+            return document_passages(self.qdrant_client(), self._qdrant_conf()["collection"], doc_id)
+        if self._docs is None:
+            docs: dict[str, list[Passage]] = {}
+            for p in self.passages:
+                docs.setdefault(p.doc_id, []).append(p)
+            self._docs = docs
+        return list(self._docs.get(doc_id, []))
 
     @property
     def store(self) -> str:
@@ -524,7 +571,7 @@ class CiteragIndex:
         self.close()
 
     def __repr__(self) -> str:
-        return f"CiteragIndex({str(self.path)!r}, passages={len(self.passages)}, embedder={self.embedder_name!r})"
+        return f"CiteragIndex({str(self.path)!r}, passages={self.passage_count}, embedder={self.embedder_name!r})"
 
     @property
     def embedder_name(self) -> str:
@@ -620,13 +667,14 @@ class CiteragIndex:
             )
 
     def _qdrant_retriever(self, kind: str, embedder: Embedder | None, rrf_k: int, depth: int | None) -> Retriever:
-        from retrievers.qdrant_store import QdrantRetriever
+        from retrievers.qdrant_store import QdrantCacheRetriever, QdrantRetriever
 
         if kind != "bm25":
             embedder = embedder if embedder is not None else self.embedder()
             self._check_dim(embedder)
         bm25 = self.manifest.get("bm25") or {}
-        return QdrantRetriever(
+        cls = QdrantRetriever if kind == "hybrid" else QdrantCacheRetriever
+        return cls(
             self.qdrant_client(),
             self._qdrant_conf()["collection"],  # the alias: a re-index switches it whole
             kind,

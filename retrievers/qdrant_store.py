@@ -143,9 +143,13 @@ def write_collection(
     stopwords: str,
     k1: float = 1.5,
     b: float = 0.75,
+    payload_index: bool = False,
 ) -> str:
     """Write ``passages`` into a new collection ``<alias>-<version>``, point ``alias`` at it and
     delete the collection the alias named before. Returns the new collection's name.
+
+    ``payload_index`` adds keyword indexes on ``doc_id`` and ``pid`` (a server uses them for
+    filters; local mode has none and warns, so it is off there).
 
     A failure before the alias switch deletes the new collection and leaves the alias as it was.
     """
@@ -163,6 +167,10 @@ def write_collection(
         sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
     )
     try:
+        # Keyword indexes for the two filters citerag sends (a document's passages, a set of
+        # candidates): a server answers them from the index instead of scanning every payload.
+        for field in ("doc_id", "pid") if payload_index else ():
+            client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD, wait=True)
         texts = [f"{p.title}\n{p.text}" if p.title else p.text for p in passages]
         sparse = sparse_weights(bm25_tokens(texts, language, stopwords), k1=k1, b=b)
         for lo in range(0, len(passages), _UPSERT_BATCH):
@@ -265,6 +273,10 @@ class QdrantRetriever:
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         """Top-``k`` passages per query, best first (one batched request for all queries)."""
+        return self._query(queries, k, [None] * len(queries))
+
+    def _query(self, queries: Sequence[str], k: int, pids: Sequence[Sequence[str] | None]) -> list[list[Passage]]:
+        """Top-``k`` per query among the passages whose pid is in ``pids[i]`` (all when None)."""
         from qdrant_client import models
 
         from retrievers.dense import normalize
@@ -281,15 +293,17 @@ class QdrantRetriever:
         requests = []
         for i in range(len(queries)):
             sv = models.SparseVector(indices=sparse[i][0], values=sparse[i][1]) if sparse is not None else None
+            only = pids[i]
+            flt = None if only is None else models.Filter(must=[pid_condition(only)])
             if self.kind == "dense":
-                req = models.QueryRequest(query=dense[i].tolist(), using=DENSE, limit=k, with_payload=True)  # type: ignore[index]
+                req = models.QueryRequest(query=dense[i].tolist(), using=DENSE, limit=k, filter=flt, with_payload=True)  # type: ignore[index]
             elif self.kind == "bm25":
-                req = models.QueryRequest(query=sv, using=SPARSE, limit=k, with_payload=True)
+                req = models.QueryRequest(query=sv, using=SPARSE, limit=k, filter=flt, with_payload=True)
             else:
                 req = models.QueryRequest(
                     prefetch=[
-                        models.Prefetch(query=sv, using=SPARSE, limit=depth),
-                        models.Prefetch(query=dense[i].tolist(), using=DENSE, limit=depth),  # type: ignore[index]
+                        models.Prefetch(query=sv, using=SPARSE, limit=depth, filter=flt),
+                        models.Prefetch(query=dense[i].tolist(), using=DENSE, limit=depth, filter=flt),  # type: ignore[index]
                     ],
                     # Qdrant scores rank r (from 1) as 1 / (k + r - 1); rrf_fuse as 1 / (rrf_k + r).
                     query=models.RrfQuery(rrf=models.Rrf(k=self.rrf_k + 1)),
@@ -308,3 +322,52 @@ class QdrantRetriever:
                 points = sorted(points, key=lambda p: (-p.score, p.id))
             out.append([passage_from_payload(p.payload or {}, p.score) for p in points])
         return out
+
+
+class QdrantCacheRetriever(QdrantRetriever):
+    """A dense or BM25 :class:`QdrantRetriever` that also ranks a set of candidates
+    (:class:`~pipeline.protocols.CacheRetriever`, for speculative iterative retrieval).
+
+    The candidates are a pid filter on the same query, so each candidate keeps the score the
+    full query gives it (dense: its dot product; BM25: IDF from the whole collection). Hybrid
+    is left out, as for the folder index: RRF over ranks among the candidates is not the
+    ranking of the whole corpus.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.kind == "hybrid":
+            raise ConfigError("ranking candidates needs the dense or bm25 kind (hybrid ranks are corpus-wide)")
+
+    def retrieve_from(
+        self, queries: Sequence[str], candidates: Sequence[Sequence[Passage]], k: int
+    ) -> list[list[Passage]]:
+        """Top-``k`` of ``candidates[i]`` for ``queries[i]``, best first, ties by corpus order."""
+        if not queries:
+            return []
+        pids = [[p.pid for p in cands] for cands in candidates]
+        if any(not pid for ps in pids for pid in ps):
+            raise ConfigError("candidates must be passages of this index (each with its pid)")
+        return self._query(queries, k, pids)
+
+
+def pid_condition(pids: Sequence[str]) -> Any:
+    """The filter condition "pid is one of ``pids``" (a keyword match)."""
+    from qdrant_client import models
+
+    return models.FieldCondition(key="pid", match=models.MatchAny(any=list(pids)))
+
+
+def document_passages(client: QdrantClient, collection: str, doc_id: str) -> list[Passage]:
+    """Every passage of document ``doc_id``, in document order (a filtered scroll, page by page)."""
+    from qdrant_client import models
+
+    flt = models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))])
+    out: list[Passage] = []
+    offset = None
+    while True:
+        points, offset = client.scroll(collection, scroll_filter=flt, limit=256, offset=offset, with_payload=True)
+        out.extend(passage_from_payload(p.payload or {}, 0.0) for p in points)
+        if offset is None:
+            break
+    return sorted(out, key=lambda p: (p.start, p.end))

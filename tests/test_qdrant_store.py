@@ -287,3 +287,47 @@ def test_a_payload_reads_like_a_passages_jsonl_line() -> None:
     record = {"doc_id": "d", "title": "T", "text": "abc", "start": 3, "end": 6, "pid": "d#0", "page": 2}
     assert passage_from_payload(record, 0.5) == Passage.from_record(record, 0.5)
     assert passage_from_payload(record, 0.5).page == 2
+
+
+def test_a_qdrant_index_opens_without_reading_its_passages_file(qdrant_index: Path) -> None:
+    """At scale the collection holds the passages: opening the index and answering from it
+    must not read the whole ``passages.jsonl`` into memory."""
+    with load_index(qdrant_index) as idx:
+        assert idx._passages is None
+        assert idx.passage_count == read_manifest(qdrant_index)["counts"]["passages"]
+        hits = idx.retriever("hybrid").retrieve(["Who discovered polonium?"], 3)
+        assert hits[0] and idx._passages is None
+        doc = hits[0][0].doc_id
+        parts = idx.document_passages(doc)
+        assert idx._passages is None
+        assert parts and all(p.doc_id == doc for p in parts)
+        assert [p.start for p in parts] == sorted(p.start for p in parts)
+        # the same passages, in the same order, as the passages file lists for that document
+        assert [(p.pid, p.start, p.end, p.text) for p in parts] == [
+            (p.pid, p.start, p.end, p.text) for p in idx.passages if p.doc_id == doc
+        ]
+        assert idx.document_passages("no such document") == []
+
+
+@pytest.mark.parametrize("kind", ["bm25", "dense"])
+def test_qdrant_ranks_candidates_as_it_ranks_the_corpus(qdrant_index: Path, kind: str) -> None:
+    """Speculative retrieval's contract: candidates that hold the real top-k come back in the
+    real order with the real scores; other candidates are ranked among themselves."""
+    from pipeline.protocols import CacheRetriever
+
+    queries = ["When did the Golden Gate Bridge open?", "Who discovered polonium?"]
+    with load_index(qdrant_index) as idx:
+        r = idx.retriever(kind)
+        assert isinstance(r, CacheRetriever)
+        full = r.retrieve(queries, 6)
+        top = [ps[:3] for ps in full]
+        cands = [list(reversed(ps)) for ps in full]  # the real top 6, shuffled
+        got = r.retrieve_from(queries, cands, 3)
+        assert [[(p.pid, round(p.score, 5)) for p in ps] for ps in got] == [
+            [(p.pid, round(p.score, 5)) for p in ps] for ps in top
+        ]
+        # candidates without the best passage: the rest, in the corpus ranking's order
+        rest = r.retrieve_from(queries, [ps[1:] for ps in full], 2)
+        assert [[p.pid for p in ps] for ps in rest] == [[p.pid for p in ps[1:3]] for ps in full]
+        assert r.retrieve_from(queries, [[], []], 3) == [[], []]
+        assert not isinstance(idx.retriever("hybrid"), CacheRetriever)

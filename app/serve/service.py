@@ -28,7 +28,6 @@ from pydantic import ConfigDict, Field
 from app.serve.work import check_cancelled
 from pipeline.config import Settings
 from pipeline.errors import CiteragError, ConfigError, GeneratorUnavailableError, InputError
-from pipeline.types import Passage
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,6 @@ class CiteragService:
         self._cpu = threading.RLock()
         self._build = threading.Lock()
         self._retrievers: dict[str, Any] = {}
-        self._docs: dict[str, list[Passage]] | None = None
         self.load_seconds: float | None = None
 
     # -- loading --------------------------------------------------------------------------
@@ -270,7 +268,7 @@ class CiteragService:
             gen_info["url"] = url
         index_info: dict[str, Any] = {"path": str(self.settings.index)}
         if self.index is not None:
-            index_info["passages"] = len(self.index.passages)
+            index_info["passages"] = self.index.passage_count
         if not self.loaded.is_set():
             msg = str(self.error) if self.error else "loading the index and the generator"
             return {"ready": False, "index": index_info, "generator": gen_info, "message": msg}
@@ -415,12 +413,8 @@ class CiteragService:
     def document(self, doc_id: str, start: int, end: int, context: int) -> dict[str, Any]:
         """A window of ``doc_id`` around ``[start, end)``, rebuilt from the index's passages."""
         self.require_ready()
-        if self._docs is None:
-            docs: dict[str, list[Passage]] = {}
-            for p in self.index.passages:
-                docs.setdefault(p.doc_id, []).append(p)
-            self._docs = docs
-        parts = self._docs.get(doc_id)
+        with self._cpu:  # a Qdrant index answers from the client retrieval also uses
+            parts = self.index.document_passages(doc_id)
         if not parts:
             raise DocumentNotFoundError(f"no document {doc_id!r} in the index at {self.settings.index}")
         if not 0 <= start <= end:
