@@ -153,7 +153,8 @@ def _replace_into(target: Path, write: Any) -> None:
 def onnx_model(model_dir: str | Path, variant: str = "onnx-int8", *, rebuild: bool = False) -> Path:
     """The ONNX file of the judge in ``model_dir`` (``onnx``: fused fp32; ``onnx-int8``: that,
     dynamically quantized; ``onnx-int8-static``: statically quantized), built once into the
-    cache and rebuilt when its sidecar does not match the weights, the recipe or the installed onnxruntime."""
+    cache and rebuilt when its sidecar does not match the weights, the recipe or the installed
+    onnxruntime."""
     if variant not in VARIANTS:
         raise ConfigError(f"unknown onnx judge variant {variant!r}: use one of {', '.join(VARIANTS)}")
     _require_onnxruntime()
