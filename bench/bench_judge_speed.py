@@ -1,4 +1,5 @@
-"""Judge speed on the CPU, side by side in one run: torch vs ONNX Runtime fp32 vs ONNX int8 (issue 13).
+"""Judge speed on the CPU, side by side in one run: torch vs ONNX Runtime fp32 vs ONNX int8, dynamic
+and static (issue 13).
 
 Same inputs, same thread count (``torch.set_num_threads`` and ORT's intra-op threads both
 ``--threads``, default 1 so the shared machine stays usable), each judge warmed up first:
@@ -13,7 +14,9 @@ Same inputs, same thread count (``torch.set_num_threads`` and ORT's intra-op thr
   question, ``verifiers.judge_eval.split_of``) and on the report half, and the share of
   decisions equal to torch's. ``auto``'s CPU choice is made on the **selection** half: the
   fastest runtime whose macro-F1 there is within ``--tolerance`` (0.005) of torch's; the
-  report half is the figure to quote. ``--record`` writes the choice into the judge card.
+  report half is the figure to quote. ``--record`` writes the choice into the judge card;
+* per runtime, a threshold calibrated on the selection half only and macro-F1 at it on the
+  report half (``cal``), to show whether a runtime needs a threshold of its own.
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python bench/bench_judge_speed.py [--data ../shared/data] [--record]
 """
@@ -61,13 +64,18 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=100, help="pairs per interleaved chunk")
     ap.add_argument("--tolerance", type=float, default=0.005)
     ap.add_argument("--record", action="store_true", help="write auto's CPU choice into the default judge card")
+    ap.add_argument(
+        "--runtimes",
+        default="torch-chars,torch,onnx,onnx-int8,onnx-int8-static",
+        help="comma-separated; torch is always measured (the reference)",
+    )
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
     import torch
 
     torch.set_num_threads(args.threads)
-    from verifiers.judge_eval import binary_scores, load_eval_pairs, split_of
+    from verifiers.judge_eval import binary_scores, calibrate_threshold, load_eval_pairs, split_of
     from verifiers.judge_onnx import OnnxCrossEncoderJudge
     from verifiers.judges import CrossEncoderJudge, default_judge_dir, read_card, write_card
 
@@ -83,12 +91,16 @@ def main() -> None:
     halves = [split_of(p) for p in ab]
     snli = snli_pairs(args.data / "snli" / "snli_1.0_test.min.jsonl", args.snli)
     path = str(default_judge_dir())
-    judges: dict[str, Any] = {
-        "torch-chars": CharSortJudge(path, device="cpu"),
-        "torch": CrossEncoderJudge(path, device="cpu"),
-        "onnx": OnnxCrossEncoderJudge(path, variant="onnx", threads=args.threads),  # built here if not cached
-        "onnx-int8": OnnxCrossEncoderJudge(path, variant="onnx-int8", threads=args.threads),
-    }
+    wanted = ["torch", *(n for n in args.runtimes.split(",") if n and n != "torch")]
+    judges: dict[str, Any] = {}
+    for name in wanted:
+        if name == "torch-chars":
+            judges[name] = CharSortJudge(path, device="cpu")
+        elif name == "torch":
+            judges[name] = CrossEncoderJudge(path, device="cpu")
+        else:  # the ONNX file is built here if not cached
+            judges[name] = OnnxCrossEncoderJudge(path, variant=name, threads=args.threads)
+    measured = [n for n in judges if n != "torch-chars"]
     threshold = judges["torch"].threshold
     print(
         f"threads {args.threads}; AttributionBench dev {len(ab_pairs)} pairs; SNLI test {len(snli)} pairs; "
@@ -124,57 +136,54 @@ def main() -> None:
     def rate(name: str, d: str, k: str) -> float:
         return n_of[d] / secs[name, d, k]
 
-    print(f"\n{'runtime':<11} {'AB pairs/s wall':>16} {'cpu':>7} {'SNLI pairs/s wall':>18} {'cpu':>7}")
+    print(f"\n{'runtime':<16} {'AB pairs/s wall':>16} {'cpu':>7} {'SNLI pairs/s wall':>18} {'cpu':>7}")
     for name in judges:
         ab_w = "-" if name == "torch-chars" else f"{rate(name, 'ab', 'wall'):.2f}"
         ab_c = "-" if name == "torch-chars" else f"{rate(name, 'ab', 'cpu'):.2f}"
-        print(f"{name:<11} {ab_w:>16} {ab_c:>7} {rate(name, 'snli', 'wall'):18.1f} {rate(name, 'snli', 'cpu'):7.1f}")
-    diff = max(abs(a - b) for a, b in zip(snli_scores["torch-chars"], snli_scores["torch"]))
-    print(
-        f"SNLI, token-length vs character-length batching (torch): "
-        f"{secs['torch-chars', 'snli', 'wall'] / secs['torch', 'snli', 'wall']:.2f}x wall, "
-        f"{secs['torch-chars', 'snli', 'cpu'] / secs['torch', 'snli', 'cpu']:.2f}x cpu, "
-        f"max |score difference| {diff:.1e}"
-    )
+        print(f"{name:<16} {ab_w:>16} {ab_c:>7} {rate(name, 'snli', 'wall'):18.1f} {rate(name, 'snli', 'cpu'):7.1f}")
+    if "torch-chars" in judges:
+        diff = max(abs(a - b) for a, b in zip(snli_scores["torch-chars"], snli_scores["torch"]))
+        print(
+            f"SNLI, token-length vs character-length batching (torch): "
+            f"{secs['torch-chars', 'snli', 'wall'] / secs['torch', 'snli', 'wall']:.2f}x wall, "
+            f"{secs['torch-chars', 'snli', 'cpu'] / secs['torch', 'snli', 'cpu']:.2f}x cpu, "
+            f"max |score difference| {diff:.1e}"
+        )
+
+    def half(values: list[Any], h: str) -> list[Any]:
+        return [v for v, g in zip(values, halves) if h in (g, "all")]
 
     rows: dict[str, dict[str, Any]] = {}
-    for name in ("torch", "onnx", "onnx-int8"):
+    for name in measured:
         preds = judges[name].decide(ab_scores[name])
-        f1 = {
-            h: binary_scores(
-                [y for y, g in zip(labels, halves) if h in (g, "all")],
-                [p for p, g in zip(preds, halves) if h in (g, "all")],
-            ).macro_f1
-            for h in ("all", "selection", "report")
-        }
-        rows[name] = dict(scores=ab_scores[name], preds=preds, f1=f1)
+        f1 = {h: binary_scores(half(labels, h), half(preds, h)).macro_f1 for h in ("all", "selection", "report")}
+        # a threshold of its own, fitted on the selection half only; quoted on the report half
+        t, _ = calibrate_threshold(half(labels, "selection"), half(ab_scores[name], "selection"))
+        rep = binary_scores(half(labels, "report"), [s >= t for s in half(ab_scores[name], "report")]).macro_f1
+        rows[name] = dict(scores=ab_scores[name], preds=preds, f1=f1, cal=(t, rep))
     base = rows["torch"]
     print(f"\nAB: {windows['torch']} windows for {len(ab_pairs)} pairs; speed-up over torch, wall / cpu; macro-F1")
     print(
-        f"{'runtime':<11} {'AB x':>11} {'SNLI x':>11} {'F1 all':>7} {'F1 sel':>7} {'F1 rep':>7} "
-        f"{'dF1 sel':>8} {'dF1 rep':>8} {'agree':>6} {'max |ds|':>9}"
+        f"{'runtime':<16} {'AB x':>11} {'SNLI x':>11} {'F1 all':>7} {'F1 sel':>7} {'F1 rep':>7} "
+        f"{'dF1 sel':>8} {'dF1 rep':>8} {'agree':>6} {'max |ds|':>9} {'mean |ds|':>9} {'cal t':>7} {'cal F1 rep':>10}"
     )
     for name, r in rows.items():
         agree = sum(a == b for a, b in zip(r["preds"], base["preds"])) / len(ab_pairs)
-        diff = max(abs(a - b) for a, b in zip(r["scores"], base["scores"]))
+        diffs = [abs(a - b) for a, b in zip(r["scores"], base["scores"])]
         x = {
             d: f"{secs['torch', d, 'wall'] / secs[name, d, 'wall']:.2f} / "
             f"{secs['torch', d, 'cpu'] / secs[name, d, 'cpu']:.2f}"
             for d in ("ab", "snli")
         }
         print(
-            f"{name:<11} {x['ab']:>11} {x['snli']:>11} "
+            f"{name:<16} {x['ab']:>11} {x['snli']:>11} "
             f"{r['f1']['all']:7.4f} {r['f1']['selection']:7.4f} {r['f1']['report']:7.4f} "
             f"{r['f1']['selection'] - base['f1']['selection']:+8.4f} "
             f"{r['f1']['report'] - base['f1']['report']:+8.4f} "
-            f"{agree:6.3f} {diff:9.2e}"
+            f"{agree:6.3f} {max(diffs):9.2e} {sum(diffs) / len(diffs):9.2e} {r['cal'][0]:7.4f} {r['cal'][1]:10.4f}"
         )
 
-    eligible = [
-        n
-        for n in ("torch", "onnx", "onnx-int8")
-        if abs(rows[n]["f1"]["selection"] - base["f1"]["selection"]) <= args.tolerance
-    ]
+    eligible = [n for n in measured if abs(rows[n]["f1"]["selection"] - base["f1"]["selection"]) <= args.tolerance]
     choice = min(eligible, key=lambda n: secs[n, "ab", "cpu"])
     print(
         f"\nauto on a CPU: {choice} (least CPU time on AB dev with selection macro-F1 within {args.tolerance} of torch)"
@@ -186,8 +195,8 @@ def main() -> None:
             "decided_by": "bench/bench_judge_speed.py (selection half of AttributionBench dev)",
             "tolerance": args.tolerance,
             "threads": args.threads,
-            "selection_macro_f1": {n: round(rows[n]["f1"]["selection"], 4) for n in ("torch", "onnx", "onnx-int8")},
-            "ab_pairs_per_cpu_s": {n: round(rate(n, "ab", "cpu"), 2) for n in ("torch", "onnx", "onnx-int8")},
+            "selection_macro_f1": {n: round(rows[n]["f1"]["selection"], 4) for n in measured},
+            "ab_pairs_per_cpu_s": {n: round(rate(n, "ab", "cpu"), 2) for n in measured},
         }
         write_card(path, card)
         print(f"recorded runtime.cpu = {choice} in {path}")

@@ -85,7 +85,7 @@ def test_fp32_onnx_equals_torch_on_real_pairs(cache: Path, torch_judge: Any, tor
 
 
 def test_int8_onnx_stays_close_to_torch(cache: Path, torch_judge: Any, torch_scores: list[float]) -> None:
-    """Dynamic int8 moves scores: on AttributionBench dev the mean shift is ~0.02 and ~4% of
+    """Dynamic int8 moves scores: on AttributionBench dev the mean shift is ~0.03 and ~5% of
     decisions flip (BENCHMARKS.md); here the mean shift must stay under 0.05, no score may
     move by more than 0.35, and at least 9 of the 11 decisions must agree."""
     from verifiers.judges import load_judge
@@ -98,6 +98,56 @@ def test_int8_onnx_stays_close_to_torch(cache: Path, torch_judge: Any, torch_sco
     assert sum(diffs) / len(diffs) < 0.05 and max(diffs) < 0.35
     agree = sum((a >= judge.threshold) == (b >= judge.threshold) for a, b in zip(scores, torch_scores))
     assert agree >= len(PAIRS) - 2
+
+
+def test_static_int8_builds_from_the_committed_calibration_windows(
+    cache: Path, torch_judge: Any, torch_scores: list[float]
+) -> None:
+    """Static int8 (activation ranges from the committed training-data windows) moves scores
+    more than dynamic int8 (BENCHMARKS.md: mean shift ~0.05 on AttributionBench dev): here the
+    mean shift must stay under 0.1 and at least 8 of the 11 decisions must agree."""
+    from verifiers.judge_onnx import CALIBRATION_NAME, read_calibration
+    from verifiers.judges import DEFAULT_JUDGE_DIR, load_judge, read_card
+
+    calib = DEFAULT_JUDGE_DIR / CALIBRATION_NAME
+    assert calib.stat().st_size < 200_000 and len(read_calibration(calib)) >= 200
+    trained_on = " ".join(read_card(DEFAULT_JUDGE_DIR)["training"]["data"])
+    assert "attributionbench" not in trained_on  # the windows come from the training sets only
+    judge = load_judge("default", runtime="onnx-int8-static")
+    assert judge.onnx_file.name == "model.int8-static.onnx" and judge.onnx_file.is_relative_to(cache)
+    side = json.loads((judge.onnx_file.parent / "model.int8-static.onnx.json").read_text())
+    assert side["calibration"]["file"] == CALIBRATION_NAME and side["calibration"]["method"] == "MinMax"
+    assert side["calibration"]["windows"] == len(read_calibration(calib))
+    scores = judge.judge(PAIRS)
+    diffs = [abs(a - b) for a, b in zip(scores, torch_scores)]
+    assert sum(diffs) / len(diffs) < 0.1
+    agree = sum((a >= judge.threshold) == (b >= judge.threshold) for a, b in zip(scores, torch_scores))
+    assert agree >= len(PAIRS) - 3
+    assert scores[S] > scores[S + 1] and scores[S + 4] > scores[S + 5]
+
+
+def test_no_skip_layer_norm_kernel_in_the_built_models(cache: Path) -> None:
+    """Recipe 2 keeps Add + LayerNormalization (ORT's SkipLayerNormalization CPU kernel was
+    3.3x slower) and the session does not fuse them back."""
+    import onnx
+
+    from verifiers.judges import load_judge
+
+    judge = load_judge("default", runtime="onnx-int8")
+    ops = {n.op_type for n in onnx.load(str(judge.onnx_file)).graph.node}
+    assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops and "QAttention" in ops
+
+
+def test_auto_follows_the_default_card(cache: Path) -> None:
+    from verifiers.judges import ONNX_RUNTIMES, default_judge_dir, read_card, resolve_runtime
+
+    recorded = read_card(default_judge_dir())["runtime"]
+    assert recorded["cpu"] in ONNX_RUNTIMES
+    assert resolve_runtime("auto", str(default_judge_dir()), "cpu") == recorded["cpu"]
+    # the rule the card records: least CPU time among runtimes within the tolerance of torch
+    sel, rate = recorded["selection_macro_f1"], recorded["ab_pairs_per_cpu_s"]
+    eligible = [n for n in sel if abs(sel[n] - sel["torch"]) <= recorded["tolerance"]]
+    assert recorded["cpu"] == max(eligible, key=lambda n: rate[n])
 
 
 def test_windowing_cuts_leave_scores_unchanged(torch_judge: Any, torch_scores: list[float]) -> None:
@@ -172,6 +222,26 @@ def test_cache_builds_once_and_rebuilds_when_the_weights_change(
     g = onnx_model(other, "onnx-int8")
     assert g.parent != f.parent and g.name == "model.int8.onnx"
     assert json.loads((g.parent / "model.int8.onnx.json").read_text())["source_sha256"] == weights_sha256(other)
+
+
+def test_static_build_is_deterministic_and_recorded(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A judge folder without its own calibration windows uses the default judge's; the same
+    windows give the same model bytes, and the sidecar names them by sha256."""
+    from pipeline.models import sha256_file
+    from verifiers.judge_onnx import CALIBRATION_NAME, RECIPE, onnx_model, weights_sha256
+    from verifiers.judges import DEFAULT_JUDGE_DIR, resolve_runtime, write_card
+
+    monkeypatch.setenv("CITERAG_CACHE", str(tmp_path / "cache"))
+    f = onnx_model(tiny_bert, "onnx-int8-static")
+    side = json.loads((f.parent / "model.int8-static.onnx.json").read_text())
+    assert side["recipe"] == RECIPE and side["source_sha256"] == weights_sha256(tiny_bert)
+    assert side["calibration"]["sha256"] == sha256_file(DEFAULT_JUDGE_DIR / CALIBRATION_NAME)
+    first = f.read_bytes()
+    assert onnx_model(tiny_bert, "onnx-int8-static", rebuild=True).read_bytes() == first
+    write_card(tiny_bert, {"runtime": {"cpu": "onnx-int8-static"}})
+    assert resolve_runtime("auto", str(tiny_bert), "cpu") == "onnx-int8-static"
 
 
 def test_missing_onnxruntime_is_a_clear_error_and_auto_falls_back(

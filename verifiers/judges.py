@@ -45,9 +45,11 @@ _CLAIM_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 #: Names ``load_judge`` knows besides paths and hub ids.
 JUDGE_NAMES = ("default", "llm")
 #: How a cross-encoder judge runs (``--judge-runtime`` / ``$CITERAG_JUDGE_RUNTIME``): torch, ONNX
-#: Runtime fp32 or int8 (:mod:`verifiers.judge_onnx`), or ``auto``: torch on a GPU, on a CPU the
-#: variant the judge card's ``runtime.cpu`` names (chosen by bench/bench_judge_speed.py), else torch.
-JUDGE_RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+#: Runtime fp32, dynamic or static int8 (:mod:`verifiers.judge_onnx`), or ``auto``: torch on a GPU,
+#: on a CPU the variant the judge card's ``runtime.cpu`` names (chosen by bench/bench_judge_speed.py),
+#: else torch.
+ONNX_RUNTIMES = ("onnx", "onnx-int8", "onnx-int8-static")
+JUDGE_RUNTIMES = ("auto", "torch", *ONNX_RUNTIMES)
 RUNTIME_ENV = "CITERAG_JUDGE_RUNTIME"
 #: Texts whose tokenisation a judge keeps (evidence is judged against many claims).
 TOKEN_CACHE_SIZE = 4096
@@ -694,7 +696,7 @@ def resolve_runtime(runtime: str, path: str, device: str | None) -> str:
         return "torch"
     card = read_card(path) if Path(path).is_dir() else {}
     recorded = (card.get("runtime") or {}).get("cpu")
-    if recorded not in ("onnx", "onnx-int8"):
+    if recorded not in ONNX_RUNTIMES:
         return "torch"
     import importlib.util
 
