@@ -199,7 +199,7 @@ def test_cache_builds_once_and_rebuilds_when_the_weights_change(
     f = onnx_model(tiny_bert, "onnx")
     side = json.loads((f.parent / "model.onnx.json").read_text())
     assert side["source_sha256"] == weights_sha256(tiny_bert) and side["recipe"] == RECIPE
-    assert f.parent.name == side["source_sha256"][:16]
+    assert f.parent.name == f"{side['source_sha256'][:16]}-r{RECIPE}"  # one folder per weights and recipe
     first = f.stat().st_mtime_ns
     assert onnx_model(tiny_bert, "onnx") == f and f.stat().st_mtime_ns == first  # cached: not rebuilt
     assert not list(f.parent.glob(".tmp-*"))  # nothing half-written left behind

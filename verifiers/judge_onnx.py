@@ -18,7 +18,7 @@ dynamically (static quantization has no fused-attention operator); it is kept fo
 on this CPU it is slower and less exact than dynamic int8 (BENCHMARKS.md).
 
 No ONNX file is committed. :func:`onnx_model` builds one into
-``cache_dir()/judge-onnx/<sha256 of the weights>/`` (works offline, from a fresh clone): the
+``cache_dir()/judge-onnx/<sha256 of the weights>-r<RECIPE>/`` (works offline, from a fresh clone): the
 torch model is exported with eager attention (the pattern the fusion recognises), fused, and
 for int8 quantized from the fused fp32 file. Each file is written to a temporary name and
 renamed into place, and a sidecar ``<file>.json`` records the sha256 of the weights it was
@@ -159,7 +159,9 @@ def onnx_model(model_dir: str | Path, variant: str = "onnx-int8", *, rebuild: bo
         raise ConfigError(f"unknown onnx judge variant {variant!r}: use one of {', '.join(VARIANTS)}")
     _require_onnxruntime()
     record = build_record(model_dir, variant)
-    folder = cache_dir() / "judge-onnx" / record["source_sha256"][:16]
+    # One folder per weights and recipe: checkouts of different recipes sharing a cache keep
+    # their own files instead of rebuilding each other's on every run.
+    folder = cache_dir() / "judge-onnx" / f"{record['source_sha256'][:16]}-r{RECIPE}"
     target = folder / VARIANTS[variant]
     if not rebuild and _is_current(target, record):
         return target
