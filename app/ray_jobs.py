@@ -36,7 +36,7 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 #: Environment variables the workers' engines and judges read, passed to every actor (on a
 #: cluster a worker does not inherit the driver's environment).
 ENV_PREFIXES = ("VLLM_", "HF_", "CITERAG_", "TRANSFORMERS_", "TOKENIZERS_", "ORT_")
-ENV_NAMES = ("DO_NOT_TRACK", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+ENV_NAMES = ("DO_NOT_TRACK", "MKL_NUM_THREADS")
 #: Seconds to wait for a cluster's address to accept a connection before giving up.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -107,7 +107,8 @@ def connect(target: str, level: int = logging.WARNING) -> Any:
     }
     try:
         if address is None:
-            ray.init(num_cpus=os.cpu_count() or 1, num_gpus=0, include_dashboard=False,
+            # address="local": a new instance even when RAY_ADDRESS names a cluster.
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=0, include_dashboard=False,
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, **opts)  # fmt: skip
         else:
             ray.init(address=address, **opts)

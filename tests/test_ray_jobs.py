@@ -159,7 +159,8 @@ def test_ask_on_ray_with_in_process_engines_equals_the_single_process_run(
     assert [r.get("id") for r in b] == ["q1", None, "q3", "q4", "q5"]
     assert "empty" in b[2]["error"] and "error" not in b[0]
     assert b == a
-    assert p1.stdout == p2.stdout and "1 questions failed" in p2.stdout
+    assert p1.stdout.replace(str(single), "O") == p2.stdout.replace(str(ray), "O")
+    assert "1 questions failed" in p2.stdout
 
 
 def test_revise_and_eval_on_ray_through_an_llm_server_equal_the_single_process_run(
