@@ -104,6 +104,23 @@ def test_addresses_are_checked_before_ray_is_asked() -> None:
     assert err.value.exit_code == 5
 
 
+def test_actors_get_the_engine_and_judge_settings_of_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a cluster an actor does not inherit the driver's environment: vLLM's CPU settings (the
+    KV-cache size, the engine in process), the judge runtime and the offline hub go along."""
+    from app.ray_jobs import worker_env
+    from pipeline.generators.base import VLLM_CPU_ENV, _is_vllm_cpu_build
+
+    monkeypatch.setenv("CITERAG_JUDGE_RUNTIME", "onnx")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("UNRELATED_SECRET", "x")
+    env = worker_env()
+    assert env["CITERAG_JUDGE_RUNTIME"] == "onnx" and env["HF_HUB_OFFLINE"] == "1"
+    assert "UNRELATED_SECRET" not in env and "PATH" not in env
+    if _is_vllm_cpu_build():  # the driver's value, else vLLM's CPU default
+        for key in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_TARGET_DEVICE"):
+            assert env[key] == os.environ.get(key, VLLM_CPU_ENV[key])
+
+
 def test_ray_options_need_a_batch_input(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
