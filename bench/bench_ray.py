@@ -47,6 +47,32 @@ def decisions(rows: list[dict]) -> list[tuple]:
     return [(r.get("answer"), json.dumps(r.get("citations")), r.get("abstained"), r.get("error")) for r in rows]
 
 
+def differences(a: object, b: object) -> tuple[int, float]:
+    """(fields that differ, the largest difference between two numbers that differ)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        parts = [differences(a.get(k), b.get(k)) for k in a.keys() | b.keys()]
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        parts = [differences(x, y) for x, y in zip(a, b)]
+    elif a == b:
+        return 0, 0.0
+    elif isinstance(a, float | int) and isinstance(b, float | int):
+        return 1, abs(a - b)
+    else:
+        return 1, float("inf")
+    return sum(n for n, _ in parts), max((d for _, d in parts), default=0.0)
+
+
+def compare(outputs: dict[str, list[Path]]) -> None:
+    """Each run's output against the first single-process run's."""
+    reference = rows_without_timings(outputs["single"][0])
+    for p in (p for paths in outputs.values() for p in paths):
+        rows = rows_without_timings(p)
+        n, worst = differences(rows, reference)
+        same = decisions(rows) == decisions(reference)
+        print(f"{p.name:<16} rows equal: {rows == reference!s:<5} decisions equal: {same!s:<5} "
+              f"fields differing: {n} (largest {worst:.2g})")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -55,7 +81,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16, help="--ray-batch-size")
     ap.add_argument("--judge-runtime", default="onnx", help="onnx (fp32) scores do not depend on batch mates")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ray")
+    ap.add_argument("--compare-only", action="store_true", help="compare the outputs already in --out, run nothing")
     args = ap.parse_args()
+    if args.compare_only:
+        compare({name: sorted(args.out.glob(f"{name}-*.jsonl")) for name in CONFIGS})
+        return
 
     _, questions, _ = load(args.data, args.questions)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -81,14 +111,11 @@ def main() -> None:
         outputs[name].append(out)
         print(f"run {i + 1}/{len(order)} {name:<7} {dt:8.1f} s  {proc.stdout.strip()}", flush=True)
 
-    reference = rows_without_timings(outputs["single"][0])
-    print(f"\n{'config':<8} {'median s':>9} {'s/question':>11} {'rows equal single':>18} {'decisions equal':>16}")
+    print(f"\n{'config':<8} {'median s':>9} {'s/question':>11}")
     for name in CONFIGS:
         med = statistics.median(times[name])
-        runs = [rows_without_timings(p) for p in outputs[name]]
-        equal = all(r == reference for r in runs)
-        same = all(decisions(r) == decisions(reference) for r in runs)
-        print(f"{name:<8} {med:9.1f} {med / len(questions):11.2f} {equal!s:>18} {same!s:>16}")
+        print(f"{name:<8} {med:9.1f} {med / len(questions):11.2f}")
+    compare(outputs)
     single = statistics.median(times["single"])
     print(
         "ratios (single / ray, >1 means Ray is faster): "
