@@ -18,12 +18,12 @@ from app.cli_common import (
     generation_settings,
     llm_options,
     quiet_libraries,
+    ray_options,
     reference_lines,
     sample_index,
     validated,
 )
 from app.cli_errors import handle_errors
-from pipeline.errors import CiteragError
 from verifiers.judges import JUDGE_RUNTIMES, RUNTIME_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -274,6 +274,7 @@ def _settings(kw: dict[str, Any]) -> Any:
     help="Keep the answer even when no shown passage supports it or none is about the question.",
 )
 @click.option("--no-quotes", is_flag=True, help="Do not look for the supporting quote of each citation.")
+@ray_options("--questions")
 @_settings_options
 @handle_errors
 def ask_cmd(
@@ -285,6 +286,9 @@ def ask_cmd(
     judge_name: str,
     no_abstain: bool,
     no_quotes: bool,
+    ray_target: str | None,
+    ray_workers: int | None,
+    ray_batch_size: int,
     **kw: Any,
 ) -> None:
     """Answer QUESTION from the index, with citations to the passages shown to the generator."""
@@ -298,25 +302,21 @@ def ask_cmd(
         raise InputError("give either a QUESTION or --questions FILE.jsonl (with --out FILE.jsonl)")
     if questions_file and not out_file:
         raise InputError("--questions needs --out FILE.jsonl for the answers")
+    if ray_target and not questions_file:
+        raise InputError("--ray runs batch jobs: give --questions FILE.jsonl and --out FILE.jsonl")
     settings = _settings(kw)
     if question is not None:
         question = validate_question(question)
-    else:
-        records = read_questions(questions_file)  # validated before any model is loaded
-    pipe = _build(settings)
-    if question is not None:
+        pipe = _build(settings)
         answer = _check(pipe, [pipe.ask(question)], judge_name, verify, not no_abstain, not no_quotes)[0]
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2) if as_json else format_answer(answer))
         return
-    results = pipe.ask_many([r["question"] for r in records], progress=True)
-    results = _check(pipe, results, judge_name, verify, not no_abstain, not no_quotes)
-    rows, failed = [], 0
-    for rec, res in zip(records, results):
-        if isinstance(res, CiteragError):
-            failed += 1
-            rows.append({**rec, "error": str(res)})
-        else:
-            rows.append({**{k: v for k, v in rec.items() if k != "question"}, **res.to_dict()})
+    from app.batch import AskJob, run_batch
+
+    records = read_questions(questions_file)  # validated before any model is loaded
+    job = AskJob(settings, judge_name, verify, not no_abstain, not no_quotes)
+    rows = run_batch(job, records, ray_target, ray_workers, ray_batch_size)
+    failed = sum("error" in r for r in rows)
     write_jsonl_atomic(out_file, rows)
     click.echo(
         f"wrote {len(rows) - failed} answers to {out_file}"
@@ -328,22 +328,9 @@ def ask_cmd(
 
 def _check(pipe: Any, results: list[Any], judge_name: str, verify: bool, abstain: bool, quotes: bool) -> list[Any]:
     """Verify (``--verify``), then ground: support, quotes, abstention. One judge for both."""
-    use_aware = getattr(pipe, "citations", "") == "use-aware"
-    if not (verify or abstain or quotes or use_aware):
-        return results
-    from verifiers.grounding import AbstainRule, ground_with_pipeline
-    from verifiers.judges import load_judge
-    from verifiers.memo import MemoJudge
+    from app.batch import check_answers
 
-    # Grounding judges again the pairs verification judged: score each distinct pair once.
-    judge = MemoJudge(load_judge(judge_name, generator=pipe.generator))
-    if verify:
-        from verifiers.verify import verify_with_pipeline
-
-        results = verify_with_pipeline(pipe, results, judge)
-    return ground_with_pipeline(
-        pipe, results, judge, abstain=AbstainRule() if abstain else None, quotes=quotes, use_aware=use_aware
-    )
+    return check_answers(pipe, results, judge_name, verify, abstain, quotes)
 
 
 def _build(settings: Any) -> Any:

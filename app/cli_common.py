@@ -25,6 +25,9 @@ M = TypeVar("M")
 
 #: Loggers of libraries that log (or draw progress bars) on their own; bm25s sets DEBUG at import.
 CHATTY_LIBRARIES = ("bm25s", "sentence_transformers", "faiss", "httpx")
+#: Rows per Ray actor call: small enough that two workers share 200 questions evenly, large
+#: enough for an engine to batch its prefills.
+RAY_BATCH_SIZE = 16
 #: The in-process generator backends a command can start (``openai`` is chosen by --llm-url).
 BACKENDS = ("vllm", "transformers")
 RETRIEVERS = ("hybrid", "dense", "bm25")
@@ -85,6 +88,27 @@ def llm_options(
         # Processed first (eager) so --llm-api-key's callback sees it whatever the order on the line.
         opts.insert(4, click.option("--api-key", default=None, expose_value=False, is_eager=True,
                                     callback=_deprecated_api_key, help="Deprecated: use --llm-api-key."))  # fmt: skip
+
+    def decorate(fn: F) -> F:
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return decorate
+
+
+def ray_options(what: str) -> Callable[[F], F]:
+    """--ray, --ray-workers and --ray-batch-size of a batch command (``what``: its input option)."""
+    opts = [
+        click.option("--ray", "ray_target", default=None, metavar="local|auto|ADDRESS",
+                     help=f"Run {what} as a Ray Data job: local starts Ray on this machine, auto joins the "
+                          "running cluster (RAY_ADDRESS or `ray start`), else the cluster's address. Every worker "
+                          "must be able to read the index."),
+        click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+                     help="--ray: actors, each with its own generator and judge (default: one per two cores)."),
+        click.option("--ray-batch-size", type=click.IntRange(min=1), default=RAY_BATCH_SIZE, show_default=True,
+                     help="--ray: rows per actor call."),
+    ]  # fmt: skip
 
     def decorate(fn: F) -> F:
         for opt in reversed(opts):

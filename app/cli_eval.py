@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from app.cli_common import llm_options
+from app.cli_common import llm_options, ray_options
 from app.cli_errors import handle_errors
 
 log = logging.getLogger("citerag.eval")
@@ -135,6 +135,7 @@ TABLE = (
     help="Agreement: each document is cut to this many tokens in the rebuilt prompt, as `citerag ask` does.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@ray_options("the judging of --pred")
 @handle_errors
 def eval_cmd(
     pred_file: str,
@@ -160,6 +161,9 @@ def eval_cmd(
     max_model_len: int,
     max_doc_tokens: int,
     no_progress: bool,
+    ray_target: str | None,
+    ray_workers: int | None,
+    ray_batch_size: int,
 ) -> None:
     """Score attributed text: ALCE citation recall / precision / F1, RARR attribution and
     preservation, and answer correctness (ASQA str_em, NQ exact match, answer in output).
@@ -192,6 +196,8 @@ def eval_cmd(
         )
     if agreement and agreement_threshold <= 0:
         raise ConfigError(f"--agreement-threshold must be a positive number of nats (got {agreement_threshold})")
+    if agreement and ray_target:
+        raise ConfigError("--agreement runs in this process only: drop --ray, or run the agreement without it")
     if agreement and max_doc_tokens < 8:
         raise ConfigError(f"--max-doc-tokens must be at least 8 (got {max_doc_tokens})")
     preds = read_predictions(pred_file, fmt, ask_citations=ask_citations)
@@ -215,9 +221,22 @@ def eval_cmd(
         truncate=not no_truncate,
         attribution=not no_attribution,
     )
-    evaluation = evaluate(
-        preds.examples, judge.judge, config, chunk_size=1024, progress=progress_enabled(not no_progress)
-    )
+    failed: dict[int, str] = {}
+    if ray_target:
+        from app.batch import EvalJob, FailedExample, merge_evaluation
+        from app.ray_jobs import run_on_ray
+
+        job = EvalJob(judge_name, threshold, batch_size, config)
+        outputs = run_on_ray(job, preds.examples, target=ray_target, workers=ray_workers, batch_size=ray_batch_size,
+                             progress=progress_enabled(not no_progress))  # fmt: skip
+        failed = {i: o.error for i, o in enumerate(outputs) if isinstance(o, FailedExample)}
+        for i, why in failed.items():
+            log.warning("example %s failed: %s", preds.examples[i].id, why)
+        evaluation = merge_evaluation(config, outputs)
+    else:
+        evaluation = evaluate(
+            preds.examples, judge.judge, config, chunk_size=1024, progress=progress_enabled(not no_progress)
+        )
     extra: dict[str, Any] = {}
     per_example: list[Any] = []
     if agreement:
@@ -236,10 +255,17 @@ def eval_cmd(
         extra["agreement"] = lambda _evaluation: section
     metrics = {"file": preds.path, "format": preds.kind, **evaluation.metrics(extra), "skipped": len(preds.skipped)}
     metrics["judge"] = {"name": judge_name, **metrics["judge"]}
+    if failed:
+        metrics["failed"] = len(failed)
     if out_file:
         rows = evaluation.rows()
         for row, sentences in zip(rows, per_example):
             row["agreement"] = list(sentences)
+        if failed:  # the failed examples' error rows, back in their places
+            ok = iter(rows)
+            rows = [
+                {"id": ex.id, "error": failed[i]} if i in failed else next(ok) for i, ex in enumerate(preds.examples)
+            ]
         write_jsonl_atomic(out_file, rows)
     if report_dir:
         from eval.report import write_report
@@ -297,7 +323,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     judge = metrics["judge"]
     lines = [
         f"{metrics['file']}: {metrics['n']} {metrics['format']} examples"
-        + (f" ({metrics['skipped']} skipped)" if metrics.get("skipped") else ""),
+        + (f" ({metrics['skipped']} skipped)" if metrics.get("skipped") else "")
+        + (f" ({metrics['failed']} failed, left out)" if metrics.get("failed") else ""),
         f"judge {judge['name']} (threshold {s['threshold']:.3f}; "
         f"{judge['pairs']} pairs in {judge['rounds']} round{'' if judge['rounds'] == 1 else 's'})",
         "",

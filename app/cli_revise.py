@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from app.cli_common import RETRIEVERS, llm_options, reference_lines, validated
+from app.cli_common import RETRIEVERS, llm_options, ray_options, reference_lines, validated
 from app.cli_errors import handle_errors
 from verifiers.editor import DEFAULT_EDITOR, EDITORS  # no model import: only the names
 
@@ -72,6 +72,7 @@ from verifiers.editor import DEFAULT_EDITOR, EDITORS  # no model import: only th
 @click.option("--retriever", type=click.Choice(RETRIEVERS), default="hybrid", show_default=True)
 @click.option("-k", "--k", type=int, default=3, show_default=True, help="Passages retrieved per query.")
 @llm_options(llm_url_help="OpenAI-compatible server instead of an in-process engine.")
+@ray_options("--input")
 @handle_errors
 def revise(
     text: str | None,
@@ -95,6 +96,9 @@ def revise(
     llm_url: str | None,
     llm_api_key: str | None,
     max_model_len: int,
+    ray_target: str | None,
+    ray_workers: int | None,
+    ray_batch_size: int,
 ) -> None:
     """Check every claim of a text against the index and edit only what the evidence contradicts.
 
@@ -116,6 +120,8 @@ def revise(
         raise InputError("give either --text TEXT or --input FILE.jsonl (with --out FILE.jsonl)")
     if input_file and not out_file:
         raise InputError("--input needs --out FILE.jsonl for the results")
+    if ray_target and not input_file:
+        raise InputError("--ray runs batch jobs: give --input FILE.jsonl and --out FILE.jsonl")
     if text is not None and not text.strip():
         raise InputError('the text is empty: pass --text "..." with the text to revise')
     if samples < 0:
@@ -143,27 +149,22 @@ def revise(
         post_hoc=False,
     )
 
-    from app.factory import build_pipeline
-    from verifiers.judges import load_judge
-    from verifiers.rarr import build_reviser
+    from app.batch import ReviseJob, run_batch
 
-    judge = load_judge(judge_name) if judge_name != "llm" else None  # a missing judge fails before vLLM starts
-    pipe = build_pipeline(settings)
-    if judge is None:
-        judge = load_judge(judge_name, generator=pipe.generator)
-    reviser = build_reviser(
-        pipe.retriever, pipe.generator, judge, config, samples=max(samples, 1), llm_gate=llm_gate, editor=editor
-    )  # type: ignore[arg-type]
-    results = reviser.revise_batch([r["text"] for r in rows])
+    job = ReviseJob(settings, judge_name, config, samples, llm_gate, editor)
     if input_file:
-        write_jsonl_atomic(
-            out_file,
-            [{**{k2: v for k2, v in r.items() if k2 != "text"}, **res.to_dict()} for r, res in zip(rows, results)],
+        out_rows = run_batch(job, rows, ray_target, ray_workers, ray_batch_size)
+        write_jsonl_atomic(out_file, out_rows)
+        done = [r for r in out_rows if "error" not in r]
+        n_claims = sum(len(r["claims"]) for r in done)
+        n_edits = sum(len(r["edits"]) for r in done)
+        failed = len(out_rows) - len(done)
+        click.echo(
+            f"revised {len(done)} texts ({n_claims} claims, {n_edits} edits) into {out_file}"
+            + (f" ({failed} texts failed, see their 'error')" if failed else "")
         )
-        n_claims = sum(len(res.claims) for res in results)
-        n_edits = sum(len(res.revision.edits) for res in results)
-        click.echo(f"revised {len(results)} texts ({n_claims} claims, {n_edits} edits) into {out_file}")
         return
+    results = job.start().reviser.revise_batch([text])
     result = results[0]
     click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) if as_json else format_revision(result))
 

@@ -64,6 +64,13 @@ class GeneratorUnavailableError(CiteragError):
     http_status = 503
 
 
+class ClusterUnavailableError(CiteragError):
+    """The Ray cluster named by ``--ray`` cannot be reached or joined."""
+
+    exit_code = 5
+    http_status = 503
+
+
 class ContextBudgetError(InputError):
     """The prompt cannot fit the generator's context window."""
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "vllm", "faiss", "transformers", "sentence_transformers", "bm25s", "langchain_core", "pypdf", "docx")
+HEAVY = (
+    "torch", "vllm", "faiss", "transformers", "sentence_transformers", "bm25s", "langchain_core", "pypdf", "docx",
+    "ray",
+)  # fmt: skip
 
 
 def _loaded_after(code: str) -> set[str]:
