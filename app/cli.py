@@ -64,8 +64,8 @@ def _show_version(ctx: click.Context) -> None:
     type=click.Choice(JUDGE_RUNTIMES),
     default=None,
     envvar=RUNTIME_ENV,
-    help="How a cross-encoder judge runs: torch, onnx (fp32), onnx-int8, or auto (default: torch on a GPU, "
-    "the judge card's benchmarked choice on a CPU).",
+    help="How a cross-encoder judge runs: torch, onnx (fp32), onnx-int8 (dynamic), onnx-int8-static, or auto "
+    "(default: torch on a GPU, the judge card's benchmarked choice on a CPU).",
 )
 @click.option(
     "--version",
