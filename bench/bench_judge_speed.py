@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument(
         "--runtimes",
         default="torch-chars,torch,onnx,onnx-int8,onnx-int8-static",
-        help="comma-separated; torch is always measured (the reference)",
+        help="comma-separated; torch is always measured (the reference); NAME@B: an ONNX runtime at batch size B",
     )
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -98,8 +98,10 @@ def main() -> None:
             judges[name] = CharSortJudge(path, device="cpu")
         elif name == "torch":
             judges[name] = CrossEncoderJudge(path, device="cpu")
-        else:  # the ONNX file is built here if not cached
-            judges[name] = OnnxCrossEncoderJudge(path, variant=name, threads=args.threads)
+        else:  # the ONNX file is built here if not cached; NAME@B scores B windows per call
+            variant, _, batch = name.partition("@")
+            kw = {"batch_size": int(batch)} if batch else {}
+            judges[name] = OnnxCrossEncoderJudge(path, variant=variant, threads=args.threads, **kw)
     measured = [n for n in judges if n != "torch-chars"]
     threshold = judges["torch"].threshold
     print(
