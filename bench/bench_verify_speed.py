@@ -81,9 +81,10 @@ def main() -> None:
     ap.add_argument("--index", type=Path, help="an NQ index already built (default: build one under --out)")
     ap.add_argument("--new-first", action="store_true", help="run this tree first (default: the older commit)")
     args = ap.parse_args()
+    args.out = args.out.resolve()  # each CLI runs from its own tree
 
     corpus, rows, _ = load(args.data, args.questions)
-    index = args.index or nq_index(args.out, corpus)
+    index = args.index.resolve() if args.index else nq_index(args.out, corpus)
     qfile = args.out / f"verify_speed_q{args.questions}.jsonl"
     qfile.write_text("".join(json.dumps({"question": r["question"]}) + "\n" for r in rows))
     sides = {"old": old_tree(args.ref, args.out), "new": ROOT}
