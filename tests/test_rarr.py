@@ -147,7 +147,8 @@ def test_questions_sampled_with_fixed_seeds_and_deduplicated() -> None:
     assert [c.seed for c in gen.calls] == [5, 6, 7] and all(c.temperature == 0.7 for c in gen.calls)
     greedy = FakeGenerator([" Q?"])
     LLMQuestionGenerator(greedy, samples=3).questions(["c", "d"])  # greedy by default: prompt variants
-    assert len(greedy.calls) == 3 and all(c.temperature == 0.0 for c in greedy.calls)
+    assert len(greedy.calls) == 1 and all(c.temperature == 0.0 for c in greedy.calls)  # all variants, one call
+    assert len(greedy.prompts) == 6
     assert greedy.prompts[0] != greedy.prompts[2] and greedy.prompts[2].endswith(
         "Claim: c\nQuestions:\n-"
     )  # [c, d] per variant
@@ -157,6 +158,23 @@ def test_questions_sampled_with_fixed_seeds_and_deduplicated() -> None:
     two = iter([" Who is A?\n- Who is B?", " Who is C?\n- Who is D?"])
     capped = LLMQuestionGenerator(FakeGenerator(lambda p, _: next(two)), samples=2, max_questions=2).questions(["x"])
     assert capped == [["Who is A?", "Who is C?"]]  # every sample contributes before the cap
+
+
+def test_greedy_question_variants_in_one_call_decode_as_in_a_call_each(tiny_vllm: object) -> None:
+    """Greedy question generation sends every prompt variant of every claim in one batch: vLLM
+    must decode each prompt as it did in a call per variant (the verified answers rely on it)."""
+    claims = [
+        "The Eiffel Tower was finished in 1889.",
+        "Marie Curie won two Nobel prizes.",
+        "Mount Everest is 8,849 metres tall.",
+        "The printing press was invented by Johannes Gutenberg around 1440.",
+    ]
+    params = GenerationParams(max_tokens=24, temperature=0.0, stop=("\n\n", "Claim:"))
+    apart = [
+        g.text for v in range(3) for g in tiny_vllm.generate([build_question_prompt(c, v) for c in claims], params)
+    ]  # type: ignore[attr-defined]
+    together = tiny_vllm.generate([build_question_prompt(c, v) for v in range(3) for c in claims], params)  # type: ignore[attr-defined]
+    assert [g.text for g in together] == apart and any(apart)
 
 
 def test_claim_itself_is_a_query_even_without_questions() -> None:

@@ -6,6 +6,7 @@ No model, no heavy import: difflib and re, and rapidfuzz (C++) for the edit dist
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -125,11 +126,20 @@ def slot_kind(tokens: list[Token]) -> SlotKind | None:
     return "name"
 
 
+def _may_open_slot(t: Token) -> bool:
+    """Whether a slot can start at ``t``: :func:`slot_kind` wants a number or a month first
+    (a date or number span) or a capitalised word first (a name span), and is None otherwise."""
+    return _is_numeric(t) or _is_month(t) or _is_capitalised(t)
+
+
 def slot_runs(tokens: list[Token]) -> list[tuple[int, int, SlotKind]]:
     """Maximal runs ``(i, j, kind)`` of ``tokens[i:j]`` that form a slot, left to right."""
     out: list[tuple[int, int, SlotKind]] = []
     i = 0
     while i < len(tokens):
+        if not _may_open_slot(tokens[i]):  # slot_kind is None for every span starting here
+            i += 1
+            continue
         best: tuple[int, SlotKind] | None = None
         for j in range(min(len(tokens), i + 8), i, -1):
             kind = slot_kind(tokens[i:j])
@@ -204,6 +214,16 @@ def _words(tokens: list[Token]) -> int:
     return sum(t.is_word for t in tokens)
 
 
+@functools.lru_cache(maxsize=8192)
+def _analysed(text: str) -> tuple[list[Token], list[tuple[int, int, SlotKind]]]:
+    """The tokens of ``text`` and their slot runs, computed once per text: the loop aligns every
+    claim with every sentence of its pooled passages, which repeat across claims. Callers
+    only read the lists."""
+    tokens = tokenize(text)
+    return tokens, slot_runs(tokens)
+
+
+@functools.lru_cache(maxsize=65536)
 def align(claim: str, sentence: str) -> Alignment:
     """Align ``claim`` with an evidence ``sentence`` token by token and pair differing slots.
 
@@ -212,8 +232,11 @@ def align(claim: str, sentence: str) -> Alignment:
     that, a slot of the claim left unaligned is paired with the one unaligned evidence slot of
     the same kind when each side has exactly one (the sentence says it in another order:
     "in 1931, Germany ..." against "Germany ... in 1923").
+
+    Cached (an :class:`Alignment` is frozen): the loop's contradiction check and the aligned
+    editor align the same claim with the same sentences, and pooled passages repeat.
     """
-    ct, et = tokenize(claim), tokenize(sentence)
+    (ct, c_runs), (et, e_runs) = _analysed(claim), _analysed(sentence)
     sm = difflib.SequenceMatcher(None, [t.key for t in ct], [t.key for t in et], autojunk=False)
     matched = 0
     c_equal: set[int] = set()
@@ -230,8 +253,8 @@ def align(claim: str, sentence: str) -> Alignment:
                 pairs.append((i1, i2, j1, j2, kind))
     c_used = {i for p in pairs for i in range(p[0], p[1])} | c_equal
     e_used = {j for p in pairs for j in range(p[2], p[3])} | e_equal
-    c_free = [r for r in slot_runs(ct) if not any(i in c_used for i in range(r[0], r[1]))]
-    e_free = [r for r in slot_runs(et) if not any(j in e_used for j in range(r[0], r[1]))]
+    c_free = [r for r in c_runs if not any(i in c_used for i in range(r[0], r[1]))]
+    e_free = [r for r in e_runs if not any(j in e_used for j in range(r[0], r[1]))]
     for kind in ("date", "number", "name"):
         cs = [r for r in c_free if r[2] == kind]
         es = [r for r in e_free if r[2] == kind]
