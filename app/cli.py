@@ -24,7 +24,7 @@ from app.cli_common import (
     validated,
 )
 from app.cli_errors import handle_errors
-from verifiers.judges import JUDGE_RUNTIMES, RUNTIME_ENV
+from verifiers.judges import BATCH_ENV, JUDGE_RUNTIMES, RUNTIME_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("citerag")
@@ -68,6 +68,14 @@ def _show_version(ctx: click.Context) -> None:
     "(default: torch on a GPU, the judge card's benchmarked choice on a CPU).",
 )
 @click.option(
+    "--judge-batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar=BATCH_ENV,
+    help="Windows per judge forward pass (default 32 on a CPU, 128 on a GPU). 1 makes the int8 judge's "
+    "scores independent of which pairs share a batch.",
+)
+@click.option(
     "--version",
     is_flag=True,
     expose_value=False,
@@ -75,10 +83,12 @@ def _show_version(ctx: click.Context) -> None:
     callback=lambda ctx, _p, value: _show_version(ctx) if value else None,
     help="Show citerag's version, Python's and the installed engines', and exit.",
 )
-def cli(verbose: int, quiet: bool, judge_runtime: str | None) -> None:
+def cli(verbose: int, quiet: bool, judge_runtime: str | None, judge_batch_size: int | None) -> None:
     """Answer questions with checked citations, revise text against evidence, score attribution."""
     if judge_runtime:
         os.environ[RUNTIME_ENV] = judge_runtime  # load_judge reads it, in every command and the server
+    if judge_batch_size:
+        os.environ[BATCH_ENV] = str(judge_batch_size)
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:

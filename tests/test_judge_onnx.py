@@ -296,3 +296,32 @@ def test_judge_runtime_option_through_the_cli(tiny_bert: Path, tmp_path: Path) -
     assert json.loads(proc.stdout)["n"] == len(rows) and not list(tmp_path.glob("env/**/*.onnx"))
     proc = _cli("--judge-runtime", "fast", *args, cache=tmp_path / "bad")
     assert proc.returncode == 2 and "fast" in proc.stderr
+
+
+def test_int8_at_batch_size_one_scores_a_pair_as_it_scores_it_alone(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dynamic int8 scales each forward pass's activations by that pass's range, so at the
+    default batch a pair's score depends on its batch mates. ``--judge-batch-size 1``
+    (``$CITERAG_JUDGE_BATCH_SIZE``) gives every window its own pass: scores are the same in any
+    company and any order."""
+    from verifiers.judges import load_judge
+
+    monkeypatch.setenv("CITERAG_JUDGE_BATCH_SIZE", "1")
+    judge = load_judge("default", runtime="onnx-int8")
+    assert judge.batch_size == 1
+    together = judge.judge(PAIRS)
+    alone = [judge.judge([p])[0] for p in PAIRS]
+    reordered = judge.judge(PAIRS[::-1])[::-1]
+    assert together == alone == reordered
+    assert load_judge("default", runtime="onnx-int8", batch_size=4).batch_size == 4  # an explicit size wins
+
+
+@pytest.mark.parametrize("raw", ["0", "-2", "many"])
+def test_a_bad_judge_batch_size_is_refused_by_name(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.errors import ConfigError
+    from verifiers.judges import load_judge
+
+    monkeypatch.setenv("CITERAG_JUDGE_BATCH_SIZE", raw)
+    with pytest.raises(ConfigError, match="CITERAG_JUDGE_BATCH_SIZE"):
+        load_judge("default", runtime="torch")

@@ -51,6 +51,10 @@ JUDGE_NAMES = ("default", "llm")
 ONNX_RUNTIMES = ("onnx", "onnx-int8", "onnx-int8-static")
 JUDGE_RUNTIMES = ("auto", "torch", *ONNX_RUNTIMES)
 RUNTIME_ENV = "CITERAG_JUDGE_RUNTIME"
+#: Windows per forward pass of a judge (``--judge-batch-size``), when the caller sets none.
+#: With the int8 runtimes, 1 makes a window's score independent of its batch mates (dynamic
+#: quantization scales each call's activations by that call's range; BENCHMARKS.md).
+BATCH_ENV = "CITERAG_JUDGE_BATCH_SIZE"
 #: Texts whose tokenisation a judge keeps (evidence is judged against many claims).
 TOKEN_CACHE_SIZE = 4096
 #: Label names (normalised: lower case, "_" for "-" and " ") that mean "the evidence supports it".
@@ -649,6 +653,7 @@ def load_judge(
     says how a cross-encoder runs; the other kinds always run as they are."""
     name = name_or_path or "default"
     runtime = check_runtime(runtime or os.environ.get(RUNTIME_ENV) or "auto")
+    batch_size = batch_size or env_batch_size()
     kw: dict[str, Any] = {"device": device, "threshold": threshold}
     if batch_size:
         kw["batch_size"] = batch_size
@@ -672,6 +677,16 @@ def load_judge(
 
     kw.pop("device")
     return OnnxCrossEncoderJudge(path, variant=chosen, **kw)
+
+
+def env_batch_size() -> int | None:
+    """``$CITERAG_JUDGE_BATCH_SIZE`` as a positive integer, or None when unset."""
+    raw = os.environ.get(BATCH_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{BATCH_ENV} (--judge-batch-size) must be a positive integer, not {raw!r}")
+    return int(raw)
 
 
 def _ignored_runtime(runtime: str, what: str) -> None:
