@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--judge-runtime", default="onnx", help="onnx (fp32) scores do not depend on batch mates")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ray")
     ap.add_argument("--compare-only", action="store_true", help="compare the outputs already in --out, run nothing")
+    ap.add_argument("--once", action="store_true", help="each configuration once (A B C), for a quiet machine")
     args = ap.parse_args()
     if args.compare_only:
         compare({name: sorted(args.out.glob(f"{name}-*.jsonl")) for name in CONFIGS})
@@ -93,7 +94,7 @@ def main() -> None:
     qf.write_text("".join(json.dumps({"id": f"nq{i}", "question": q["question"]}) + "\n"
                           for i, q in enumerate(questions)))  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    order = [*CONFIGS, *reversed(CONFIGS)]
+    order = [*CONFIGS] if args.once else [*CONFIGS, *reversed(CONFIGS)]
     times: dict[str, list[float]] = {name: [] for name in CONFIGS}
     outputs: dict[str, list[Path]] = {name: [] for name in CONFIGS}
     print(f"{len(questions)} questions, index {args.index}, judge runtime {args.judge_runtime}, order {order}")
